@@ -1,0 +1,45 @@
+"""Shared helpers for the benchmark scripts: where the real data is, and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def data_root() -> Path:
+    """$CONVAE_DATA, else ../shared/data beside the repo; exit with a reason when neither exists."""
+    candidates = [Path(os.environ["CONVAE_DATA"])] if os.environ.get("CONVAE_DATA") else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for candidate in candidates:
+        if (candidate / "MNIST").is_dir():
+            return candidate
+    sys.exit(f"no real data: looked in {', '.join(map(str, candidates))}; set CONVAE_DATA")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,5 @@
+"""``python -m convae`` (also what ``torchrun -m convae`` runs)."""
+
+from convae.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Applications: thin layers over a trained run (anomaly detection, denoising, classification, ...)."""

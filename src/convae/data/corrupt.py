@@ -1,0 +1,106 @@
+"""Corruptions applied per batch, on the fly, from a seeded generator.
+
+Restoration tasks train ``corrupted → clean``. Corrupting each batch as it is drawn (and
+never storing a float copy of the dataset) keeps memory at the uint8 dataset's size and
+gives a fresh corruption every epoch. The generator is seeded from (seed, epoch, step),
+so a resumed run draws exactly the noise the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from convae.errors import ConvaeError
+
+KINDS = ("gaussian", "salt-pepper", "mask", "gray")
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A named corruption with its one strength parameter."""
+
+    kind: str
+    strength: float = 0.0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "gray" else f"{self.kind}:{self.strength:g}"
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return APPLY[self.kind](x, self.strength, generator)
+
+
+def parse_corruption(spec: str) -> Corruption:
+    """'gaussian:0.5', 'salt-pepper:0.2', 'mask:0.25' or 'gray'."""
+    kind, _, value = spec.strip().lower().partition(":")
+    kind = {"sp": "salt-pepper", "saltpepper": "salt-pepper", "s&p": "salt-pepper", "cutout": "mask",
+            "grayscale": "gray", "noise": "gaussian"}.get(kind, kind)
+    if kind not in KINDS:
+        raise ConvaeError(f"--noise {spec!r}: unknown corruption {kind!r}; use one of {', '.join(KINDS)}")
+    if kind == "gray":
+        return Corruption("gray")
+    defaults = {"gaussian": 0.5, "salt-pepper": 0.2, "mask": 0.25}
+    try:
+        strength = float(value) if value else defaults[kind]
+    except ValueError:
+        raise ConvaeError(f"--noise {spec!r}: {value!r} is not a number") from None
+    if not 0.0 <= strength <= (10.0 if kind == "gaussian" else 1.0):
+        raise ConvaeError(f"--noise {spec!r}: strength {strength} is out of range")
+    return Corruption(kind, strength)
+
+
+def batch_generator(seed: int, epoch: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator for one batch: a pure function of (seed, epoch, step)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + step)
+    return generator
+
+
+def gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + sigma * noise).clamp_(0.0, 1.0)
+
+
+def salt_pepper(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+    """A fraction ``amount`` of pixels (all channels together) set to 0 or 1, half each."""
+    n, _, h, w = x.shape
+    draw = torch.rand((n, 1, h, w), generator=generator, device=x.device)
+    out = x.clone()
+    out.masked_fill_((draw < amount / 2).expand_as(x), 0.0)
+    out.masked_fill_(((draw >= amount / 2) & (draw < amount)).expand_as(x), 1.0)
+    return out
+
+
+def mask(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Cutout: one zeroed rectangle per image covering about ``fraction`` of its area."""
+    n, _, h, w = x.shape
+    side_h = max(1, round(h * fraction**0.5)) if fraction > 0 else 0
+    side_w = max(1, round(w * fraction**0.5)) if fraction > 0 else 0
+    out = x.clone()
+    if side_h == 0:
+        return out
+    tops = torch.randint(0, h - side_h + 1, (n,), generator=generator, device=x.device)
+    lefts = torch.randint(0, w - side_w + 1, (n,), generator=generator, device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = ((rows >= tops.view(n, 1, 1)) & (rows < (tops + side_h).view(n, 1, 1))
+              & (cols >= lefts.view(n, 1, 1)) & (cols < (lefts + side_w).view(n, 1, 1)))
+    return out.masked_fill_(inside.unsqueeze(1).expand_as(x), 0.0)
+
+
+def gray(x: torch.Tensor, _strength: float = 0.0, _generator: torch.Generator | None = None) -> torch.Tensor:
+    """ITU-R 601 luma, one channel: what a colorization model sees."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x[:, :3] * weights).sum(1, keepdim=True)
+
+
+APPLY: dict[str, Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]] = {
+    "gaussian": gaussian,
+    "salt-pepper": salt_pepper,
+    "mask": mask,
+    "gray": gray,
+}

@@ -1,0 +1,95 @@
+"""Decode one image file with Pillow into a uint8 array, or say why it cannot be used.
+
+Each file comes back in its natural form, H×W for gray or H×W×3 for colour, so the folder
+loader can decide the channel count for the whole folder afterwards ("3 if any image is
+colour"). Alpha is dropped (not composited); 16-bit gray is scaled to 8 bits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+#: Refuse images with more pixels than this (decompression bombs, absurd scans); such files
+#: are reported as bad and skipped, like truncated ones.
+MAX_PIXELS = 50_000_000
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+
+_COLOUR_MODES_AS_IS = frozenset({"RGB"})
+_GRAY_MODES_VIA_L = frozenset({"1", "LA", "La"})
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+class DataWarning(UserWarning):
+    """A data file was skipped or changed on load; the message names the file."""
+
+
+class BadImage(Exception):
+    """Internal: the file cannot be decoded; the message is the reason (no path)."""
+
+
+def _scale16(arr: np.ndarray) -> np.ndarray:
+    """Map 0..65535 to 0..255 with rounding (v * 255 / 65535)."""
+    a = np.clip(arr.astype(np.int64), 0, 65535)
+    return ((a * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
+    """Return (uint8 array H×W or H×W×3, is_colour) for an opened, loaded image."""
+    mode = im.mode
+    if mode == "L":
+        return np.asarray(im, dtype=np.uint8), False
+    if mode in _COLOUR_MODES_AS_IS:
+        return np.asarray(im, dtype=np.uint8), True
+    if mode in _GRAY_MODES_VIA_L:
+        return np.asarray(im.convert("L"), dtype=np.uint8), False
+    if mode in _SIXTEEN_BIT:
+        return _scale16(np.asarray(im)), False
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and int(arr.max()) <= 255 and int(arr.min()) >= 0:
+            return arr.astype(np.uint8), False
+        return _scale16(arr), False
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if arr.size and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8), False
+    if mode in ("P", "PA"):
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return np.ascontiguousarray(rgb[..., 0]), False
+        return rgb, True
+    # RGBA, RGBX, RGBa, CMYK, YCbCr, LAB, HSV ...: Pillow knows how to get RGB.
+    return np.asarray(im.convert("RGB"), dtype=np.uint8), True
+
+
+def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    """Decode ``path`` to (uint8 array, is_colour); raise :class:`BadImage` with a reason."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise BadImage(
+                    f"{w}×{h} = {w * h} pixels is more than the {max_pixels}-pixel limit"
+                )
+            if w == 0 or h == 0:
+                raise BadImage(f"image has no pixels ({w}×{h})")
+            im.load()
+            return _to_array(im)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"decompression bomb: {e}") from None
+    except MemoryError:
+        raise BadImage("out of memory while decoding") from None
+    except Exception as e:  # noqa: BLE001 - Pillow plugins raise many types for bad files
+        text = str(e).strip().splitlines()
+        reason = text[0] if text else type(e).__name__
+        reason = reason.replace(f" {os.fspath(path)!r}", "")  # the caller names the file
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            reason = "empty file (0 bytes)"
+        raise BadImage(reason) from None

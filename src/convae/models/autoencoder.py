@@ -1,0 +1,48 @@
+"""The one model class every preset and every user-supplied pair plugs into."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class SwitchedCode(NamedTuple):
+    """A code that carries max-pooling switches for a MaxUnpool decoder.
+
+    The unpooling decoder cannot place values without knowing where each maximum came
+    from, so the switches travel with the code instead of hiding as module state.
+    ``switches`` holds (indices, pre-pool size) pairs, the last pooling first, so the
+    first decoder layer pops the first pair.
+    """
+
+    values: torch.Tensor
+    switches: tuple[tuple[torch.Tensor, torch.Size], ...]
+
+
+def code_values(code: torch.Tensor | SwitchedCode) -> torch.Tensor:
+    """The numeric part of a code, whatever the encoder returned."""
+    return code.values if isinstance(code, SwitchedCode) else code
+
+
+class AutoEncoder(nn.Module):
+    """``forward(x) = decode(encode(x))`` for any encoder/decoder pair.
+
+    Keeping encode and decode separate is what the applications need: codes are
+    stored, probed and interpolated, and decoded later.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor | SwitchedCode:
+        return self.encoder(x)
+
+    def decode(self, code: torch.Tensor | SwitchedCode) -> torch.Tensor:
+        return self.decoder(code)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

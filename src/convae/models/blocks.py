@@ -1,0 +1,90 @@
+"""Building blocks whose decoder halves are derived from their encoder halves.
+
+A decoder that is written by hand only fits the input size its author had in mind.
+Deriving each upsampling layer from the exact size its encoder twin consumed makes
+every preset reconstruct exactly the input's shape, for odd and non-square sizes too,
+without cropping or output_padding checkerboards where kernel = stride can do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convae.errors import ModelError
+from convae.models.autoencoder import SwitchedCode
+from convae.shapes import DeconvSetting, solve_conv_transpose
+
+Size2 = tuple[int, int]
+
+
+def derived_conv_transpose(
+    in_channels: int, out_channels: int, size_in: Size2, size_out: Size2, stride: int, bias: bool = True
+) -> nn.ConvTranspose2d:
+    """A ConvTranspose2d that maps ``size_in`` to ``size_out`` exactly, per dimension."""
+    per_dim: list[DeconvSetting] = []
+    for dim_in, dim_out in zip(size_in, size_out):
+        try:
+            per_dim.append(solve_conv_transpose(dim_in, dim_out, stride=stride, max_kernel=2 * stride + 1)[0])
+        except Exception as error:  # noqa: BLE001 - re-raised with the layer's context
+            raise ModelError(f"cannot upsample {size_in} to {size_out} with stride {stride}: {error}") from None
+    return nn.ConvTranspose2d(
+        in_channels,
+        out_channels,
+        kernel_size=tuple(s.kernel for s in per_dim),
+        stride=stride,
+        padding=tuple(s.padding for s in per_dim),
+        output_padding=tuple(s.output_padding for s in per_dim),
+        bias=bias,
+    )
+
+
+class PoolWithSwitches(nn.Module):
+    """MaxPool2d that hands its argmax positions to the matching unpool layer."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel, return_indices=True)
+
+    def forward(self, x: torch.Tensor | SwitchedCode) -> SwitchedCode:
+        values, switches = (x.values, x.switches) if isinstance(x, SwitchedCode) else (x, ())
+        pooled, indices = self.pool(values)
+        return SwitchedCode(pooled, ((indices, values.shape[-2:]),) + switches)
+
+
+class ApplyToValues(nn.Module):
+    """Run a plain layer on the values of a SwitchedCode, keeping the switches."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: SwitchedCode) -> SwitchedCode:
+        return SwitchedCode(self.layer(x.values), x.switches)
+
+
+class UnpoolWithSwitches(nn.Module):
+    """MaxUnpool2d at the exact pre-pool size, using the innermost stored switches."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.unpool = nn.MaxUnpool2d(kernel)
+
+    def forward(self, x: SwitchedCode) -> torch.Tensor | SwitchedCode:
+        (indices, size), *outer = x.switches
+        values = self.unpool(x.values, indices, output_size=size)
+        return SwitchedCode(values, tuple(outer)) if outer else values
+
+
+class Reshape(nn.Module):
+    """Unflatten a vector back into a C×H×W map (nn.Unflatten, with a clear repr)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"

@@ -1,0 +1,211 @@
+"""Run directories: the one artifact training writes and every other verb reads.
+
+Layout (see DESIGN.md): ``config.json``, ``model.safetensors``, ``state.pt``,
+``metrics.jsonl``, ``figures/``, ``report.html``. Every write goes to a temporary file
+in the same directory and is renamed over the target, so a killed process leaves either
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from convae.errors import RunError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+FIGURES = "figures"
+REPORT = "report.html"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` then rename tmp over ``path`` (fsynced first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path}: not valid JSON ({error})") from None
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Weights as safetensors: loading them can never run code."""
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no weights here (train first, or check the run directory)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise RunError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+
+
+def check_state_dict(path: Path, model: torch.nn.Module, loaded: dict[str, torch.Tensor]) -> None:
+    """Refuse weights that do not fit the model, before any of them are copied in."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(loaded))
+    extra = sorted(set(loaded) - set(expected))
+    if missing or extra:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise RunError(f"{path}: weights do not match the model in config.json ({detail})")
+    for key, tensor in expected.items():
+        got = loaded[key]
+        if got.shape != tensor.shape or got.dtype != tensor.dtype:
+            raise RunError(
+                f"{path}: tensor {key!r} is {tuple(got.shape)} {got.dtype}, "
+                f"the model needs {tuple(tensor.shape)} {tensor.dtype}"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise RunError(f"{path}: tensor {key!r} holds NaN or Inf values")
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Training state, loaded as data only (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"{path}: no training state to resume from") from None
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "refused"
+        raise RunError(f"{path}: refused to load training state ({_first_line(error)})") from None
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RunError(f"{path}:{number}: not a JSON line") from None
+    return rows
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the whole (small) file atomically rather than appending in place."""
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock so two trainers never write one run directory."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir}: another convae process is writing this run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def require_run(run_dir: Path) -> Path:
+    """A run directory that has a config and weights, or a clear error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    if not (run_dir / CONFIG).exists():
+        raise RunError(f"{run_dir}: not a run directory (no {CONFIG})")
+    if not (run_dir / WEIGHTS).exists():
+        raise RunError(f"{run_dir}: no {WEIGHTS} in this run directory (did training finish an epoch?)")
+    return run_dir
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    config = read_json(Path(run_dir) / CONFIG)
+    if not isinstance(config, dict) or "model" not in config:
+        raise RunError(f"{Path(run_dir) / CONFIG}: missing the 'model' section")
+    return config
+
+
+def build_from_config(config: dict[str, Any], source: Path | str = CONFIG) -> torch.nn.Module:
+    """Rebuild the network a config.json describes (weights not loaded)."""
+    from convae.models import build_model  # noqa: PLC0415 - keeps runs importable without torch models
+
+    model = config["model"]
+    try:
+        return build_model(
+            model["name"], tuple(model["input_shape"]), model.get("params", {}), model.get("out_channels")
+        )
+    except KeyError as error:
+        raise RunError(f"{source}: model section lacks {error}") from None
+
+
+def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a run directory, in eval mode, and its config."""
+    run_dir = require_run(run_dir)
+    config = read_config(run_dir)
+    model = build_from_config(config, run_dir / CONFIG)
+    weights = load_weights(run_dir / WEIGHTS)
+    check_state_dict(run_dir / WEIGHTS, model, weights)
+    model.load_state_dict(weights)
+    return model.to(device).eval(), config

@@ -1,0 +1,96 @@
+"""The shape contract of every preset, and the AutoEncoder plug-in contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convae.errors import ModelError
+from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, parse_model_args
+
+SIZES = [(1, 28, 28), (3, 32, 32), (1, 30, 30), (3, 64, 48), (2, 15, 17), (1, 9, 40)]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("shape", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_reconstruction_has_the_input_shape(name: str, shape: tuple[int, int, int]) -> None:
+    model = build_model(name, shape)
+    x = torch.rand(3, *shape)
+    y = model(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    # Gradients reach every parameter: no dead branch in the derived decoders.
+    y.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_different_output_channels(name: str) -> None:
+    model = build_model(name, (1, 28, 28), out_channels=3)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 3, 28, 28)
+
+
+def test_reference_code_sizes() -> None:
+    def code(name: str, shape, **params):
+        model = build_model(name, shape, params).eval()
+        return tuple(code_values(model.encode(torch.zeros(1, *shape))).shape[1:])
+
+    assert code("unpool", (1, 28, 28)) == (1, 7, 7)
+    assert code("unpool", (1, 28, 28), maps=3) == (3, 7, 7)
+    assert code("unpool", (1, 28, 28), pool=2) == (1, 14, 14)
+    assert code("unpool-2level", (1, 28, 28)) == (1, 7, 7)
+    assert code("conv-pool", (3, 32, 32)) == (8, 8, 8)
+    assert code("fc", (1, 28, 28)) == (200,)
+    assert code("conv", (1, 28, 28), latent_dim=49) == (49,)
+
+
+def test_reference_layer_settings() -> None:
+    conv_pool = build_model("conv-pool", (3, 32, 32))
+    deconvs = [m for m in conv_pool.decoder if isinstance(m, nn.ConvTranspose2d)]
+    assert [(d.in_channels, d.out_channels, d.kernel_size, d.stride) for d in deconvs] == [
+        (8, 16, (2, 2), (2, 2)),
+        (16, 3, (2, 2), (2, 2)),
+    ]
+    unpool = build_model("unpool", (1, 28, 28))
+    deconv = [m for m in unpool.decoder.modules() if isinstance(m, nn.ConvTranspose2d)][0]
+    assert deconv.kernel_size == (5, 5) and deconv.padding == (2, 2) and deconv.bias is None
+    fc = build_model("fc", (1, 28, 28))
+    assert [m.out_features for m in fc.modules() if isinstance(m, nn.Linear)] == [200, 784]
+
+
+def test_odd_sizes_use_no_output_padding_where_kernel_equals_stride_cannot() -> None:
+    model = build_model("conv-pool", (1, 30, 30))  # 30 -> 15 -> 7 -> 15 -> 30
+    deconvs = [m for m in model.decoder if isinstance(m, nn.ConvTranspose2d)]
+    assert deconvs[0].kernel_size == (3, 3) and deconvs[0].output_padding == (0, 0)
+    assert deconvs[1].kernel_size == (2, 2)
+
+
+def test_unpool_code_carries_switches() -> None:
+    model = build_model("unpool", (1, 28, 28))
+    code = model.encode(torch.rand(2, 1, 28, 28))
+    assert isinstance(code, SwitchedCode)
+    assert code.values.shape == (2, 1, 7, 7)
+    assert model.decode(code).shape == (2, 1, 28, 28)
+
+
+def test_any_pair_plugs_in() -> None:
+    model = AutoEncoder(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 1, 3, padding=1))
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(model(x), model.decode(model.encode(x)))
+
+
+def test_model_args_are_typed_and_checked() -> None:
+    assert parse_model_args("unpool", ["maps=3", "pool=2"])["maps"] == 3
+    assert parse_model_args("conv-pool", ["channels=32,16"])["channels"] == (32, 16)
+    with pytest.raises(ModelError, match="no parameter 'width'"):
+        parse_model_args("unpool", ["width=3"])
+    with pytest.raises(ModelError, match="not a valid int"):
+        parse_model_args("unpool", ["maps=three"])
+    with pytest.raises(ModelError, match="unknown model"):
+        build_model("nope", (1, 28, 28))
+
+
+def test_too_small_input_is_one_clear_error() -> None:
+    with pytest.raises(ModelError, match="too small"):
+        build_model("unpool", (1, 3, 3))
