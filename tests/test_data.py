@@ -6,7 +6,6 @@ import gzip
 import os
 import struct
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +232,8 @@ def test_imageset_basics():
     assert len(s) == 6 and s.shape == (3, 2, 2)
     sub = s.subset([4, 0])
     assert len(sub) == 2 and torch.equal(sub.images[0], imgs[4]) and sub.labels.tolist() == [1, 0]
+    assert s.subset(s.labels == 1).labels.tolist() == [1, 1]
+    assert len(s.subset([])) == 0
     sel = s.select_classes([2, 0])
     assert sel.labels.tolist() == [0, 2, 0, 2]
     assert sel.classes == ["a", "b", "c"]
@@ -808,7 +809,7 @@ def test_batches_start_step_equals_tail(n, bs, seed, epoch, drop_last, data):
     k = data.draw(st.integers(0, len(full)))
     tail = Batches(x, bs, shuffle=True, seed=seed, epoch=epoch, start_step=k, drop_last=drop_last)
     got = list(tail)
-    assert len(tail) == len(got) == len(full) - k
+    assert len(tail) == len(full) and tail.remaining == len(got) == len(full) - k
     for a, b in zip(got, full[k:]):
         assert torch.equal(a, b)
 
@@ -820,7 +821,7 @@ def test_batches_set_epoch_and_errors():
     b.set_epoch(1)
     assert not torch.equal(first, torch.cat(list(b)))
     b.set_epoch(0, start_step=2)
-    assert len(b) == 1
+    assert len(b) == 3 and b.remaining == 1 and len(list(b)) == 1
     with pytest.raises(DataError, match="start_step"):
         Batches(x, 3, shuffle=True, seed=0, start_step=4)
     with pytest.raises(DataError, match="batch_size"):
@@ -829,6 +830,17 @@ def test_batches_set_epoch_and_errors():
         Batches(x.float(), 2, shuffle=True, seed=0)
     with pytest.raises(DataError, match="labels"):
         Batches(x, 2, shuffle=True, seed=0, labels=torch.zeros(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_on_cuda_match_cpu():
+    x = torch.randint(0, 256, (37, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(37)
+    cpu = list(Batches(x, 8, shuffle=True, seed=3, labels=y))
+    gpu = list(Batches(x, 8, shuffle=True, seed=3, labels=y, device="cuda"))
+    for (a, ya), (b, yb) in zip(cpu, gpu):
+        assert b.device.type == "cuda" and b.dtype == torch.float32
+        assert torch.equal(a, b.cpu()) and torch.equal(ya, yb.cpu())
 
 
 def test_batches_with_imageset_labels():

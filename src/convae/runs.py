@@ -29,6 +29,8 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 FIGURES = "figures"
 REPORT = "report.html"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -38,6 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:

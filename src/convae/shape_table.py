@@ -354,15 +354,23 @@ def table_for_preset(
     """The table of an autoencoder preset (``PRESETS``) or a classifier preset (``CLASSIFIERS``)."""
     if name in PRESETS:
         params = parse_model_args(name, list(model_args or []))
-        model = build_model(name, input_shape, params)
+        model = _build(lambda: build_model(name, input_shape, params), name, input_shape)
     elif name in CLASSIFIERS:
         if model_args:
             raise ModelError(f"classifier {name!r} takes no --model-arg")
-        model = build_classifier(name, input_shape, n_classes)
+        model = _build(lambda: build_classifier(name, input_shape, n_classes), name, input_shape)
     else:
         known = ", ".join(sorted(PRESETS)) + "; classifiers: " + ", ".join(sorted(CLASSIFIERS))
         raise ModelError(f"unknown model {name!r} (and no such run directory); choose one of: {known}")
     return trace(model, input_shape, name=name)
+
+
+def _build(make: Any, name: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """Build a preset; an input it cannot take becomes one line naming the model and the input."""
+    try:
+        return make()
+    except ModelError as error:
+        raise ModelError(f"{name} cannot take input {_dims(tuple(input_shape))}: {error}") from None
 
 
 def table_for_run(run_dir: str | Path, input_shape: tuple[int, int, int] | None = None) -> ShapeTable:
@@ -378,9 +386,11 @@ def table_for_run(run_dir: str | Path, input_shape: tuple[int, int, int] | None 
         shape = tuple(input_shape or model_cfg["input_shape"])
         name = model_cfg["name"]
         if config.get("kind") == "classifier":
-            model = build_classifier(name, shape, int(model_cfg["n_classes"]))
+            n_classes = int(model_cfg["n_classes"])
+            model = _build(lambda: build_classifier(name, shape, n_classes), name, shape)
         else:
-            model = build_model(name, shape, model_cfg.get("params", {}), model_cfg.get("out_channels"))
+            params, out_channels = model_cfg.get("params", {}), model_cfg.get("out_channels")
+            model = _build(lambda: build_model(name, shape, params, out_channels), name, shape)
     except KeyError as error:
         raise RunError(f"{run_dir / CONFIG}: model section lacks {error}") from None
     return trace(model, shape, name=f"{name} ({run_dir})")

@@ -83,6 +83,7 @@ class TrainConfig:
     task: str = "reconstruct"
     noise: str | None = None
     normal_classes: list[int] | None = None
+    val_fraction: float | None = None
 
     def resolved(self) -> "TrainConfig":
         """A copy with preset defaults filled in and every value checked."""
@@ -106,6 +107,10 @@ class TrainConfig:
             config.noise = "gray"
         if config.noise is not None:
             config.noise = str(parse_corruption(config.noise))
+        if config.val_fraction is None:
+            # Anomaly thresholds are fitted on held-out normal images, so keep some by default.
+            config.val_fraction = 0.1 if config.normal_classes is not None else 0.0
+        _check(0.0 <= config.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {config.val_fraction}")
         _check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
         _check(config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:"),
                f"--device must be auto, cpu or cuda, got {config.device!r}")
@@ -208,8 +213,10 @@ class Trainer:
             state = self._prepare_run_dir(resume)
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
+            # Tiny weights decay into denormals, which slow CPU arithmetic many times over.
+            torch.set_flush_denormal(True)
             seed_everything(cfg.seed, cfg.deterministic)
-            train, test = self._load_data()
+            train, val, test = self._load_data()
             input_shape, out_channels = cfg.model_shapes(train.shape)
             model = build_model(cfg.model, input_shape, cfg.model_args, out_channels).to(self.device)
             corruption = cfg.corruption()
@@ -280,6 +287,8 @@ class Trainer:
                     "epoch": epoch,
                     "train_loss": train_loss,
                     "test_loss": test_loss,
+                    **({"val_loss": evaluate_loss(model, val.images, loss_fn, cfg.batch_size, self.device,
+                                                  corruption, cfg.seed)} if val is not None else {}),
                     "seconds": round(seconds, 4),
                     "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
                     "loss": cfg.loss,
@@ -298,7 +307,7 @@ class Trainer:
             return torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=0.9, foreach=True)
         return torch.optim.Adam(model.parameters(), lr=self.config.lr, foreach=True)
 
-    def _load_data(self) -> tuple[ImageSet, ImageSet]:
+    def _load_data(self) -> tuple[ImageSet, ImageSet | None, ImageSet]:
         if self.train_set is None:
             cfg = self.config
             self.train_set, self.test_set = load_splits(
@@ -314,7 +323,8 @@ class Trainer:
                     f"--normal-classes {bad[0]} is not a class of {train.name} (0..{len(train.classes) - 1})"
                 )
             train = train.select_classes(self.config.normal_classes)
-        return train, self.test_set
+        train, val = split_validation(train, self.config.val_fraction or 0.0, self.config.seed)
+        return train, val, self.test_set
 
     def _prepare_run_dir(self, resume: bool) -> dict[str, Any] | None:
         """Refuse to overwrite a finished run; on resume, adopt its config and state.
@@ -445,6 +455,23 @@ def evaluate_loss(
         total += loss_fn(model(x_in), x).double() * x.shape[0]
     model.train(was_training)
     return (total / max(len(images), 1)).item()
+
+
+def split_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """Hold out a seeded ``fraction`` of the training split as a validation set.
+
+    A pure function of (data, fraction, seed), so applications can recover exactly the
+    images the run never trained on from its config.
+    """
+    count = int(round(len(train) * fraction))
+    if fraction <= 0 or count == 0:
+        return train, None
+    if count >= len(train):
+        raise ConvaeError(f"--val-fraction {fraction} leaves no training images out of {len(train)}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))
+    val = train.subset(order[:count].sort().values)
+    val.split = "val"
+    return train.subset(order[count:].sort().values), val
 
 
 def _resolve_with_data(config: TrainConfig, train_set: ImageSet) -> TrainConfig:

