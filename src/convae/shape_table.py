@@ -216,6 +216,8 @@ def _describe(module: nn.Module) -> str:
         return f"{kind} {module.in_features}→{module.out_features}"
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return f"{kind} {module.num_features}"
+    if isinstance(module, nn.Flatten) and (module.start_dim, module.end_dim) == (1, -1):
+        return kind
     if isinstance(module, nn.Dropout):
         return f"{kind} {module.p:g}"
     if isinstance(module, nn.Upsample):

@@ -122,12 +122,13 @@ def pool2d_out(
     if padding * 2 > kernel:
         raise ConvaeError(f"pooling padding {padding} must be at most half the kernel {kernel}")
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        raise ConvaeError(f"input size {size} is smaller than the pooling window {kernel}")
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    # PyTorch drops a last window that would start inside the right padding.
+    # PyTorch's pooling_output_shape: floor division, rounded up in ceil mode ...
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    # ... where a last window that would start inside the right padding is dropped.
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
+    if out < 1:
+        raise ConvaeError(f"input size {size} is smaller than the pooling window {kernel}")
     return out
 
 

@@ -14,7 +14,10 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +179,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     except ImportError:  # pragma: no cover - numpy ships with torch
         pass
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # MaxUnpool scatters to the argmax indices of a max-pool, which never collide, so its
+    # result is deterministic even though torch warns about the op in general.
+    warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic")
     torch.backends.cudnn.benchmark = not deterministic
 
 
@@ -248,7 +254,7 @@ class Trainer:
                 loss_sum = torch.full((), resumed_sum, dtype=torch.float64, device=self.device)
                 resumed_sum, resumed_seen = 0.0, 0
                 self._epoch_totals = lambda: (loss_sum.item(), seen)
-                with self._progress_bar(epoch, len(batches), step) as advance:
+                with self._progress_bar(epoch, len(batches), step) as advance, _StopOnCtrlC() as stop:
                     try:
                         for x in batches:
                             if corruption is not None:
@@ -273,10 +279,17 @@ class Trainer:
                                 advance(value, seen / (time.perf_counter() - started))
                             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
                                 self._checkpoint(model, optimizer, epoch, step)
+                            if stop.requested:
+                                self._checkpoint(model, optimizer, epoch, step)
+                                raise TrainingInterrupted(
+                                    f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
+                                    f"continue with: convae train --out {self.run_dir} --resume"
+                                )
                     except KeyboardInterrupt:
-                        self._checkpoint(model, optimizer, epoch, step)
+                        # Raised mid-step (second Ctrl-C, or not in the main thread): the model
+                        # may be half-updated, so the last checkpoint on disk is the one to keep.
                         raise TrainingInterrupted(
-                            f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
+                            f"interrupted at epoch {epoch + 1}, step {step}; kept the last checkpoint; "
                             f"continue with: convae train --out {self.run_dir} --resume"
                         ) from None
                 seconds = time.perf_counter() - started
@@ -399,6 +412,33 @@ class Trainer:
 
     def _progress_bar(self, epoch: int, total: int, start: int):
         return _EpochProgress(self.console, f"epoch {epoch + 1}/{self.config.epochs}", total, start, self.progress)
+
+
+class _StopOnCtrlC:
+    """Turn the first Ctrl-C into a request to stop at the next step boundary.
+
+    A KeyboardInterrupt raised mid-step would leave a half-applied step (BatchNorm
+    statistics updated, optimizer not stepped) that no checkpoint should capture. The
+    second Ctrl-C falls back to the default handler and stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _EpochProgress:

