@@ -48,6 +48,21 @@ CONVAE = Path(sys.executable).with_name("convae")
 runner = CliRunner()
 
 
+@pytest.fixture
+def plain_kernels():
+    """PyTorch's native convolutions instead of oneDNN, whose per-shape setup makes a size grid slow.
+
+    The output sizes are PyTorch's either way; only the time to build thousands of
+    differently shaped layers changes (seconds instead of minutes).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
 def real_hw(layer: nn.Module, h: int, w: int, channels: int = 1) -> tuple[int, int]:
     """The (H, W) the layer really produces; an empty output counts as a failure, as in convae."""
     with torch.no_grad():
@@ -62,7 +77,7 @@ def real_hw(layer: nn.Module, h: int, w: int, channels: int = 1) -> tuple[int, i
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 7, 14, 28, 31])
-def test_conv2d_out_matches_conv2d(size: int) -> None:
+def test_conv2d_out_matches_conv2d(size: int, plain_kernels: None) -> None:
     checked = 0
     for k, s, p, d in itertools.product((1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2)):
         layer = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
@@ -105,7 +120,7 @@ def test_pool2d_out_dilated_max_pool() -> None:
 
 
 @pytest.mark.parametrize("size", [1, 2, 4, 7, 14])
-def test_conv_transpose2d_out_matches_layer(size: int) -> None:
+def test_conv_transpose2d_out_matches_layer(size: int, plain_kernels: None) -> None:
     for k, s, p, d in itertools.product((1, 2, 3, 4, 5), (1, 2, 3), (0, 1, 2), (1, 2)):
         for op in range(max(s, d)):
             layer = nn.ConvTranspose2d(1, 1, k, stride=s, padding=p, output_padding=op, dilation=d)
@@ -225,7 +240,7 @@ def test_reference_pairs_have_the_clean_inverse_first(size_in: int, size_out: in
         assert_maps(setting, size_in, size_out)
 
 
-def test_every_answer_builds_a_layer_of_the_exact_size_over_a_grid() -> None:
+def test_every_answer_builds_a_layer_of_the_exact_size_over_a_grid(plain_kernels: None) -> None:
     solved = unsolved = 0
     for size_in in range(1, 17):
         for size_out in range(1, 40):
@@ -292,7 +307,7 @@ def test_fixed_kernel_and_stride_filters() -> None:
     assert solve_conv_transpose(7, 14, kernel=4, stride=2) == [DeconvSetting(4, 2, 1, 0)]
 
 
-def test_preset_contract_for_derived_decoders() -> None:
+def test_preset_contract_for_derived_decoders(plain_kernels: None) -> None:
     """blocks.derived_conv_transpose takes [0] of (stride=s, max_kernel=2s+1): odd sizes avoid output_padding."""
     assert solve_conv_transpose(14, 28, stride=2, max_kernel=5)[0] == DeconvSetting(2, 2, 0, 0)
     assert solve_conv_transpose(4, 7, stride=2, max_kernel=5)[0] == DeconvSetting(3, 2, 1, 0)
@@ -520,16 +535,33 @@ def test_cli_shapes() -> None:
     assert data["output_shape"] == [1, 10] and data["layers"][0]["output_shape"] == [1, 32, 40, 24]
 
 
-@pytest.mark.skipif(not CONVAE.exists(), reason="console script not installed next to the interpreter")
-def test_cli_shapes_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Call the console entry point ``convae.cli.main`` in-process (it, not ``app``, turns errors into exit 2)."""
+    from convae.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["convae", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    code = exit_info.value.code
+    return (0 if code is None else int(code)), captured.out, captured.err
+
+
+def test_cli_shapes_errors_are_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     for args, needle in [
-        (("shapes", "unpool", "--input", "1x3x3"), "unpool cannot take input 1×3×3"),
-        (("shapes", "no-such-model"), "unknown model"),
-        (("shapes", str(tmp_path / "missing")), "no such run directory"),
-        (("shapes", str(tmp_path)), "not a run directory"),
-        (("shapes", "conv", "--input", "axb"), "--input"),
+        (["shapes", "unpool", "--input", "1x3x3"], "unpool cannot take input 1×3×3"),
+        (["shapes", "no-such-model"], "unknown model"),
+        (["shapes", str(tmp_path / "missing")], "no such run directory"),
+        (["shapes", str(tmp_path)], "not a run directory"),
+        (["shapes", "conv", "--input", "axb"], "--input"),
+        (["shapes", "cnn", "--model-arg", "a=1"], "no --model-arg"),
+        (["solve-deconv", "--in", "5", "--out", "100", "--stride", "30"], "raise --max-kernel"),
     ]:
-        result = run_console(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        lines = result.stderr.strip().splitlines()
+        code, _, stderr = run_main(args, monkeypatch, capsys)
+        assert code == 2, (args, stderr)
+        lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, lines)
+    code, stdout, _ = run_main(["shapes", "strided", "--input", "3x33x20"], monkeypatch, capsys)
+    assert code == 0 and "output: 1×3×33×20" in stdout

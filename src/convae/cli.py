@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,6 +127,10 @@ def train(
     if resume:
         if not out_dir:
             raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
+        fixed = [flag for flag, value in (("--model", model), ("--model-arg", model_arg), ("--dataset", dataset),
+                                          ("--config", config), ("--task", task), ("--noise", noise)) if value]
+        if fixed:
+            raise ConvaeError(f"--resume continues the stored run as it was configured; drop {', '.join(fixed)}")
     elif not out_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_path = Path("runs") / f"{model_name}-{(cfg.dataset or 'default').replace(':', '-').replace('/', '_')}-{stamp}"
@@ -134,12 +139,6 @@ def train(
 
         cfg.epochs = read_config(out_path)["training"]["epochs"]
     trainer = Trainer(cfg, out_path, progress=progress, console=err)
-    if not resume:
-        resolved = trainer.config
-        err.print(
-            f"training [bold]{resolved.model}[/] on [bold]{resolved.dataset}[/] for {resolved.epochs} epochs "
-            f"(batch {resolved.batch_size}, lr {resolved.lr}, loss {resolved.loss}) into {out_path}"
-        )
     last = trainer.fit(resume=resume)
     out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
 
@@ -158,6 +157,9 @@ def evaluate(
     result = evaluate_run(run_dir, split=split, batch_size=batch_size, device=device)
     if as_json:
         print(json.dumps(result))
+        return
+    if "baseline_psnr" in result:  # denoise / colorize: the model next to doing nothing and a classical baseline
+        _print_restoration(run_dir, split, result)
         return
     table = Table(title=f"{run_dir} — {result['dataset']} {split} split ({result['images']} images)")
     for name in ("metric", "value"):
@@ -372,8 +374,66 @@ def classify_probe(
     print(json.dumps(result) if as_json else probe_text(result))
 
 
+def _print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None:
+    from convae.applications.restore import comparison_rows  # noqa: PLC0415
+
+    table = Table(title=f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
+                        f"({result['images']} images)")
+    for name in ("restored by", "MSE", "PSNR", "SSIM"):
+        table.add_column(name, overflow="fold")
+    for what, mse, psnr, ssim in comparison_rows(result):
+        table.add_row(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}")
+    out.print(table)
+    out.print(f"convae gains {result['psnr'] - result['input_psnr']:+.2f} dB over the input and "
+              f"{result['psnr'] - result['baseline_psnr']:+.2f} dB over the baseline")
+    out.print(f"[dim]{result['conventions']}[/]")
+
+
+def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path, device: str) -> None:
+    from convae.applications.restore import restore_files  # noqa: PLC0415
+
+    results = restore_files(run_dir, inputs, out_dir, task=task, device=device)
+    for entry in results:
+        if entry["ok"]:
+            note = f"  ({entry['note']})" if entry["note"] else ""
+            out.print(f"{entry['input']} -> {entry['output']}{note}", markup=False, highlight=False)
+        else:
+            err.print(f"error: {entry['input']}: {entry['error']}", markup=False, highlight=False, soft_wrap=True)
+    failed = sum(not entry["ok"] for entry in results)
+    if failed:
+        raise ConvaeError(f"{failed} of {len(results)} image(s) failed; the others were written to {out_dir}")
+
+
+@app.command()
+def denoise(
+    run_dir: Path = typer.Argument(..., help="a run trained with --task denoise"),
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the restored PNGs (named after the inputs)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Denoise your images: PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
+    _restore_command("denoise", run_dir, inputs, out_dir, device)
+
+
+@app.command()
+def colorize(
+    run_dir: Path = typer.Argument(..., help="a run trained with --task colorize"),
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively); RGB is made gray first"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the RGB PNGs (named after the inputs)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Colorize gray images: RGB PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
+    _restore_command("colorize", run_dir, inputs, out_dir, device)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Warnings (a skipped file, a converted image) as one plain line each."""
+    err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: one clear line and exit code 2 for user errors."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except ConvaeError as error:

@@ -33,14 +33,22 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", batch_size: int = 
     target = pick_device(device)
     model, config = load_model(run_dir, target)
     data = load_run_split(config, split)
+    task = config.get("task", "reconstruct")
     result = {"run": str(run_dir), "dataset": config["dataset"]["spec"], "model": config["model"]["name"]}
-    result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))
+    if task == "reconstruct":
+        result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))
+    else:
+        # Denoise/colorize: the same keys, plus the input's and a classical baseline's scores.
+        # The split is corrupted in the trainer's chunks (max(batch_size, 256)), so batch_size is unused.
+        from convae.applications.restore import evaluate_restoration  # noqa: PLC0415
+
+        result.update(evaluate_restoration(model, config, data, device=target))
     write_json(run_dir / f"eval-{split}.json", result)
     return result
 
 
 def show_run(run_dir: str | Path, *, n: int = 5, device: str = "auto") -> list[Path]:
-    """Write the reconstruction figure and the loss curve; return their paths."""
+    """Write the reconstruction figure (restoration runs: corrupted / restored / clean) and the loss curve."""
     from convae import viz  # noqa: PLC0415
 
     if n < 1:
@@ -49,12 +57,20 @@ def show_run(run_dir: str | Path, *, n: int = 5, device: str = "auto") -> list[P
     target = pick_device(device)
     model, config = load_model(run_dir, target)
     data = load_run_split(config, "test")
+    figures = run_dir / FIGURES
+    if config.get("task", "reconstruct") != "reconstruct":
+        from convae.applications.restore import show_restoration  # noqa: PLC0415
+
+        paths = [show_restoration(model, config, data, figures / "restorations.png", n, target)]
+        rows = read_metrics(run_dir)
+        if rows:
+            paths.append(viz.loss_figure(rows, figures / "loss.png", loss_name=config["training"].get("loss", "loss")))
+        return paths
     count = min(n, len(data))
     images = data.images[:count].to(target).float().div(255)
     with torch.no_grad():
         codes = code_values(model.encode(images)).float().cpu()
         outputs = model(images).float().clamp(0, 1).cpu()
-    figures = run_dir / FIGURES
     paths = [
         viz.reconstruction_figure(
             images.cpu(), codes, outputs, figures / "reconstructions.png",

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -29,12 +30,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from convae import __version__
-from convae.data import Batches, ImageSet, default_dataset, load_splits
+from convae.data import Batches, ImageSet, dataset_names, default_dataset, load_splits
 from convae.data.corrupt import Corruption, batch_generator, parse_corruption
 from convae.errors import ConvaeError, RunError
 from convae.models import build_model, get_preset, resolve_params
 from convae.runs import (
     CONFIG,
+    LOCK,
     STATE,
     WEIGHTS,
     load_state,
@@ -97,6 +99,9 @@ class TrainConfig:
                 setattr(config, key, preset.training[key])
         if config.dataset is None:
             config.dataset = default_dataset(config.data_dir)
+        known = dataset_names()
+        _check(config.dataset in known or config.dataset.startswith("folder:"),
+               f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)} or folder:PATH")
         _check(config.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
         _check(config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         _check(config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}")
@@ -214,9 +219,18 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``config.epochs`` and return the last metrics row."""
-        cfg = self.config
+        created = not self.run_dir.exists()
+        try:
+            return self._fit(resume)
+        finally:
+            # A run that failed before writing anything leaves no empty directory behind.
+            if created and self.run_dir.is_dir() and {p.name for p in self.run_dir.iterdir()} <= {LOCK}:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         with run_lock(self.run_dir):
             state = self._prepare_run_dir(resume)
+            cfg = self.config
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             # Tiny weights decay into denormals, which slow CPU arithmetic many times over.
@@ -240,6 +254,12 @@ class Trainer:
                 metrics = [row for row in metrics if row["epoch"] <= epoch]
                 self.console.print(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
             else:
+                self.console.print(
+                    f"training [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/] ({len(train):,} train / "
+                    f"{len(test):,} test images, {'×'.join(map(str, train.shape))}) for {cfg.epochs} epochs "
+                    f"(batch {cfg.batch_size}, lr {cfg.lr}, loss {cfg.loss}) into {self.run_dir}",
+                    soft_wrap=True,
+                )
                 self._write_config(train, test)
             self.model = model
             loss_fn = loss_function(cfg.loss)

@@ -68,7 +68,7 @@ class ClassifyConfig:
     (for ``cnn`` those are the reference settings: SGD lr 0.01, batch 256).
     """
 
-    dataset: str = "mnist"
+    dataset: str | None = None  # None: "mnist", or the name of the ImageSet passed to train_classifier
     data_dir: str | None = None
     channels: int | None = None
     image_size: tuple[int, int] | None = None
@@ -92,7 +92,7 @@ class ClassifyConfig:
     def resolved(self) -> "ClassifyConfig":
         """A copy with the preset's defaults filled in and every value checked (one-line errors)."""
         preset = get_classifier(self.model)
-        config = dataclasses.replace(self)
+        config = dataclasses.replace(self, dataset=self.dataset or "mnist")
         for key in ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
             if getattr(config, key) is None:
                 setattr(config, key, preset.training[key])
@@ -224,6 +224,8 @@ def train_classifier(
     are loaded from ``config.dataset``. With the same seed, a rerun gives bit-identical
     weights on the same machine (``deterministic`` also forces deterministic kernels).
     """
+    if train_set is not None and config.dataset is None:
+        config = dataclasses.replace(config, dataset=train_set.name)
     cfg = config.resolved()
     run_dir = Path(run_dir)
     say = log or (lambda message: None)
@@ -437,15 +439,30 @@ def _evaluate_model(
 
 
 def evaluate_classifier(
-    run_dir: str | Path, *, split: str = "test", device: str = "auto", figure: bool = True
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    data: ImageSet | None = None,
+    device: str = "auto",
+    figure: bool = True,
 ) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and the confusion matrix of a classifier run.
 
-    Also writes ``RUN_DIR/eval-SPLIT.json`` and ``RUN_DIR/figures/confusion-SPLIT.png``.
+    The images are the run's dataset split as its config describes, or ``data`` when
+    given (Python use). Also writes ``RUN_DIR/eval-SPLIT.json`` and
+    ``RUN_DIR/figures/confusion-SPLIT.png``.
     """
     target = pick_device(device)
     model, config = load_classifier(run_dir, target)
-    data = _load_split(config, split)
+    if data is None:
+        data = _load_split(config, split)
+    else:
+        _require_labels(data)
+        if tuple(data.shape) != tuple(config["model"]["input_shape"]):
+            raise DataError(
+                f"{data.name}: images are {'x'.join(map(str, data.shape))}, the model in {run_dir} takes "
+                f"{'x'.join(map(str, config['model']['input_shape']))}"
+            )
     classes = config.get("classes") or data.classes
     if len(classes) != config["model"]["n_classes"]:
         raise RunError(f"{Path(run_dir) / CONFIG}: {len(classes)} class names for {config['model']['n_classes']} outputs")

@@ -1,0 +1,285 @@
+"""Denoising and colorization: classical baselines, evaluation numbers, sizes, and the CLI verbs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convae.applications.restore import (
+    ColourTable,
+    DenoiseFilter,
+    _median_windows,
+    choose_denoise_filter,
+    gaussian_filter,
+    median_filter,
+    plan_size,
+    restoration_metrics,
+    restore_tensor,
+)
+from convae.data import ImageSet
+from convae.data.corrupt import batch_generator, gray, parse_corruption
+from convae.models import PRESETS, build_model
+from convae.runs import read_metrics
+
+# -- classical filters ---------------------------------------------------------------------
+
+
+def test_gaussian_filter_matches_scipy_and_keeps_constants() -> None:
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+
+    x = torch.rand(2, 3, 17, 13, dtype=torch.float64)
+    for sigma in (0.5, 1.4, 2.8):
+        ours = gaussian_filter(x, sigma)
+        radius = math.ceil(3 * sigma)
+        expected = scipy_gaussian(x.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", radius=(0, 0, radius, radius))
+        assert np.allclose(ours.numpy(), expected, atol=1e-10)
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    assert torch.allclose(gaussian_filter(flat, 2.0), flat)
+
+
+def test_median_filter_removes_isolated_specks_and_both_paths_agree() -> None:
+    x = torch.full((1, 1, 9, 9), 0.5)
+    x[0, 0, 4, 4] = 1.0
+    x[0, 0, 0, 0] = 0.0
+    assert torch.equal(median_filter(x, 3), torch.full((1, 1, 9, 9), 0.5))
+    noisy = torch.rand(3, 2, 11, 7)
+    for size in (3, 5, 7):
+        assert torch.equal(median_filter(noisy, size), _median_windows(noisy, size))
+
+
+def _constant_set(value: int, n: int = 40, channels: int = 1, size: int = 16) -> ImageSet:
+    images = torch.full((n, channels, size, size), value, dtype=torch.uint8)
+    return ImageSet(images, torch.zeros(n, dtype=torch.int64), ["c"], "test", "constant")
+
+
+def test_filter_choice_on_constructed_cases() -> None:
+    # Gaussian noise on flat images: the widest blur removes the most noise.
+    flat = _constant_set(128).images
+    choice = choose_denoise_filter(flat, parse_corruption("gaussian:0.2"), 0, 256)
+    assert choice["best"] == DenoiseFilter("gaussian", 2.8)
+    assert choice["families"]["gaussian"]["param"] == 2.8
+    # Salt and pepper: a median filter wins, by far.
+    choice = choose_denoise_filter(flat, parse_corruption("salt-pepper:0.2"), 0, 256)
+    assert choice["best"].family == "median"
+    assert choice["families"]["median"]["val_psnr"] > choice["families"]["gaussian"]["val_psnr"] + 10
+
+
+class _Constant(torch.nn.Module):
+    """A 'model' that outputs one gray value whatever it sees."""
+
+    def __init__(self, value: float, channels: int = 1) -> None:
+        super().__init__()
+        self.value, self.channels = value, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], self.channels, *x.shape[-2:]), self.value)
+
+
+def test_restoration_metrics_against_hand_computed_values() -> None:
+    data = _constant_set(128, n=300)
+    clean = data.images.float() / 255
+    noise = parse_corruption("gaussian:0.3")
+    blur = DenoiseFilter("gaussian", 1.0)
+    result = restoration_metrics(_Constant(128 / 255), data, noise, seed=5, chunk=256, baselines={"baseline": blur})
+    # The same convention as the trainer: chunks of 256 corrupted with (seed, -1, chunk).
+    noisy = torch.cat([noise(clean[i : i + 256], batch_generator(5, -1, i // 256)) for i in (0, 256)])
+    input_mse = (noisy - clean).pow(2).mean().item()
+    baseline_mse = (blur(noisy) - clean).pow(2).mean().item()
+    assert result["input_mse"] == pytest.approx(input_mse, rel=1e-6)
+    assert result["input_psnr"] == pytest.approx(10 * math.log10(1 / input_mse), rel=1e-6)
+    assert result["baseline_mse"] == pytest.approx(baseline_mse, rel=1e-6)
+    assert result["baseline_mse"] < result["input_mse"] / 5
+    assert result["mse"] == pytest.approx(0.0, abs=1e-12) and result["ssim"] == pytest.approx(1.0)
+    assert result["images"] == 300 and set(result["per_class_mse"]) == {"c"}
+
+
+def test_colour_table_recovers_colours_that_follow_from_gray() -> None:
+    red, blue = torch.tensor([0.8, 0.2, 0.2]), torch.tensor([0.1, 0.2, 0.9])
+    x = torch.zeros(6, 3, 4, 4)
+    x[:3] = red.view(3, 1, 1)
+    x[3:] = blue.view(3, 1, 1)
+    table = ColourTable().fit(x)
+    assert torch.allclose(table(gray(x)), x, atol=1e-6)
+    # An unseen gray level stays gray.
+    assert torch.allclose(table(torch.full((1, 1, 2, 2), 0.99)), torch.full((1, 3, 2, 2), 0.99))
+
+
+# -- sizes the models accept ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("size", [(28, 28), (30, 41), (9, 13)])
+def test_any_image_size_comes_back_at_its_size_with_the_output_channels(name: str, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, (1, 28, 28), None, 3).eval()
+    plan = plan_size(model, (1, 28, 28), *size)
+    out = restore_tensor(model, torch.rand(1, 1, *size), plan)
+    assert out.shape == (1, 3, *size)
+    assert 0 <= out.min() and out.max() <= 1
+    if size == (28, 28):
+        assert plan.how == "native"
+    elif name in ("fc", "conv"):
+        assert plan.how == "resize"  # a dense layer: one size only
+    else:
+        assert plan.how in ("pad", "native") and plan.size[0] >= size[0] and plan.size[1] >= size[1]
+
+
+def test_padding_does_not_change_a_convolutional_result_inside() -> None:
+    torch.manual_seed(0)
+    model = build_model("strided", (1, 28, 28), None, 1).eval()
+    x = torch.rand(1, 1, 32, 32)
+    whole = restore_tensor(model, x, plan_size(model, (1, 28, 28), 32, 32))
+    cropped = restore_tensor(model, x[..., :30, :30], plan_size(model, (1, 28, 28), 30, 30))
+    # Away from the padded border the pixels are the same.
+    assert torch.allclose(whole[..., :24, :24], cropped[..., :24, :24], atol=1e-6)
+
+
+# -- end to end through the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def denoise_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from convae.train import TrainConfig, Trainer
+
+    run = tmp_path_factory.mktemp("restore") / "denoise"
+    cfg = TrainConfig(dataset="mnist-sample", model="strided", model_args={"channels": (8, 8)}, epochs=1,
+                      batch_size=64, task="denoise", noise="salt-pepper:0.2", seed=1)
+    Trainer(cfg, run, progress=False).fit()
+    return run
+
+
+def _rgb_folder(root: Path) -> Path:
+    """PATH/{train,test}/{warm,cool}/*.png: 12×12 RGB images whose colour follows their class."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 48), ("test", 12)):
+        for name, tint in (("warm", (1.0, 0.6, 0.3)), ("cool", (0.3, 0.6, 1.0))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                level = rng.uniform(0.3, 1.0, size=(12, 12, 1))
+                pixels = np.clip(level * np.array(tint) * 255, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels, "RGB").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def colorize_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from convae.train import TrainConfig, Trainer
+
+    base = tmp_path_factory.mktemp("colour")
+    data = _rgb_folder(base / "data")
+    run = base / "colorize"
+    cfg = TrainConfig(dataset=f"folder:{data}", model="conv-pool", epochs=3, batch_size=16, lr=5e-3, task="colorize",
+                      seed=0)
+    Trainer(cfg, run, progress=False).fit()
+    return run, data
+
+
+def test_denoise_evaluate_reports_model_input_and_baseline(denoise_run: Path, cli) -> None:
+    code, stdout, _ = cli("evaluate", denoise_run, "--json", "--device", "cpu")
+    assert code == 0
+    result = json.loads(stdout)
+    for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1", "per_class_mse", "input_psnr", "input_ssim",
+                "baseline_psnr", "baseline_ssim", "baseline", "baselines"):
+        assert key in result, key
+    assert result["task"] == "denoise" and result["corruption"] == "salt-pepper:0.2"
+    # Scored on exactly the corrupted test images the trainer's test loss used.
+    assert result["mse"] == pytest.approx(read_metrics(denoise_run)[-1]["test_loss"], rel=1e-6)
+    assert "median" in result["baseline"] and set(result["baselines"]) == {"gaussian", "median"}
+    assert result["baseline_psnr"] > result["input_psnr"] + 5
+    chosen = max(result["baselines"].values(), key=lambda b: b["val_psnr"])
+    assert result["baseline"].startswith(chosen["filter"]) and result["baseline_psnr"] == chosen["psnr"]
+    code, stdout, _ = cli("evaluate", denoise_run, "--device", "cpu")
+    assert code == 0 and "baseline: median filter" in stdout and "convae" in stdout and "dB" in stdout
+
+
+def test_show_draws_corrupted_restored_clean(denoise_run: Path, cli) -> None:
+    code, stdout, _ = cli("show", denoise_run, "-n", "3", "--device", "cpu")
+    assert code == 0
+    figure = denoise_run / "figures" / "restorations.png"
+    assert figure.exists() and str(figure) in stdout
+    assert Image.open(figure).size[0] > 100
+
+
+def _write(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_cli_denoise_writes_pngs_and_names_the_bad_file(denoise_run: Path, tmp_path: Path, cli) -> None:
+    rng = np.random.default_rng(0)
+    digit = _write(tmp_path / "in" / "digit.png", rng.integers(0, 256, (28, 28), dtype=np.uint8))
+    wide = _write(tmp_path / "in" / "wide.png", rng.integers(0, 256, (33, 50, 3), dtype=np.uint8))
+    nested = _write(tmp_path / "folder" / "sub" / "deep.jpg", rng.integers(0, 256, (20, 20), dtype=np.uint8))
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("denoise", denoise_run, digit, wide, broken, tmp_path / "folder", "--out", out,
+                               "--device", "cpu")
+    assert code == 2
+    assert "broken.png" in stderr and "1 of 4 image(s) failed" in stderr
+    assert Image.open(out / "digit.png").size == (28, 28) and Image.open(out / "digit.png").mode == "L"
+    assert Image.open(out / "wide.png").size == (50, 33) and Image.open(out / "wide.png").mode == "L"
+    assert Image.open(out / "sub" / "deep.png").size == (20, 20)
+    assert "converted RGB to gray" in stdout
+    assert not (out / "broken.png").exists()
+    # A clean digit with salt-and-pepper specks comes back closer to the clean digit.
+    from convae.data import load_dataset
+
+    clean = load_dataset("mnist-sample", "test").images[0, 0].numpy()
+    specks = clean.copy()
+    mask = rng.random(clean.shape)
+    specks[mask < 0.1] = 0
+    specks[mask > 0.9] = 255
+    _write(tmp_path / "sp" / "specks.png", specks)
+    code, _, _ = cli("denoise", denoise_run, tmp_path / "sp", "--out", out, "--device", "cpu")
+    restored = np.asarray(Image.open(out / "specks.png"), dtype=np.float64)
+    assert code == 0
+    assert np.mean((restored - clean) ** 2) < np.mean((specks.astype(np.float64) - clean) ** 2)
+
+
+def test_restore_commands_refuse_the_wrong_kind_of_run(denoise_run: Path, tmp_path: Path, cli) -> None:
+    image = _write(tmp_path / "a.png", np.zeros((8, 8), dtype=np.uint8))
+    code, _, stderr = cli("colorize", denoise_run, image, "--out", tmp_path / "o")
+    assert code == 2 and "denoise run, not a colorize run" in stderr and "Traceback" not in stderr
+    code, _, stderr = cli("denoise", denoise_run, tmp_path / "missing.png", "--out", tmp_path / "o")
+    assert code == 2 and "missing.png: no such file" in stderr
+
+
+def test_colorize_trains_one_channel_to_three_and_beats_gray(colorize_run: tuple[Path, Path], cli) -> None:
+    run, data = colorize_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "colorize" and config["training"]["noise"] == "gray"
+    assert config["model"]["input_shape"] == [1, 12, 12] and config["model"]["out_channels"] == 3
+    code, stdout, _ = cli("evaluate", run, "--json", "--device", "cpu")
+    assert code == 0
+    result = json.loads(stdout)
+    # The input baseline is the gray image replicated to RGB, computed here by hand.
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1)
+                          for c in ("cool", "warm") for p in sorted((data / "test" / c).glob("*.png"),
+                                                                   key=lambda p: p.name)])
+    clean = images.float() / 255
+    assert result["images"] == 24
+    expected = (gray(clean).expand(-1, 3, -1, -1) - clean).pow(2).mean().item()
+    assert result["input_mse"] == pytest.approx(expected, rel=1e-5)
+    assert "gray levels" in result["baseline"]
+    assert result["psnr"] > result["input_psnr"]
+
+
+def test_cli_colorize_gray_and_rgb_images_of_other_sizes(colorize_run: tuple[Path, Path], tmp_path: Path, cli) -> None:
+    run, _ = colorize_run
+    gray_image = _write(tmp_path / "g.png", np.linspace(0, 255, 20 * 16).astype(np.uint8).reshape(20, 16))
+    rgb_image = _write(tmp_path / "c.bmp", np.random.default_rng(1).integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    code, stdout, stderr = cli("colorize", run, gray_image, rgb_image, "--out", tmp_path / "out", "--device", "cpu")
+    assert code == 0, stderr
+    coloured = Image.open(tmp_path / "out" / "g.png")
+    assert coloured.mode == "RGB" and coloured.size == (16, 20)
+    assert Image.open(tmp_path / "out" / "c.png").size == (12, 12)
+    assert "RGB to gray" in stdout
