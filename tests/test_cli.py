@@ -207,3 +207,20 @@ def test_bad_config_file(cli, tmp_path: Path) -> None:
 def test_unknown_flag_is_a_usage_error(cli) -> None:
     code, _, err = cli("train", "--epoch", "3")
     assert code == 2 and "Traceback" not in err and "--epoch" in err
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="headless Chromium is not installed")
+def test_report_renders_in_headless_chromium(cli, trained: Path, tmp_path: Path) -> None:
+    assert cli("show", trained)[0] == 0 and cli("report", trained)[0] == 0
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,1400",
+         (trained / "report.html").resolve().as_uri()],
+        capture_output=True, timeout=120,
+    )
+    with Image.open(shot) as image:
+        assert image.size == (1000, 1400)
+        # A rendered page with figures has many distinct colours; an error page has few.
+        assert len(image.convert("RGB").getcolors(1 << 20) or []) > 50

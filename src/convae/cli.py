@@ -95,6 +95,7 @@ def train(
     normal_classes: Optional[str] = typer.Option(None, help="train only on these class indices, e.g. 0,1,2 (anomaly detection)"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    then_report: bool = typer.Option(False, "--report", help="afterwards evaluate, draw the figures and write report.html"),
 ) -> None:
     """Train an autoencoder into a run directory."""
     from convae.models import parse_model_args  # noqa: PLC0415
@@ -141,6 +142,15 @@ def train(
     trainer = Trainer(cfg, out_path, progress=progress, console=err)
     last = trainer.fit(resume=resume)
     out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
+    if then_report:
+        from convae.evaluation import evaluate_run, show_run  # noqa: PLC0415
+        from convae.report import write_report  # noqa: PLC0415
+
+        result = evaluate_run(out_path, device=trainer.config.device)
+        out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+        for path in show_run(out_path, device=trainer.config.device):
+            out.print(f"wrote {path}")
+        out.print(f"wrote {write_report(out_path)}")
 
 
 @app.command()

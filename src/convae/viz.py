@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from convae.runs import atomic_write_bytes  # noqa: E402
@@ -78,6 +79,7 @@ def loss_figure(rows: list[dict[str, Any]], path: Path, loss_name: str = "loss")
     axis.plot(epochs, [row["train_loss"] for row in rows], "o-", label="train")
     axis.plot(epochs, [row["test_loss"] for row in rows], "s-", label="test")
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(f"{loss_name} (mean per pixel)")
     axis.grid(alpha=0.3)
     axis.legend()
