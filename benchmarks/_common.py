@@ -34,6 +34,7 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_end": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -532,7 +532,7 @@ def test_cli_shapes() -> None:
     result = runner.invoke(app, ["shapes", "cnn-deep", "--input", "3x40x24", "--json"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["output_shape"] == [1, 10] and data["layers"][0]["output_shape"] == [1, 32, 40, 24]
+    assert data["output_shape"] == [1, 10] and data["layers"][0]["output_shape"] == [1, 16, 40, 24]
 
 
 def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:

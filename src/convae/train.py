@@ -184,6 +184,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     except ImportError:  # pragma: no cover - numpy ships with torch
         pass
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Deterministic mode also NaN-fills every new tensor, a debugging aid that made CPU
+    # training ~30 % slower here; no layer we use reads uninitialized memory.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     # MaxUnpool scatters to the argmax indices of a max-pool, which never collide, so its
     # result is deterministic even though torch warns about the op in general.
     warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic")
