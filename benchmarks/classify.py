@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -112,7 +113,7 @@ def main() -> None:
         },
         "note": args.note,
         "runs": runs,
-        "command": "python benchmarks/classify.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/classify.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
     }
     write_json(args.out, report)

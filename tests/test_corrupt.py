@@ -57,3 +57,72 @@ def test_same_seed_epoch_step_gives_the_same_corruption(spec: str) -> None:
 def test_bad_specs_are_one_clear_error(spec: str) -> None:
     with pytest.raises(ConvaeError, match="--noise"):
         parse_corruption(spec)
+
+
+def test_gaussian_noise_is_clipped_so_black_pixels_get_brighter_on_average() -> None:
+    x = torch.zeros(32, 1, 16, 16)
+    y = parse_corruption("gaussian:0.5")(x, batch_generator(0, 0, 0))
+    assert y.min() == 0.0 and y.max() <= 1.0
+    # Half the draws are clipped to 0; the rest keep |N(0, 0.5)| (mean 0.5·sqrt(2/π)/2 ≈ 0.2 overall).
+    assert (y == 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert y.mean().item() == pytest.approx(0.5 * (2 / torch.pi) ** 0.5 / 2, abs=0.02)
+
+
+@pytest.mark.parametrize("spec", ["gaussian:0.3", "salt-pepper:0.3", "mask:0.3", "gray"])
+def test_corruptions_never_touch_their_input_and_keep_dtype_and_device(spec: str) -> None:
+    x = torch.rand(4, 3, 10, 10)
+    before = x.clone()
+    y = parse_corruption(spec)(x, batch_generator(0, 0, 0))
+    assert torch.equal(x, before)
+    assert y.dtype == x.dtype and y.device == x.device
+    assert y.shape == ((4, 1, 10, 10) if spec == "gray" else x.shape)
+    assert 0.0 <= y.min() and y.max() <= 1.0
+
+
+@pytest.mark.parametrize("spec", ["gaussian:0", "salt-pepper:0", "mask:0"])
+def test_zero_strength_is_the_identity(spec: str) -> None:
+    x = torch.rand(4, 1, 9, 9)
+    assert torch.equal(parse_corruption(spec)(x, batch_generator(0, 0, 0)), x)
+
+
+def test_salt_pepper_only_changes_the_hit_pixels() -> None:
+    x = torch.full((16, 1, 20, 20), 0.5)
+    y = parse_corruption("salt-pepper:0.3")(x, batch_generator(2, 0, 0))
+    changed = y != x
+    assert torch.equal(changed, (y == 0) | (y == 1))
+    assert changed.float().mean().item() == pytest.approx(0.3, abs=0.03)
+
+
+def test_mask_is_one_rectangle_per_image_placed_differently() -> None:
+    x = torch.ones(32, 1, 20, 20)
+    y = parse_corruption("mask:0.25")(x, batch_generator(0, 0, 0))
+    corners = set()
+    for image in y[:, 0]:
+        rows, cols = torch.nonzero(image == 0, as_tuple=True)
+        top, left = rows.min().item(), cols.min().item()
+        height, width = rows.max().item() - top + 1, cols.max().item() - left + 1
+        assert (height, width) == (10, 10) and len(rows) == 100  # one solid 10×10 block: 25% of 20×20
+        corners.add((top, left))
+    assert len(corners) > 10
+
+
+def test_gray_keeps_gray_images_and_maps_equal_channels_to_themselves() -> None:
+    one = torch.rand(2, 1, 5, 5)
+    assert torch.equal(parse_corruption("gray")(one, batch_generator(0, 0, 0)), one)
+    same = one.expand(-1, 3, -1, -1)
+    assert torch.allclose(parse_corruption("gray")(same, batch_generator(0, 0, 0)), one, atol=1e-6)
+
+
+def test_spec_aliases_defaults_and_round_trip() -> None:
+    assert str(parse_corruption("sp:0.1")) == "salt-pepper:0.1"
+    assert str(parse_corruption("cutout")) == "mask:0.25"
+    assert str(parse_corruption("Gaussian")) == "gaussian:0.5"
+    for spec in ("gaussian:0.25", "salt-pepper:0.2", "mask:0.5", "gray"):
+        assert str(parse_corruption(str(parse_corruption(spec)))) == spec
+
+
+def test_every_epoch_draws_fresh_noise_and_the_test_tag_differs_from_training() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    noise = parse_corruption("gaussian:0.5")
+    draws = [noise(x, batch_generator(0, epoch, 0)) for epoch in (-1, 0, 1)]
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])

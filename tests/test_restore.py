@@ -294,3 +294,13 @@ def test_cli_colorize_gray_and_rgb_images_of_other_sizes(colorize_run: tuple[Pat
     assert coloured.mode == "RGB" and coloured.size == (16, 20)
     assert Image.open(tmp_path / "out" / "c.png").size == (12, 12)
     assert "RGB to gray" in stdout
+
+
+def test_same_names_get_suffixes_and_inputs_are_never_overwritten(denoise_run: Path, tmp_path: Path, cli) -> None:
+    first = _write(tmp_path / "a" / "x.png", np.zeros((28, 28), dtype=np.uint8))
+    second = _write(tmp_path / "b" / "x.png", np.full((28, 28), 255, dtype=np.uint8))
+    code, stdout, _ = cli("denoise", denoise_run, first, second, "--out", tmp_path / "out", "--device", "cpu")
+    assert code == 0 and (tmp_path / "out" / "x.png").exists() and (tmp_path / "out" / "x-2.png").exists()
+    before = first.read_bytes()
+    code, _, stderr = cli("denoise", denoise_run, first, "--out", tmp_path / "a", "--device", "cpu")
+    assert code == 2 and "refusing to overwrite the input" in stderr and first.read_bytes() == before

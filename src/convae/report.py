@@ -43,6 +43,21 @@ def write_report(run_dir: str | Path) -> Path:
             keys = [k for k in ("mse", "rmse", "psnr", "ssim", "bce", "l1") if k in result]
             sections.append(f"<h2>Evaluation ({split} split, {result.get('images')} images)</h2>")
             sections.append(_table([result], keys))
+    detect_path = run_dir / "detect-eval.json"  # written by `convae detect --eval` (applications/anomaly.py)
+    if detect_path.exists():
+        result = json.loads(detect_path.read_text(encoding="utf-8"))
+        fit = result.get("threshold_fit", {})
+        sections.append(
+            f"<h2>Anomaly detection ({html.escape(str(result.get('dataset')))} test split: "
+            f"{result.get('normal_images')} normal ({html.escape(', '.join(result.get('normal_classes', [])))}), "
+            f"{result.get('anomalous_images')} anomalous; {html.escape(str(result.get('score')))} score)</h2>"
+        )
+        sections.append(_table([result], ["auroc", "average_precision", "threshold", "f1", "precision", "recall",
+                                          "false_positive_rate"]))
+        sections.append(f"<p>threshold: {html.escape(str(fit.get('method')))}"
+                        f"{' q=' + str(fit['quantile']) if fit.get('quantile') is not None else ''}"
+                        f"{' k=' + str(fit['k']) if fit.get('k') is not None else ''}"
+                        f" · fitted on {html.escape(str(fit.get('fitted_on', '')))}</p>")
     if metrics:
         sections.append("<h2>Training</h2>")
         sections.append(_table(metrics, [c for c in metrics[0] if c != "loss"]))

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from convae.errors import ModelError, RunError
-from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, parse_model_args
-from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier
+from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, get_preset, parse_model_args
+from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier, get_classifier
 
 __all__ = ["LayerRow", "ShapeTable", "trace", "table_for_preset", "table_for_run", "parse_input_shape"]
 
@@ -388,9 +388,11 @@ def table_for_run(run_dir: str | Path, input_shape: tuple[int, int, int] | None 
         shape = tuple(input_shape or model_cfg["input_shape"])
         name = model_cfg["name"]
         if config.get("kind") == "classifier":
+            get_classifier(name)  # an unknown name is its own error, not an input-size one
             n_classes = int(model_cfg["n_classes"])
             model = _build(lambda: build_classifier(name, shape, n_classes), name, shape)
         else:
+            get_preset(name)
             params, out_channels = model_cfg.get("params", {}), model_cfg.get("out_channels")
             model = _build(lambda: build_model(name, shape, params, out_channels), name, shape)
     except KeyError as error:

@@ -90,8 +90,12 @@ class TrainConfig:
     normal_classes: list[int] | None = None
     val_fraction: float | None = None
 
-    def resolved(self) -> "TrainConfig":
-        """A copy with preset defaults filled in and every value checked."""
+    def resolved(self, named_dataset: bool = True) -> "TrainConfig":
+        """A copy with preset defaults filled in and every value checked.
+
+        ``named_dataset=False`` is for data handed in as ImageSets, whose name need not be
+        one convae can load.
+        """
         preset = get_preset(self.model)
         config = dataclasses.replace(self, model_args=resolve_params(self.model, self.model_args))
         for key in ("epochs", "batch_size", "lr", "loss"):
@@ -100,7 +104,7 @@ class TrainConfig:
         if config.dataset is None:
             config.dataset = default_dataset(config.data_dir)
         known = dataset_names()
-        _check(config.dataset in known or config.dataset.startswith("folder:"),
+        _check(not named_dataset or config.dataset in known or config.dataset.startswith("folder:"),
                f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)} or folder:PATH")
         _check(config.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
         _check(config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -376,7 +380,8 @@ class Trainer:
         if not (self.run_dir / STATE).exists():
             raise RunError(f"{self.run_dir}: nothing to resume (no {STATE}); train without --resume first")
         saved = TrainConfig.from_dict(read_config(self.run_dir)["training"])
-        self.config = dataclasses.replace(saved.resolved(), epochs=self.config.epochs, device=self.config.device)
+        saved = saved.resolved(named_dataset=self.train_set is None)
+        self.config = dataclasses.replace(saved, epochs=self.config.epochs, device=self.config.device)
         return load_state(self.run_dir / STATE)
 
     def _write_config(self, train: ImageSet, test: ImageSet) -> None:
@@ -540,7 +545,7 @@ def split_validation(train: ImageSet, fraction: float, seed: int) -> tuple[Image
 def _resolve_with_data(config: TrainConfig, train_set: ImageSet) -> TrainConfig:
     if config.dataset is None:
         config = dataclasses.replace(config, dataset=train_set.name)
-    return config.resolved()
+    return config.resolved(named_dataset=False)
 
 
 def _code_shape(config: TrainConfig, input_shape: tuple[int, int, int]) -> tuple[int, ...]:

@@ -1,0 +1,295 @@
+"""Anomaly detection: scores, thresholds, metrics, and the `convae detect` command.
+
+A tiny conv autoencoder is trained (once per module, a few seconds) on a folder dataset of
+16×16 images with horizontal bars (class 0, normal); vertical bars (class 1) are the
+anomalies. The folder layout goes through the same loader and run directory as a user's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
+
+from convae.applications import anomaly
+from convae.data import load_dataset
+from convae.errors import ConvaeError
+from convae.metrics import batch_ssim
+from convae.runs import load_model
+from convae.train import TrainConfig, Trainer
+
+SIZE = 16
+
+
+def bars(rng: np.random.Generator, vertical: bool, size: int = SIZE) -> np.ndarray:
+    image = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        at = int(rng.integers(1, size - 3))
+        value = int(rng.integers(180, 256))
+        if vertical:
+            image[:, at:at + 2] = value
+        else:
+            image[at:at + 2, :] = value
+    return image
+
+
+@pytest.fixture(scope="module")
+def bars_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bars")
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", {"horizontal": 120, "vertical": 60}), ("test", {"horizontal": 40, "vertical": 40})):
+        for name, count in counts.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(bars(rng, name == "vertical")).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(bars_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv autoencoder trained on the horizontal bars only (class 0), 25% held out for validation."""
+    import os
+
+    os.environ.setdefault("CONVAE_CACHE", str(tmp_path_factory.getbasetemp() / "convae-cache"))
+    run = tmp_path_factory.mktemp("runs") / "bars"
+    config = TrainConfig(dataset=f"folder:{bars_folder}", model="conv",
+                         model_args={"latent_dim": 4, "width": 4, "levels": 1}, epochs=30, batch_size=16, lr=5e-3,
+                         normal_classes=[0], val_fraction=0.25, seed=0, threads=1)
+    Trainer(config, run, progress=False).fit()
+    return run
+
+
+@pytest.fixture
+def fresh_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run without a stored threshold (tests may write into it)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("threshold.json", "figures", "*.html", "detect-*"))
+    return copy
+
+
+# -- scores -----------------------------------------------------------------------------
+class Halve(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5
+
+
+def test_scores_follow_their_definitions() -> None:
+    x = torch.rand(6, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    model = Halve()
+    for kind, expected in (
+        ("mse", (0.5 * x - x).pow(2).flatten(1).mean(1)),
+        ("l1", (0.5 * x - x).abs().flatten(1).mean(1)),
+        ("ssim", 1 - batch_ssim(0.5 * x, x)),
+    ):
+        scores, maps, output = anomaly.error_maps(model, x, kind)
+        assert maps.shape == (6, 20, 20)
+        assert torch.allclose(scores, expected, atol=1e-5), kind
+        assert torch.allclose(maps.flatten(1).mean(1), scores)
+    images = (x * 255).round().to(torch.uint8)
+    by_kind = anomaly.score_kinds(model, images, batch_size=4)
+    assert set(by_kind) == set(anomaly.SCORE_KINDS)
+    single = anomaly.score_images(model, images, "mse", batch_size=5)
+    assert np.allclose(by_kind["mse"], single)
+    with pytest.raises(ConvaeError, match="--score must be one of"):
+        anomaly.score_images(model, images, "psnr")
+
+
+def test_autoencoder_trained_on_one_class_scores_a_different_image_higher(run_dir: Path, bars_folder: Path) -> None:
+    model, _ = load_model(run_dir)
+    test = load_dataset(f"folder:{bars_folder}", "test")
+    assert test.classes == ["horizontal", "vertical"]
+    anomalous = (test.labels == 1).numpy()
+    for kind, scores in anomaly.score_kinds(model, test.images).items():
+        assert scores[anomalous].mean() > 1.5 * scores[~anomalous].mean(), kind
+        assert roc_auc_score(anomalous, scores) > 0.95, kind
+
+
+# -- metrics against scikit-learn and torchmetrics --------------------------------------
+def test_detection_metrics_on_known_inputs() -> None:
+    # The textbook case: AUROC 0.75, AP 0.8333...
+    known = anomaly.detection_metrics([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], threshold=0.3)
+    assert known["auroc"] == pytest.approx(0.75)
+    assert known["average_precision"] == pytest.approx(5 / 6)
+    assert (known["precision"], known["recall"], known["f1"]) == pytest.approx((2 / 3, 1.0, 0.8))
+    assert (known["true_positives"], known["false_positives"], known["false_negatives"]) == (2, 1, 0)
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    scores = np.clip(rng.normal(0.4 + 0.2 * labels, 0.15), 0.0, 1.0)  # in [0, 1]: torchmetrics takes them as is
+    result = anomaly.detection_metrics(scores, labels, threshold=0.5)
+    s, y = torch.tensor(scores), torch.tensor(labels)
+    assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert result["auroc"] == pytest.approx(float(binary_auroc(s, y)), abs=1e-6)
+    assert result["average_precision"] == pytest.approx(average_precision_score(labels, scores))
+    assert result["average_precision"] == pytest.approx(float(binary_average_precision(s, y)), abs=1e-6)
+    assert result["f1"] == pytest.approx(f1_score(labels, scores > 0.5))
+    assert result["f1"] == pytest.approx(float(binary_f1_score(s, y, threshold=0.5)), abs=1e-6)
+    with pytest.raises(ConvaeError, match="both normal and anomalous"):
+        anomaly.detection_metrics([0.1, 0.2], [0, 0])
+
+
+# -- thresholds -------------------------------------------------------------------------
+def test_threshold_on_normal_only_validation_never_flags_everything() -> None:
+    normal = np.random.default_rng(0).lognormal(-3, 0.5, 2000)
+    q = anomaly.fit_threshold(normal, quantile=0.99, score="mse")
+    assert q.method == "quantile" and q.validation_images == 2000 and q.validation_anomalies == 0
+    assert q.value == pytest.approx(np.quantile(normal, 0.99))
+    assert 0.005 <= anomaly.verdicts(normal, q.value).mean() <= 0.011
+    m = anomaly.fit_threshold(normal, method="meanstd", k=3.0)
+    assert m.value == pytest.approx(normal.mean() + 3 * normal.std(ddof=1))
+    assert anomaly.verdicts(normal, m.value).mean() < 0.05
+    # Degenerate validation sets: every score equal, or a single image. Nothing is flagged.
+    for scores in (np.full(50, 0.02), np.array([0.3])):
+        for method in ("quantile", "meanstd"):
+            fitted = anomaly.fit_threshold(scores, method=method)
+            assert not anomaly.verdicts(scores, fitted.value).any()
+            assert fitted.validation_flagged == 0.0
+    with pytest.raises(ConvaeError, match="needs labelled anomalies"):
+        anomaly.fit_threshold(normal, method="f1")
+    with pytest.raises(ConvaeError, match="--quantile"):
+        anomaly.fit_threshold(normal, quantile=1.5)
+    with pytest.raises(ConvaeError, match="NaN"):
+        anomaly.fit_threshold([0.1, float("nan")])
+
+
+def test_f1_threshold_is_the_best_and_reproduces_its_f1() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(300, int), np.ones(60, int)]
+    scores = np.r_[rng.normal(0.0, 1.0, 300), rng.normal(2.0, 1.0, 60)]
+    fitted = anomaly.fit_threshold(scores, labels=labels, method="f1")
+    achieved = f1_score(labels, anomaly.verdicts(scores, fitted.value))
+    assert fitted.f1 == pytest.approx(achieved)
+    brute = max(f1_score(labels, scores > t) for t in np.r_[scores, scores.min() - 1])
+    assert achieved == pytest.approx(brute)
+    assert fitted.validation_anomalies == 60
+
+
+def test_run_threshold_is_fitted_on_normal_validation_and_stored(fresh_run: Path) -> None:
+    fitted = anomaly.fit_run_threshold(fresh_run, quantile=0.95)
+    stored = json.loads((fresh_run / anomaly.THRESHOLD_FILE).read_text())
+    assert stored["method"] == "quantile" and stored["quantile"] == 0.95 and stored["score"] == "ssim"
+    assert stored["validation_images"] == 30 and stored["validation_anomalies"] == 0  # 25% of 120
+    assert "held out" in stored["fitted_on"] and "horizontal" in stored["fitted_on"]
+    assert stored["value"] == pytest.approx(fitted.value)
+    data, labels, _ = anomaly.validation_data(fresh_run)
+    model, _ = load_model(fresh_run)
+    flagged = anomaly.verdicts(anomaly.score_images(model, data.images, "ssim"), fitted.value)
+    assert flagged.mean() <= 0.1 and flagged.mean() == pytest.approx(fitted.validation_flagged)
+    f1 = anomaly.fit_run_threshold(fresh_run, method="f1", score="mse", save=False)
+    assert f1.validation_anomalies == 15 and f1.f1 > 0.9  # 25% of the 60 vertical training images
+    assert json.loads((fresh_run / anomaly.THRESHOLD_FILE).read_text())["score"] == "ssim"  # save=False
+
+
+def test_run_without_validation_split_says_how_to_get_one(bars_folder: Path, tmp_path: Path) -> None:
+    config = TrainConfig(dataset=f"folder:{bars_folder}", model="conv",
+                         model_args={"latent_dim": 2, "width": 2, "levels": 1}, epochs=1, batch_size=64, threads=1)
+    Trainer(config, tmp_path / "all", progress=False).fit()
+    with pytest.raises(ConvaeError, match="no validation split.*--normal-classes"):
+        anomaly.fit_run_threshold(tmp_path / "all")
+
+
+# -- the CLI ----------------------------------------------------------------------------
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    Image.fromarray(bars(rng, False)).save(folder / "normal-a.png")
+    Image.fromarray(bars(rng, False)).save(folder / "normal-b.png")
+    Image.fromarray(bars(rng, True)).save(folder / "odd.png")
+    wide = bars(rng, False, size=24)[:, :20]
+    Image.fromarray(np.stack([wide, wide, wide], axis=2)).save(folder / "rgb.png")  # 20 wide × 24 high, RGB
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (folder / "notes.txt").write_text("not an image extension: ignored in folders")
+    return folder
+
+
+def test_detect_scores_files_writes_csv_and_heatmaps(cli, fresh_run: Path, inputs: Path, tmp_path: Path) -> None:
+    code, out, err = cli("detect", fresh_run, inputs, "--csv", tmp_path / "scores.csv", "--heatmaps", tmp_path / "heat")
+    assert code == 2  # a file could not be read: reported, the others still scored
+    assert "broken.png: not a readable image" in err
+    assert err.strip().splitlines()[-1].startswith("error: 1 of 5 file(s) could not be read")
+    assert "fitted threshold" in err and (fresh_run / "threshold.json").exists()
+    lines = {Path(line.split()[0]).name: line for line in out.strip().splitlines()}
+    assert set(lines) == {"normal-a.png", "normal-b.png", "odd.png", "rgb.png"}
+    assert "RGB converted to gray; resized 20×24 → 16×16" in lines["rgb.png"]
+
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "scores.csv").open())}
+    assert list(rows["odd.png"]) == list(anomaly.CSV_COLUMNS)
+    assert rows["odd.png"]["verdict"] == "anomalous"
+    assert rows["normal-a.png"]["verdict"] == rows["normal-b.png"]["verdict"] == "normal"
+    assert rows["rgb.png"]["verdict"] == "normal" and "converted" in rows["rgb.png"]["note"]
+    assert rows["broken.png"]["verdict"] == "unreadable" and rows["broken.png"]["score"] == ""
+    assert float(rows["odd.png"]["score"]) > float(rows["odd.png"]["threshold"]) > float(rows["normal-a.png"]["score"])
+    assert {r["score_kind"] for r in rows.values()} == {"ssim"}
+
+    heat = sorted((tmp_path / "heat").glob("*.png"))
+    assert [p.name for p in heat] == ["normal-a.png", "normal-b.png", "odd.png", "rgb.png"]
+    with Image.open(heat[0]) as picture:
+        assert picture.mode == "RGB" and picture.width > 3 * SIZE and picture.height > SIZE
+    assert rows["odd.png"]["heatmap"].endswith("odd.png")
+
+
+def test_detect_json_and_given_threshold(cli, fresh_run: Path, inputs: Path) -> None:
+    code, out, _ = cli("detect", fresh_run, inputs / "odd.png", inputs / "normal-a.png", "--threshold", "0", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["verdict"] for r in rows] == ["anomalous", "anomalous"]  # every score > 0
+    assert not (fresh_run / "threshold.json").exists()  # a given threshold is not stored
+
+
+def test_detect_fit_and_eval(cli, fresh_run: Path) -> None:
+    code, out, err = cli("detect", fresh_run, "--fit", "--threshold-method", "meanstd", "--k", "2", "--score", "mse")
+    assert code == 0, err
+    assert "mean + 2.0·std of 30 normal validation scores" in out
+    stored = json.loads((fresh_run / "threshold.json").read_text())
+    assert (stored["method"], stored["k"], stored["score"]) == ("meanstd", 2.0, "mse")
+
+    code, out, err = cli("detect", fresh_run, "--eval")
+    assert code == 0, err
+    assert "40 normal (horizontal), 40 anomalous" in out and "AUROC" in out
+    result = json.loads((fresh_run / "detect-eval.json").read_text())
+    assert result["score"] == "mse" and result["auroc"] > 0.95
+    assert result["threshold"] == pytest.approx(stored["value"])
+    assert result["auroc_per_anomalous_class"].keys() == {"vertical"}
+    for name in ("detect-roc.png", "detect-scores.png"):
+        assert (fresh_run / "figures" / name).stat().st_size > 1000
+    page = (fresh_run / "report.html").read_text()
+    assert "Anomaly detection" in page and "detect-roc" in page
+
+    code, _, err = cli("detect", fresh_run, "--eval", "--score", "l1")
+    assert code == 2 and "holds a threshold for mse scores, not l1" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["detect", "{missing}", "x.png"], "no such run directory"),
+        (["detect", "{run}"], "detect needs images or folders to score, --eval, or --fit"),
+        (["detect", "{run}", "--fit", "--score", "psnr"], "--score must be one of"),
+        (["detect", "{run}", "--fit", "--threshold-method", "otsu"], "--threshold-method must be one of"),
+        (["detect", "{run}", "--fit", "--quantile", "0"], "--quantile must be in (0, 1]"),
+        (["detect", "{run}", "{run}/nothing.png"], "none of the 1 file(s) could be read"),
+    ],
+)
+def test_detect_errors_are_one_line(cli, fresh_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    filled = [a.format(run=fresh_run, missing=tmp_path / "no-such-run") for a in args]
+    code, _, err = cli(*filled)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err
+
+
+def test_unreadable_file_by_itself_is_named(cli, fresh_run: Path, inputs: Path) -> None:
+    code, out, err = cli("detect", fresh_run, inputs / "broken.png", "--threshold", "0.5")
+    assert code == 2 and out == ""
+    assert "broken.png: not a readable image" in err
