@@ -18,6 +18,7 @@ jobs were measured many times slower than one.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -40,6 +41,8 @@ from convae.train import TrainConfig, Trainer
 # code, 3×3 context) did best of the presets tried (conv-pool, unpool, unpool-2level, strided 32,64).
 DENOISER = dict(model="conv", args={"width": 16, "latent_dim": 128}, train={"epochs": 1, "batch_size": 64, "lr": 2e-3})
 COLORIZER = dict(model="strided", args={"channels": (64,)}, train={"epochs": 8, "batch_size": 64, "lr": 2e-3})
+
+RESULT = Path(__file__).parent / "results" / "restore.json"
 
 JOBS: list[dict[str, Any]] = [
     dict(label="MNIST, Gaussian σ=0.5", dataset="mnist", task="denoise", noise="gaussian:0.5", **DENOISER),
@@ -136,6 +139,11 @@ def main() -> None:
         print(f"   input {row['input_psnr']:.2f} dB  baseline {row['baseline_psnr']:.2f} dB ({_short_baseline(row)})  "
               f"convae {row['convae_psnr']:.2f} dB / SSIM {row['convae_ssim']:.3f}  train {row['train_seconds']} s",
               flush=True)
+    if args.only and RESULT.exists():  # a partial rerun replaces its rows and keeps the others
+        fresh = {row["label"]: row for row in rows}
+        kept = {row["label"]: row for row in json.loads(RESULT.read_text(encoding="utf-8"))["rows"]}
+        kept.update(fresh)
+        rows = [kept[job["label"]] for job in JOBS if job["label"] in kept]
     table = markdown(rows)
     if not args.no_write:
         write_results("restore.json", {"machine": machine(), "rows": rows})

@@ -465,9 +465,7 @@ def detect(
 ) -> None:
     """Anomaly detection: score images by reconstruction error and flag those above the threshold.
 
-    The threshold is fitted on the run's held-out normal validation images the first time
-    (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not
-    be read (the others are still scored and written).
+    The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).
     """
     from convae.applications import anomaly  # noqa: PLC0415
 

@@ -568,6 +568,8 @@ def detect_paths(
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(target).float().div_(255)
         scores, maps, outputs = error_maps(model, x, threshold.score)
+        if not bool(torch.isfinite(scores).all()):
+            raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
         for offset in range(x.shape[0]):
             index = loaded[start + offset][0]
             result = results[index]
