@@ -81,7 +81,7 @@ def run_job(job: dict[str, Any], root: Path, work: Path, seed: int, threads: int
         "model": job["model"],
         "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.model_args.items()},
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "loss": cfg.loss, "seed": seed,
-        "threads": threads, "train_images": rows and int(round(rows[-1]["images_per_s"] * rows[-1]["seconds"])),
+        "threads": threads, "train_images": len(trainer.train_set),
         "test_images": result["images"],
         "input": result["input"], "input_psnr": result["input_psnr"], "input_ssim": result["input_ssim"],
         "baseline": result["baseline"], "baseline_psnr": result["baseline_psnr"],
@@ -100,6 +100,7 @@ def _short_baseline(row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README table; the best PSNR and the best SSIM of each row in bold."""
     lines = [
         "| task | input PSNR / SSIM | classical baseline | baseline PSNR / SSIM | convae PSNR / SSIM | model | epochs "
         "| train time |",
@@ -107,11 +108,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         args = ",".join(f"{k}={'×'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["model_args"].items())
+        cells = [(row["input_psnr"], row["input_ssim"]), (row["baseline_psnr"], row["baseline_ssim"]),
+                 (row["convae_psnr"], row["convae_ssim"])]
+        best_psnr, best_ssim = max(c[0] for c in cells), max(c[1] for c in cells)
+        text = [f"{'**' if p == best_psnr else ''}{p:.2f} dB{'**' if p == best_psnr else ''} / "
+                f"{'**' if q == best_ssim else ''}{q:.3f}{'**' if q == best_ssim else ''}" for p, q in cells]
         lines.append(
-            f"| {row['label']} | {row['input_psnr']:.2f} dB / {row['input_ssim']:.3f} | {_short_baseline(row)} | "
-            f"{row['baseline_psnr']:.2f} dB / {row['baseline_ssim']:.3f} | "
-            f"**{row['convae_psnr']:.2f} dB / {row['convae_ssim']:.3f}** | {row['model']} {args} | {row['epochs']} | "
-            f"{row['train_seconds']:.0f} s |"
+            f"| {row['label']} | {text[0]} | {_short_baseline(row)} | {text[1]} | {text[2]} | {row['model']} {args} | "
+            f"{row['epochs']} | {row['train_seconds']:.0f} s |"
         )
     return "\n".join(lines) + "\n"
 
@@ -125,7 +129,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="train on the first N training images only (quick checks)")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument("--no-write", action="store_true", help="print the table but write no result files")
+    parser.add_argument("--table-only", action="store_true", help="rewrite restore.md from restore.json, train nothing")
     args = parser.parse_args()
+    if args.table_only:
+        table = markdown(json.loads(RESULT.read_text(encoding="utf-8"))["rows"])
+        (Path(__file__).parent / "results" / "restore.md").write_text(table, encoding="utf-8")
+        print(table)
+        return
     torch.set_num_threads(args.threads)
     root = data_root()
     work = args.keep or Path(tempfile.mkdtemp(prefix="convae-restore-"))
