@@ -410,7 +410,7 @@ def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path
     for entry in results:
         if entry["ok"]:
             note = f"  ({entry['note']})" if entry["note"] else ""
-            out.print(f"{entry['input']} -> {entry['output']}{note}", markup=False, highlight=False)
+            out.print(f"{entry['input']} -> {entry['output']}{note}", markup=False, highlight=False, soft_wrap=True)
         else:
             err.print(f"error: {entry['input']}: {entry['error']}", markup=False, highlight=False, soft_wrap=True)
     failed = sum(not entry["ok"] for entry in results)
