@@ -35,16 +35,25 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from convae.data import Batches, ImageSet
-from convae.errors import ConvaeError
+from convae.data.files import find_image_files, image_for_model
+from convae.errors import ConvaeError, DataError
 from convae.metrics import ssim_kernel
-from convae.runs import FIGURES, atomic_write_bytes, atomic_write_text, load_model, read_json, require_run, write_json
+from convae.runs import (
+    FIGURES,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_model,
+    read_json,
+    require_run,
+    write_json,
+)
 
 SCORE_KINDS = ("ssim", "mse", "l1")
 DEFAULT_SCORE = "ssim"
@@ -465,57 +474,6 @@ class Detection:
         return [r for r in self.results if r.verdict == ANOMALOUS]
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders as their image files (recursively, sorted, hidden ones skipped)."""
-    from convae.data.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
-
-    paths: list[Path] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
-            if not found:
-                raise ConvaeError(f"{item}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
-            paths.extend(found)
-        else:
-            paths.append(item)
-    return paths
-
-
-def load_image(path: str | Path, input_shape: Sequence[int]) -> tuple[torch.Tensor, str]:
-    """One file as uint8 C×H×W in the run's input shape, and a note of what was converted.
-
-    Raises ConvaeError naming the file when it cannot be read.
-    """
-    from convae.data.convert import convert_images  # noqa: PLC0415
-    from convae.data.decode import BadImage, decode_image  # noqa: PLC0415
-
-    path = Path(path)
-    if not path.exists():
-        raise ConvaeError(f"{path}: no such file")
-    if not path.is_file():
-        raise ConvaeError(f"{path}: not a file")
-    try:
-        array, _ = decode_image(path)
-    except BadImage as error:
-        raise ConvaeError(f"{path}: not a readable image ({error})") from None
-    tensor = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True))
-    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
-    channels, height, width = (int(v) for v in input_shape)
-    notes = []
-    if tensor.shape[0] != channels:
-        notes.append(f"{'RGB' if tensor.shape[0] == 3 else 'gray'} converted to "
-                     f"{'gray' if channels == 1 else 'RGB'}")
-    if tuple(tensor.shape[1:]) != (height, width):
-        notes.append(f"resized {tensor.shape[2]}×{tensor.shape[1]} → {width}×{height}")
-    converted = convert_images(tensor.unsqueeze(0).contiguous(), channels, (height, width))[0]
-    return converted.contiguous(), "; ".join(notes)
-
-
 @torch.no_grad()
 def detect_paths(
     run_dir: str | Path,
@@ -541,22 +499,24 @@ def detect_paths(
 
     run_dir = Path(run_dir)
     config = _read_run_config(run_dir)
-    paths = expand_inputs(inputs)
-    if not paths:
+    files = find_image_files(inputs)
+    if not files:
         raise ConvaeError("detect needs image files or folders to score")
     input_shape = tuple(config["model"]["input_shape"])
     results: list[ImageResult] = []
     loaded: list[tuple[int, torch.Tensor]] = []
-    for path in paths:
-        result = ImageResult(path=str(path))
+    for found in files:
+        result = ImageResult(path=str(found.path))
         try:
-            image, result.note = load_image(path, input_shape)
+            if found.error:
+                raise DataError(f"{found.path}: {found.error}")
+            image, result.note = image_for_model(found.path, input_shape)
             loaded.append((len(results), image))
         except ConvaeError as error:
             result.note = str(error)
         results.append(result)
     if not loaded:
-        raise ConvaeError(f"none of the {len(paths)} file(s) could be read as an image (first: {results[0].note})")
+        raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
     if threshold is None:  # after reading the files: no fitting when there is nothing to score
         threshold = resolve_threshold(run_dir, value=threshold_value, score=score, device=device, log=log,
                                       **fit_options)
@@ -659,7 +619,11 @@ def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int
 
     ``labels``: 1 = anomalous (the positive class), 0 = normal. Uses scikit-learn.
     """
-    from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import (  # noqa: PLC0415
+        average_precision_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64)

@@ -19,7 +19,6 @@ of how much class information survives the bottleneck.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -515,23 +514,10 @@ def load_image_for(path: str | Path, input_shape: Sequence[int], *, invert: bool
     replicated to colour) and the image resized with antialiasing to the model's H×W.
     ``invert`` turns dark-on-light drawings into MNIST's light-on-dark.
     """
-    from convae.data.convert import convert_images  # noqa: PLC0415
-    from convae.data.decode import BadImage, decode_image  # noqa: PLC0415
+    from convae.data.files import image_for_model  # noqa: PLC0415
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: not a file")
-    try:
-        array, _ = decode_image(path)
-    except BadImage as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
-    tensor = torch.from_numpy(array.copy())
-    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
-    channels, height, width = (int(v) for v in input_shape)
-    converted = convert_images(tensor.unsqueeze(0).contiguous(), channels, (height, width))
-    x = converted.float().div_(255)
+    converted, _ = image_for_model(path, input_shape)
+    x = converted.unsqueeze(0).float().div_(255)
     return 1.0 - x if invert else x
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import Corruption, batch_generator, gray
+from convae.data.files import find_image_files, read_image
 from convae.errors import ConvaeError
 from convae.metrics import batch_ssim, psnr_from_mse
 
@@ -478,49 +479,6 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, plan: SizePlan) -> t
     return F.interpolate(model(small), size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def collect_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path | None, str | None]]:
-    """(path, its folder argument or None, error) for each file named or found in a folder.
-
-    Folders are searched recursively for .png .jpg .jpeg .bmp files (hidden ones skipped).
-    A missing path or a folder with no images is an entry with an error.
-    """
-    from convae.data.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
-
-    found: list[tuple[Path, Path | None, str | None]] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files = sorted(
-                p for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
-            if not files:
-                found.append((item, None, "folder holds no .png/.jpg/.jpeg/.bmp images"))
-            found += [(p, item, None) for p in files]
-        elif item.exists():
-            found.append((item, None, None))
-        else:
-            found.append((item, None, "no such file or folder"))
-    return found
-
-
-def _output_name(path: Path, folder: Path | None) -> Path:
-    return (path.relative_to(folder) if folder is not None else Path(path.name)).with_suffix(".png")
-
-
-def _read_image(path: Path) -> torch.Tensor:
-    """uint8 1×C×H×W (C 1 or 3) of an image file, or ConvaeError with the reason."""
-    from convae.data.decode import BadImage, decode_image  # noqa: PLC0415
-
-    try:
-        array, _ = decode_image(path)
-    except BadImage as error:
-        raise ConvaeError(f"not a readable image ({error})") from None
-    tensor = torch.from_numpy(array.copy())
-    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
-    return tensor.unsqueeze(0).contiguous()
-
-
 def _model_input(image: torch.Tensor, task: str, channels: int) -> tuple[torch.Tensor, str]:
     """uint8 1×C×H×W → float input with the model's channel count, and what was converted."""
     from convae.data.convert import to_channels  # noqa: PLC0415
@@ -589,20 +547,21 @@ def restore_files(
     results: list[dict[str, Any]] = []
     taken: set[Path] = set()
     plans: dict[tuple[int, int], SizePlan] = {}
-    for path, folder, problem in collect_images(inputs):
-        entry: dict[str, Any] = {"input": str(path), "output": None, "ok": False, "error": problem, "note": ""}
+    for found in find_image_files(inputs):
+        path = found.path
+        entry: dict[str, Any] = {"input": str(path), "output": None, "ok": False, "error": found.error, "note": ""}
         results.append(entry)
-        if problem:
+        if found.error:
             continue
         try:
-            destination = out_dir / _output_name(path, folder)
+            destination = out_dir / found.output_name()
             stem, number = destination.with_suffix(""), 2
             while destination in taken:
                 destination = Path(f"{stem}-{number}.png")
                 number += 1
             if destination.exists() and destination.resolve() == path.resolve():
                 raise ConvaeError("refusing to overwrite the input with its result; pick another --out")
-            image = _read_image(path)
+            image = read_image(path).unsqueeze(0)
             x, note = _model_input(image, task, input_shape[0])
             h, w = x.shape[-2:]
             plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
@@ -611,8 +570,8 @@ def restore_files(
                 note = f"{note}; {extra}" if note else extra
             restored = restore_tensor(model, x.to(target), plan)[0]
             _write_png(destination, restored)
-        except ConvaeError as error:
-            entry["error"] = str(error)
+        except ConvaeError as error:  # the CLI names the file itself
+            entry["error"] = str(error).removeprefix(f"{path}: ")
             continue
         except (RuntimeError, OSError, ValueError) as error:  # out of memory, unwritable --out, ...
             entry["error"] = " ".join(str(error).split()) or type(error).__name__

@@ -8,7 +8,12 @@ from convae.data.batches import Batches
 from convae.data.decode import DataWarning
 from convae.data.folder import load_folder
 from convae.data.imageset import ImageSet
-from convae.data.sources import dataset_names, default_dataset, load_dataset, load_splits
+from convae.data.sources import (
+    dataset_names,
+    default_dataset,
+    load_dataset,
+    load_splits,
+)
 
 __all__ = [
     "Batches",

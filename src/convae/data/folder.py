@@ -33,8 +33,19 @@ import torch
 from PIL import Image
 
 from convae.data import folder_cache
-from convae.data.convert import check_channels, check_image_size, resize_images, to_channels
-from convae.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, BadImage, DataWarning, decode_image
+from convae.data.convert import (
+    check_channels,
+    check_image_size,
+    resize_images,
+    to_channels,
+)
+from convae.data.decode import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    BadImage,
+    DataWarning,
+    decode_image,
+)
 from convae.data.imageset import ImageSet
 from convae.data.paths import cache_root
 from convae.errors import DataError

@@ -1,0 +1,119 @@
+"""``convae classify ...``: classifier training, evaluation, prediction and linear probes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from convae.cli._app import app, err, out, parse_image_size
+
+classify_app = typer.Typer(
+    help="Train, evaluate and use image classifiers (cnn, cnn-deep); probe autoencoder codes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(classify_app, name="classify")
+
+
+@classify_app.command("train")
+def classify_train(
+    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist, cifar10, mnist-sample or folder:PATH"),
+    model: str = typer.Option("cnn", help="cnn (the reference) or cnn-deep"),
+    epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's)"),
+    batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's; cnn 256)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: the preset's; cnn 0.01)"),
+    optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw (default: the preset's)"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (cnn: 0, as the reference)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="weight decay"),
+    schedule: Optional[str] = typer.Option(None, help="learning-rate schedule: none, onecycle or cosine"),
+    augment: Optional[str] = typer.Option(None, help="none or shift (random ±2 px translations)"),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="share of the training split held out for validation"),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the train/val split"),
+    seed: int = typer.Option(0, help="one seed for Python, NumPy and torch"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="deterministic algorithms (bit-identical reruns)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/classify-MODEL-DATASET-TIME)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/"),
+    channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
+    image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N training images (quick checks)"),
+) -> None:
+    """Train a classifier into a run directory (config.json, model.safetensors, metrics.jsonl)."""
+    from convae.applications.classification import ClassifyConfig, train_classifier  # noqa: PLC0415
+
+    cfg = ClassifyConfig(
+        dataset=dataset, data_dir=str(data_dir) if data_dir else None, channels=channels,
+        image_size=parse_image_size(image_size), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule, augment=augment,
+        val_fraction=val_fraction, split_seed=split_seed, seed=seed, deterministic=deterministic,
+        device=device, threads=threads, limit=limit,
+    )
+    if out_dir is None:
+        name = dataset.replace(":", "-").replace("/", "_")
+        out_dir = Path("runs") / f"classify-{model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = train_classifier(cfg, out_dir, log=lambda line: err.print(line, markup=False, highlight=False))
+    out.print(f"done: {out_dir}  (test accuracy {100 * result['test_accuracy']:.2f}%)", markup=False, highlight=False)
+
+
+@classify_app.command("evaluate")
+def classify_evaluate(
+    run_dir: Path = typer.Argument(..., help="classifier run directory"),
+    split: str = typer.Option("test", help="train or test"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Accuracy and confusion matrix (text, and RUN_DIR/figures/confusion-SPLIT.png)."""
+    from convae.applications.classification import confusion_text, evaluate_classifier  # noqa: PLC0415
+
+    result = evaluate_classifier(run_dir, split=split, device=device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"{run_dir}: {split} accuracy {100 * result['accuracy']:.2f}% on {result['images']:,} images "
+          f"(loss {result['loss']:.4f})")
+    print(confusion_text(result["confusion_matrix"], result["classes"]))
+    print(f"wrote {result['figure']}")
+
+
+@classify_app.command("predict")
+def classify_predict(
+    run_dir: Path = typer.Argument(..., help="classifier run directory"),
+    images: list[Path] = typer.Argument(..., help="PNG/JPEG files of any size"),
+    invert: bool = typer.Option(False, "--invert", help="invert the images first (dark digits on white paper)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object per image"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Label and class probabilities of each image (converted to the model's input size and channels)."""
+    from convae.applications.classification import predict_images  # noqa: PLC0415
+
+    for result in predict_images(run_dir, images, invert=invert, device=device):
+        if as_json:
+            print(json.dumps(result))
+            continue
+        ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
+        others = "  ".join(f"{name}:{p:.3f}" for name, p in ranked[:3])
+        print(f"{result['path']}: {result['label']} ({result['probability']:.3f})   top: {others}")
+
+
+@classify_app.command("probe")
+def classify_probe(
+    run_dir: Path = typer.Argument(..., help="autoencoder run directory (from `convae train`)"),
+    limit: Optional[int] = typer.Option(None, help="fit on the first N training images only (faster)"),
+    max_iter: int = typer.Option(500, "--max-iter", help="lbfgs iterations"),
+    baseline: bool = typer.Option(False, "--baseline", help="also fit the probe on raw pixels, for comparison"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Linear probe: logistic regression on the codes of the training split, scored on the test split."""
+    from convae.applications.classification import probe_autoencoder, probe_text  # noqa: PLC0415
+
+    result = probe_autoencoder(
+        run_dir, limit=limit, max_iter=max_iter, baseline=baseline, device=device,
+        log=lambda line: err.print(line, markup=False, highlight=False),
+    )
+    print(json.dumps(result) if as_json else probe_text(result))

@@ -1,0 +1,95 @@
+"""``convae detect``: anomaly scores, verdicts, heatmaps and detection metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from convae.cli._app import app, err, out, parse_classes
+from convae.errors import ConvaeError
+
+
+@app.command()
+def detect(
+    run_dir: Path = typer.Argument(..., help="run directory (best: trained with --normal-classes)"),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="image files and/or folders (searched recursively)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="use this threshold now (not stored)"),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="write path, score, verdict, note per image here"),
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="folder for PNGs: input, reconstruction, error over input"),
+    score: Optional[str] = typer.Option(None, "--score", help="ssim (1 - SSIM, default), mse or l1; default: the stored threshold's"),
+    fit: bool = typer.Option(False, "--fit", help="(re)fit the threshold on the run's validation split and store it"),
+    method: str = typer.Option("quantile", "--threshold-method", help="quantile, meanstd or f1 (how to fit)"),
+    quantile: float = typer.Option(0.99, "--quantile", help="quantile of the normal validation scores (method quantile)"),
+    k: float = typer.Option(3.0, "--k", help="mean + k·std of the normal validation scores (method meanstd)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset for --eval (default: the run's)"),
+    evaluate: bool = typer.Option(False, "--eval", help="AUROC, AP, F1 on the test split; ROC + histograms into RUN_DIR/figures"),
+    normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="for --eval: class indices counted as normal (default: the run's)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (one object per image, or the --eval result)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Anomaly detection: score images by reconstruction error and flag those above the threshold.
+
+    The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).
+    """
+    from convae.applications import anomaly  # noqa: PLC0415
+
+    def log(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    if not inputs and not evaluate and not fit:
+        raise ConvaeError("detect needs images or folders to score, --eval, or --fit")
+    if method not in anomaly.THRESHOLD_METHODS:
+        raise ConvaeError(f"--threshold-method must be one of {', '.join(anomaly.THRESHOLD_METHODS)}, got {method!r}")
+    if score is not None:
+        anomaly.check_score_kind(score)
+    if fit and threshold is not None:
+        raise ConvaeError("--fit and --threshold exclude each other (a given threshold is not fitted)")
+    how = dict(threshold_value=threshold, score=score, refit=fit, method=method, quantile=quantile, k=k,
+               device=device, log=log)
+    fitted = None
+    if fit and not inputs and not evaluate:
+        fitted = anomaly.resolve_threshold(run_dir, value=threshold, score=score, refit=True, method=method,
+                                           quantile=quantile, k=k, device=device, log=log)
+        out.print(f"threshold {fitted.describe()}; {100 * (fitted.validation_flagged or 0):.1f}% of the validation "
+                  f"normals are above it", markup=False, highlight=False)
+    if inputs:
+        found = anomaly.detect_paths(run_dir, inputs, csv_path=csv_path, heatmaps=heatmaps, **how)
+        fitted = found.threshold
+        for r in found.results:
+            if r.verdict == anomaly.UNREADABLE:
+                err.print(f"error: {r.note}", markup=False, highlight=False, soft_wrap=True)
+            elif as_json:
+                print(json.dumps({"path": r.path, "score": r.score, "score_kind": fitted.score,
+                                  "threshold": fitted.value, "verdict": r.verdict, "note": r.note,
+                                  "heatmap": r.heatmap}))
+            else:
+                note = f"  ({r.note})" if r.note else ""
+                print(f"{r.path}  {r.score:.6g}  {r.verdict}{note}")
+        scored = len(found.results) - len(found.unreadable)
+        log(f"{len(found.anomalous)} of {scored} image(s) anomalous; threshold {fitted.describe()}")
+        for written in (csv_path, heatmaps):
+            if written is not None:
+                log(f"wrote {written}")
+    if evaluate:
+        if fitted is not None:
+            how.update(refit=False, threshold_value=None)
+        result = anomaly.evaluate_detection(run_dir, dataset=dataset, normal_classes=parse_classes(normal_classes),
+                                            threshold=fitted, **how)
+        if as_json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['dataset']} test split: {result['normal_images']} normal "
+                  f"({', '.join(result['normal_classes'])}), {result['anomalous_images']} anomalous; "
+                  f"{result['score']} score")
+            print(f"AUROC {result['auroc']:.4f}  average precision {result['average_precision']:.4f}")
+            print(f"at threshold {result['threshold']:.6g}: F1 {result['f1']:.4f}  precision {result['precision']:.4f}  "
+                  f"recall {result['recall']:.4f}  normal flagged {100 * result['false_positive_rate']:.1f}%")
+            for path in result.get("figures", []) + [result.get("report")]:
+                if path:
+                    print(f"wrote {path}")
+    if inputs and found.unreadable:
+        raise ConvaeError(f"{len(found.unreadable)} of {len(found.results)} file(s) could not be read; "
+                          f"the other {len(found.results) - len(found.unreadable)} were scored")

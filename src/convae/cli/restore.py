@@ -1,0 +1,64 @@
+"""Restoration verbs: denoise and colorize the user's own images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from convae.cli._app import app, err, out
+from convae.errors import ConvaeError
+
+
+def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None:
+    from convae.applications.restore import comparison_rows  # noqa: PLC0415
+
+    table = Table(title=f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
+                        f"({result['images']} images)")
+    for name in ("restored by", "MSE", "PSNR", "SSIM"):
+        table.add_column(name, overflow="fold")
+    for what, mse, psnr, ssim in comparison_rows(result):
+        table.add_row(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}")
+    out.print(table)
+    out.print(f"convae gains {result['psnr'] - result['input_psnr']:+.2f} dB over the input and "
+              f"{result['psnr'] - result['baseline_psnr']:+.2f} dB over the baseline")
+    out.print(f"[dim]{result['conventions']}[/]")
+
+
+def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path, device: str) -> None:
+    from convae.applications.restore import restore_files  # noqa: PLC0415
+
+    results = restore_files(run_dir, inputs, out_dir, task=task, device=device)
+    for entry in results:
+        if entry["ok"]:
+            note = f"  ({entry['note']})" if entry["note"] else ""
+            out.print(f"{entry['input']} -> {entry['output']}{note}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            err.print(f"error: {entry['input']}: {entry['error']}", markup=False, highlight=False, soft_wrap=True)
+    failed = sum(not entry["ok"] for entry in results)
+    if failed:
+        raise ConvaeError(f"{failed} of {len(results)} image(s) failed; the others were written to {out_dir}")
+
+
+@app.command()
+def denoise(
+    run_dir: Path = typer.Argument(..., help="a run trained with --task denoise"),
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the restored PNGs (named after the inputs)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Denoise your images: PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
+    _restore_command("denoise", run_dir, inputs, out_dir, device)
+
+
+@app.command()
+def colorize(
+    run_dir: Path = typer.Argument(..., help="a run trained with --task colorize"),
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively); RGB is made gray first"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the RGB PNGs (named after the inputs)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Colorize gray images: RGB PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
+    _restore_command("colorize", run_dir, inputs, out_dir, device)

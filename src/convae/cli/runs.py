@@ -1,0 +1,178 @@
+"""Verbs that make and inspect autoencoder runs: train, evaluate, show, report, models."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from convae.cli._app import app, err, out, parse_classes, parse_image_size, read_toml
+from convae.errors import ConvaeError
+
+
+@app.command()
+def train(
+    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, mnist-sample or folder:PATH (default: MNIST if found, else mnist-sample)"),
+    model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv"),
+    model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="preset parameter KEY=VALUE (repeatable)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's reference setting)"),
+    batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: the preset's)"),
+    loss: Optional[str] = typer.Option(None, help="mse, bce or l1 (default: the preset's)"),
+    optimizer: Optional[str] = typer.Option(None, help="adam (default) or sgd"),
+    seed: Optional[int] = typer.Option(None, help="one seed for Python, NumPy and torch (default 0)"),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="use deterministic algorithms (bit-identical reruns on CPU)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/MODEL-DATASET-TIME)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options (flags win)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/ (default: $CONVAE_DATA, then the cache)"),
+    channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
+    image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0: per epoch only)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
+    task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
+    noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
+    normal_classes: Optional[str] = typer.Option(None, help="train only on these class indices, e.g. 0,1,2 (anomaly detection)"),
+    val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    then_report: bool = typer.Option(False, "--report", help="afterwards evaluate, draw the figures and write report.html"),
+) -> None:
+    """Train an autoencoder into a run directory."""
+    from convae.models import parse_model_args  # noqa: PLC0415
+    from convae.train import TrainConfig, Trainer  # noqa: PLC0415
+
+    if channels is not None and channels not in (1, 3):
+        raise ConvaeError(f"--channels must be 1 or 3, got {channels}")
+    settings: dict[str, Any] = read_toml(config) if config else {}
+    flags = {
+        "dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "loss": loss, "optimizer": optimizer, "seed": seed, "deterministic": deterministic,
+        "data_dir": str(data_dir) if data_dir else None, "channels": channels,
+        "image_size": parse_image_size(image_size), "device": device,
+        "checkpoint_every": checkpoint_every, "threads": threads, "task": task, "noise": noise,
+        "normal_classes": parse_classes(normal_classes), "val_fraction": val_fraction,
+    }
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    raw_args = settings.pop("model_args", {})
+    out_path = Path(out_dir or settings.pop("out", "") or "")
+    settings.pop("out", None)
+    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ConvaeError(f"{config}: unknown option(s) {', '.join(unknown)}")
+    if "image_size" in settings and settings["image_size"] is not None:
+        settings["image_size"] = tuple(settings["image_size"])
+    model_name = settings.get("model", "conv")
+    pairs = [f"{k}={v}" for k, v in raw_args.items()] + list(model_arg or [])
+    settings["model_args"] = parse_model_args(model_name, pairs)
+    cfg = TrainConfig(**settings)
+    if cfg.dataset is None and not resume:
+        from convae.data import default_dataset  # noqa: PLC0415
+
+        cfg.dataset = default_dataset(cfg.data_dir)
+    if resume:
+        if not out_dir:
+            raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
+        fixed = [flag for flag, value in (("--model", model), ("--model-arg", model_arg), ("--dataset", dataset),
+                                          ("--config", config), ("--task", task), ("--noise", noise)) if value]
+        if fixed:
+            raise ConvaeError(f"--resume continues the stored run as it was configured; drop {', '.join(fixed)}")
+    elif not out_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
+    if resume and epochs is None:
+        from convae.runs import read_config  # noqa: PLC0415
+
+        cfg.epochs = read_config(out_path)["training"]["epochs"]
+    trainer = Trainer(cfg, out_path, progress=progress, console=err)
+    last = trainer.fit(resume=resume)
+    out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
+    if then_report:
+        from convae.evaluation import evaluate_run, show_run  # noqa: PLC0415
+        from convae.report import write_report  # noqa: PLC0415
+
+        result = evaluate_run(out_path, device=trainer.config.device)
+        out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+        for path in show_run(out_path, device=trainer.config.device):
+            out.print(f"wrote {path}")
+        out.print(f"wrote {write_report(out_path)}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    split: str = typer.Option("test", help="train or test"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    batch_size: int = typer.Option(256, help="evaluation batch size"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Reconstruction metrics (MSE, RMSE, PSNR, SSIM, BCE) of a trained run."""
+    from convae.evaluation import evaluate_run  # noqa: PLC0415
+
+    result = evaluate_run(run_dir, split=split, batch_size=batch_size, device=device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    if "baseline_psnr" in result:  # denoise / colorize: the model next to doing nothing and a classical baseline
+        from convae.cli.restore import print_restoration  # noqa: PLC0415
+
+        print_restoration(run_dir, split, result)
+        return
+    table = Table(title=f"{run_dir} — {result['dataset']} {split} split ({result['images']} images)")
+    for name in ("metric", "value"):
+        table.add_column(name)
+    for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1"):
+        table.add_row(key.upper(), f"{result[key]:.5f}" if key != "psnr" else f"{result[key]:.2f} dB")
+    out.print(table)
+    per_class = Table(title="mean squared error per class")
+    per_class.add_column("class")
+    per_class.add_column("MSE")
+    for name, value in result["per_class_mse"].items():
+        per_class.add_row(name, f"{value:.5f}")
+    out.print(per_class)
+    out.print(f"[dim]{result['conventions']}[/]")
+
+
+@app.command()
+def show(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    n: int = typer.Option(5, "-n", help="how many test images"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Draw originals, codes and reconstructions, and the loss curve, into RUN_DIR/figures/."""
+    from convae.evaluation import show_run  # noqa: PLC0415
+
+    for path in show_run(run_dir, n=n, device=device):
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """Write RUN_DIR/report.html: config, metrics and figures on one self-contained page."""
+    from convae.report import write_report  # noqa: PLC0415
+
+    out.print(f"wrote {write_report(run_dir)}")
+
+
+@app.command()
+def models() -> None:
+    """List the model presets with their parameters and code size for MNIST."""
+    import torch  # noqa: PLC0415
+
+    from convae.models import PRESETS, build_model, code_values  # noqa: PLC0415
+
+    table = Table(title="model presets (code size for a 1×28×28 input)")
+    for column in ("name", "parameters", "code", "weights", "what it is"):
+        table.add_column(column, overflow="fold")
+    for name, preset in PRESETS.items():
+        model = build_model(name, (1, 28, 28)).eval()
+        with torch.no_grad():
+            code = tuple(code_values(model.encode(torch.zeros(1, 1, 28, 28))).shape[1:])
+        params = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in preset.params.items())
+        weights = sum(p.numel() for p in model.parameters())
+        table.add_row(name, params, "×".join(map(str, code)), f"{weights:,}", preset.summary)
+    out.print(table)
