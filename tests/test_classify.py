@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,18 +293,6 @@ def test_predict_errors_name_the_file(trained_run: Path, tmp_path: Path) -> None
 # -- the CLI -----------------------------------------------------------------------------------------
 
 
-def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Call the console entry point ``convae.cli.main`` in-process (it turns errors into exit 2)."""
-    from convae.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["convae", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
-
-
 def test_cli_train_evaluate_predict(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = runner.invoke(app, [
@@ -333,9 +320,7 @@ def test_cli_train_evaluate_predict(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "cnn" in result.output and "1×10" in result.output
 
 
-def test_cli_errors_are_one_line_exit_2(
-    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+def test_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Path, cli) -> None:
     not_image = tmp_path / "readme.txt"
     not_image.write_text("hello")
     ae_run = tmp_path / "ae"
@@ -352,7 +337,7 @@ def test_cli_errors_are_one_line_exit_2(
         (["classify", "train", "--out", str(trained_run), "--dataset", "mnist-sample"], "already holds a run"),
     ]
     for args, needle in cases:
-        code, _, stderr = run_main(args, monkeypatch, capsys)
+        code, _, stderr = cli(*args)
         lines = stderr.strip().splitlines()
         assert code == 2, (args, stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, lines)

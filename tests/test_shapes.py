@@ -535,21 +535,7 @@ def test_cli_shapes() -> None:
     assert data["output_shape"] == [1, 10] and data["layers"][0]["output_shape"] == [1, 16, 40, 24]
 
 
-def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Call the console entry point ``convae.cli.main`` in-process (it, not ``app``, turns errors into exit 2)."""
-    from convae.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["convae", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
-
-
-def test_cli_shapes_errors_are_one_line_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+def test_cli_shapes_errors_are_one_line_exit_2(tmp_path: Path, cli) -> None:
     for args, needle in [
         (["shapes", "unpool", "--input", "1x3x3"], "unpool cannot take input 1×3×3"),
         (["shapes", "no-such-model"], "unknown model"),
@@ -559,9 +545,9 @@ def test_cli_shapes_errors_are_one_line_exit_2(
         (["shapes", "cnn", "--model-arg", "a=1"], "no --model-arg"),
         (["solve-deconv", "--in", "5", "--out", "100", "--stride", "30"], "raise --max-kernel"),
     ]:
-        code, _, stderr = run_main(args, monkeypatch, capsys)
+        code, _, stderr = cli(*args)
         assert code == 2, (args, stderr)
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, lines)
-    code, stdout, _ = run_main(["shapes", "strided", "--input", "3x33x20"], monkeypatch, capsys)
+    code, stdout, _ = cli("shapes", "strided", "--input", "3x33x20")
     assert code == 0 and "output: 1×3×33×20" in stdout

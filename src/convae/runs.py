@@ -9,12 +9,13 @@ the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +30,7 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 FIGURES = "figures"
 REPORT = "report.html"
+T = TypeVar("T")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -67,6 +69,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass from its config.json form.
+
+    Keys the dataclass does not know (written by another convae version) are ignored, and
+    ``image_size``, a list in JSON, becomes the tuple the config holds.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in known}
+    if values.get("image_size"):
+        values["image_size"] = tuple(values["image_size"])
+    return cls(**values)
 
 
 def read_json(path: Path) -> Any:

@@ -39,6 +39,7 @@ from convae.runs import (
     LOCK,
     STATE,
     WEIGHTS,
+    config_from_dict,
     load_state,
     read_config,
     read_metrics,
@@ -153,11 +154,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if values.get("image_size"):
-            values["image_size"] = tuple(values["image_size"])
-        return cls(**values)
+        return config_from_dict(cls, data)
 
 
 def _check(condition: bool, message: str) -> None:

@@ -38,6 +38,7 @@ from convae.runs import (
     FIGURES,
     WEIGHTS,
     check_state_dict,
+    config_from_dict,
     load_weights,
     read_config,
     require_run,
@@ -117,11 +118,7 @@ class ClassifyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassifyConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if values.get("image_size"):
-            values["image_size"] = tuple(values["image_size"])
-        return cls(**values)
+        return config_from_dict(cls, data)
 
 
 def _check(condition: bool, message: str) -> None:
