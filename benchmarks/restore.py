@@ -40,7 +40,10 @@ from convae.train import TrainConfig, Trainer
 # through almost exactly, which a bottleneck cannot; the one-level `strided` preset (16×16×64
 # code, 3×3 context) did best of the presets tried (conv-pool, unpool, unpool-2level, strided 32,64).
 DENOISER = dict(model="conv", args={"width": 16, "latent_dim": 128}, train={"epochs": 1, "batch_size": 64, "lr": 2e-3})
-COLORIZER = dict(model="strided", args={"channels": (64,)}, train={"epochs": 8, "batch_size": 64, "lr": 2e-3})
+# The colorizer keeps the gray input as its luma and adds a smoothed colour offset (the
+# "chroma" output head, convae.models.heads): a plain RGB output lost SSIM rebuilding the luma.
+COLORIZER = dict(model="strided", args={"channels": (64,)},
+                 train={"epochs": 8, "batch_size": 64, "lr": 2e-3, "color_output": "chroma:1.5"})
 
 RESULT = Path(__file__).parent / "results" / "restore.json"
 
@@ -81,6 +84,7 @@ def run_job(job: dict[str, Any], root: Path, work: Path, seed: int, threads: int
         "model": job["model"],
         "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.model_args.items()},
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "loss": cfg.loss, "seed": seed,
+        "color_output": cfg.color_output,
         "threads": threads, "train_images": len(trainer.train_set),
         "test_images": result["images"],
         "input": result["input"], "input_psnr": result["input_psnr"], "input_ssim": result["input_ssim"],
@@ -110,6 +114,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         args = ",".join(f"{k}={'×'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["model_args"].items())
         cells = [(row["input_psnr"], row["input_ssim"]), (row["baseline_psnr"], row["baseline_ssim"]),
                  (row["convae_psnr"], row["convae_ssim"])]
+        if row.get("color_output"):
+            args += f", {row['color_output']} output"
         best_psnr, best_ssim = max(c[0] for c in cells), max(c[1] for c in cells)
         text = [f"{'**' if p == best_psnr else ''}{p:.2f} dB{'**' if p == best_psnr else ''} / "
                 f"{'**' if q == best_ssim else ''}{q:.3f}{'**' if q == best_ssim else ''}" for p, q in cells]

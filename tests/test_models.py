@@ -94,3 +94,40 @@ def test_model_args_are_typed_and_checked() -> None:
 def test_too_small_input_is_one_clear_error() -> None:
     with pytest.raises(ModelError, match="too small"):
         build_model("unpool", (1, 3, 3))
+
+
+@pytest.mark.parametrize("code", [16, 49, 196])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"blocks": 0}, {"blocks": 2, "residual": True}, {"hidden": 64, "act": "silu"}, {"width": 8, "levels": 3}],
+)
+def test_conv_options_keep_shapes_and_code_size(code: int, extra: dict) -> None:
+    model = build_model("conv", (1, 28, 28), {"latent_dim": code, **extra}).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert tuple(code_values(model.encode(x)).shape) == (2, code)
+        assert model(x).shape == x.shape
+
+
+def test_conv_defaults_are_the_original_architecture() -> None:
+    # Runs trained before the new options must still load: same names, same shapes.
+    default = build_model("conv", (1, 28, 28)).state_dict()
+    explicit = build_model(
+        "conv", (1, 28, 28), {"latent_dim": 32, "width": 32, "levels": 2, "blocks": 1, "residual": False,
+                              "hidden": 0, "act": "relu"}
+    ).state_dict()
+    assert {k: v.shape for k, v in default.items()} == {k: v.shape for k, v in explicit.items()}
+    assert len(default) == 60 and sum(v.numel() for k, v in default.items() if "running" not in k
+                                       and "num_batches" not in k) == 405089
+
+
+def test_conv_options_change_the_network_and_are_checked() -> None:
+    plain = build_model("conv", (1, 28, 28), {"blocks": 0})
+    deeper = build_model("conv", (1, 28, 28), {"blocks": 2, "residual": True, "hidden": 128})
+    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in plain.parameters())
+    assert any(type(m).__name__ == "Residual" for m in deeper.modules())
+    assert parse_model_args("conv", ["residual=true", "hidden=128", "act=gelu"])["residual"] is True
+    with pytest.raises(ModelError, match="act"):
+        build_model("conv", (1, 28, 28), {"act": "tanhh"})
+    with pytest.raises(ModelError, match="blocks"):
+        build_model("conv", (1, 28, 28), {"blocks": -1})

@@ -228,7 +228,7 @@ def test_cli_denoise_writes_pngs_and_names_the_bad_file(denoise_run: Path, tmp_p
     rng = np.random.default_rng(0)
     digit = _write(tmp_path / "in" / "digit.png", rng.integers(0, 256, (28, 28), dtype=np.uint8))
     wide = _write(tmp_path / "in" / "wide.png", rng.integers(0, 256, (33, 50, 3), dtype=np.uint8))
-    nested = _write(tmp_path / "folder" / "sub" / "deep.jpg", rng.integers(0, 256, (20, 20), dtype=np.uint8))
+    _write(tmp_path / "folder" / "sub" / "deep.jpg", rng.integers(0, 256, (20, 20), dtype=np.uint8))
     broken = tmp_path / "in" / "broken.png"
     broken.write_bytes(b"not a png at all")
     out = tmp_path / "out"
@@ -304,3 +304,98 @@ def test_same_names_get_suffixes_and_inputs_are_never_overwritten(denoise_run: P
     before = first.read_bytes()
     code, _, stderr = cli("denoise", denoise_run, first, "--out", tmp_path / "a", "--device", "cpu")
     assert code == 2 and "refusing to overwrite the input" in stderr and first.read_bytes() == before
+
+
+# -- the chroma output head of colorization ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_chroma_output_keeps_the_gray_input_as_its_luma(name: str) -> None:
+    from convae.models.heads import LumaKeepingAutoEncoder, luma
+
+    torch.manual_seed(0)
+    plain = build_model(name, (1, 16, 16), None, 3)
+    model = build_model(name, (1, 16, 16), None, 3, "chroma").eval()
+    assert isinstance(model, LumaKeepingAutoEncoder) and not isinstance(plain, LumaKeepingAutoEncoder)
+    assert list(model.state_dict()) == list(plain.state_dict())  # no new weights: old runs still load
+    sharp = build_model(name, (1, 16, 16), None, 3, "chroma:0").eval()
+    sharp.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        out, out_sharp = model(x), sharp(x)
+        rgb = model.decode(model.encode(x))
+    assert out.shape == out_sharp.shape == (4, 3, 16, 16)
+    assert torch.allclose(luma(out), x, atol=1e-5) and torch.allclose(luma(out_sharp), x, atol=1e-5)
+    # The colour is the network's: out − gray is the network's RGB minus its own luma, smoothed by default.
+    offset = rgb - luma(rgb)
+    assert torch.allclose(out_sharp - x, offset, atol=1e-5)
+    assert (out_sharp - x).abs().max() > 1e-5  # it does add colour (a fresh network's is faint)
+    assert (out - x).diff(dim=-1).abs().mean() < offset.diff(dim=-1).abs().mean()  # smoother than sharp
+
+
+def test_chroma_smoothing_spec_and_its_blur() -> None:
+    from convae.models.heads import canonical_color_output, parse_color_output, smooth
+
+    assert parse_color_output("chroma") == ("chroma", 1.5) and parse_color_output("chroma:0.5") == ("chroma", 0.5)
+    assert parse_color_output(None) == ("rgb", 0.0) and canonical_color_output("chroma") == "chroma:1.5"
+    flat = torch.full((1, 3, 9, 9), 0.25)
+    assert torch.allclose(smooth(flat, 1.5), flat)  # a constant stays constant, edges included
+    spike = torch.zeros(1, 1, 15, 15)
+    spike[0, 0, 7, 7] = 1.0
+    blurred = smooth(spike, 1.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5) and blurred.max() < 0.2
+
+
+def test_chroma_output_refuses_other_channel_counts() -> None:
+    from convae.errors import ModelError
+
+    with pytest.raises(ModelError, match="1 gray channel to RGB"):
+        build_model("strided", (3, 16, 16), None, 3, "chroma")
+    with pytest.raises(ModelError, match="color output must be one of"):
+        build_model("strided", (1, 16, 16), None, 3, "hsv")
+    with pytest.raises(ModelError, match="SIGMA must be"):
+        build_model("strided", (1, 16, 16), None, 3, "chroma:wide")
+
+
+def test_colorize_run_records_chroma_and_a_run_without_it_loads_plain(colorize_run: tuple[Path, Path]) -> None:
+    from convae.models.heads import LumaKeepingAutoEncoder
+    from convae.runs import build_from_config, load_model
+
+    run, _ = colorize_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["color_output"] == "chroma:1.5" and config["training"]["color_output"] == "chroma:1.5"
+    model, _ = load_model(run)
+    assert isinstance(model, LumaKeepingAutoEncoder)
+    older = {**config, "model": {k: v for k, v in config["model"].items() if k != "color_output"}}
+    assert not isinstance(build_from_config(older), LumaKeepingAutoEncoder)
+
+
+def test_cli_colorize_output_has_the_input_gray_as_luma(colorize_run: tuple[Path, Path], tmp_path: Path, cli) -> None:
+    run, _ = colorize_run
+    levels = np.random.default_rng(2).integers(90, 170, (12, 12), dtype=np.uint8)
+    code, _, stderr = cli("colorize", run, _write(tmp_path / "g.png", levels), "--out", tmp_path / "out",
+                          "--device", "cpu")
+    assert code == 0, stderr
+    rgb = np.asarray(Image.open(tmp_path / "out" / "g.png")).astype(np.float64)
+    assert rgb.std(axis=2).max() > 2  # coloured, not gray
+    inside = ((rgb > 0) & (rgb < 255)).all(axis=2)  # pixels no channel was clipped in
+    assert inside.sum() >= 10
+    y = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(y - levels)[inside].max() <= 1.0  # up to the rounding of each channel to 8 bits
+
+
+def test_color_output_flag_rgb_and_its_checks(tmp_path: Path, cli) -> None:
+    data = _rgb_folder(tmp_path / "data")
+    code, _, stderr = cli("train", "--dataset", f"folder:{data}", "--model", "strided", "--epochs", "1",
+                          "--task", "colorize", "--color-output", "rgb", "--threads", "1", "--no-progress",
+                          "--out", tmp_path / "rgb")
+    assert code == 0, stderr
+    config = json.loads((tmp_path / "rgb" / "config.json").read_text())
+    assert config["model"]["color_output"] == "rgb"
+    code, _, stderr = cli("train", "--dataset", f"folder:{data}", "--epochs", "1", "--task", "colorize",
+                          "--color-output", "lab", "--no-progress", "--out", tmp_path / "bad")
+    assert code == 2 and "--color-output: color output must be one of rgb, chroma" in stderr
+    code, _, stderr = cli("train", "--dataset", f"folder:{data}", "--epochs", "1", "--color-output", "chroma",
+                          "--no-progress", "--out", tmp_path / "bad2")
+    assert code == 2 and "--color-output is for --task colorize, not reconstruct" in stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()

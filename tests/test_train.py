@@ -48,6 +48,7 @@ def test_run_directory_holds_everything_to_rebuild_the_model(tmp_path: Path, dig
         "input_shape": [1, 28, 28],
         "out_channels": 1,
         "code_shape": [1, 7, 7],
+        "color_output": None,
     }
     assert config["training"]["seed"] == 3 and config["training"]["loss"] == "mse"
     assert config["torch_version"] == torch.__version__
@@ -190,3 +191,47 @@ def test_colour_dataset_colorize_model_maps_one_channel_to_three(tmp_path: Path)
     trainer.fit()
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["model"]["input_shape"] == [1, 12, 12] and config["model"]["out_channels"] == 3
+
+
+def test_lr_schedule_resume_is_bit_identical_and_recorded(tmp_path: Path, digits, monkeypatch) -> None:
+    _fit(tmp_path / "straight", digits, epochs=2, lr_schedule="onecycle")
+    calls = {"n": 0}
+    real_loss = train_module.loss_function
+
+    def interrupting(name):
+        fn = real_loss(name)
+
+        def wrapped(output, target):
+            calls["n"] += 1
+            if calls["n"] == 12:  # 8 train steps + 1 test batch in epoch 1, then mid-epoch 2
+                os.kill(os.getpid(), signal.SIGINT)
+            return fn(output, target)
+
+        return wrapped
+
+    monkeypatch.setattr(train_module, "loss_function", interrupting)
+    with pytest.raises(TrainingInterrupted, match="epoch 2, step 3"):
+        _fit(tmp_path / "cut", digits, epochs=2, lr_schedule="onecycle")
+    monkeypatch.setattr(train_module, "loss_function", real_loss)
+    _fit(tmp_path / "cut", digits, epochs=2, resume=True)
+    assert _same(_weights(tmp_path / "straight"), _weights(tmp_path / "cut"))
+    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert config["training"]["lr_schedule"] == "onecycle"
+    constant = _fit(tmp_path / "constant", digits, epochs=2)
+    scheduled = read_metrics(tmp_path / "straight")[-1]
+    assert scheduled["train_loss"] != constant["train_loss"]
+
+
+def test_scheduled_lr_shapes() -> None:
+    lr, total = 0.01, 100
+    assert train_module.scheduled_lr("none", lr, 50, total) == lr
+    assert train_module.scheduled_lr("cosine", lr, 0, total) == pytest.approx(lr)
+    assert train_module.scheduled_lr("cosine", lr, 50, total) == pytest.approx(lr / 2)
+    onecycle = [train_module.scheduled_lr("onecycle", lr, step, total) for step in range(total)]
+    assert onecycle[0] == pytest.approx(lr / 25) and max(onecycle) == pytest.approx(lr)
+    assert onecycle.index(max(onecycle)) == 30 and onecycle[-1] < lr / 1000
+
+
+def test_unknown_lr_schedule_is_a_one_line_error(tmp_path: Path, digits) -> None:
+    with pytest.raises(ConvaeError, match="--lr-schedule"):
+        _fit(tmp_path / "r", digits, lr_schedule="step")

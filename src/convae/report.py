@@ -43,6 +43,13 @@ def write_report(run_dir: str | Path) -> Path:
             keys = [k for k in ("mse", "rmse", "psnr", "ssim", "bce", "l1") if k in result]
             sections.append(f"<h2>Evaluation ({split} split, {result.get('images')} images)</h2>")
             sections.append(_table([result], keys))
+    rate_path = run_dir / "rate-test.json"  # written by `convae evaluate --rate` (applications/codes.py)
+    if rate_path.exists():
+        result = json.loads(rate_path.read_text(encoding="utf-8"))
+        sections.append(f"<h2>Rate–distortion ({result.get('images')} test images; see rate_distortion.png)</h2>")
+        sections.append(_table(result.get("rows", []), ["codec", "setting", "bpp_per_image", "bpp_amortised", "psnr",
+                                                        "ssim", "header_bytes"]))
+        sections.append(f"<p>{html.escape(str(result.get('conventions', '')))}</p>")
     detect_path = run_dir / "detect-eval.json"  # written by `convae detect --eval` (applications/anomaly.py)
     if detect_path.exists():
         result = json.loads(detect_path.read_text(encoding="utf-8"))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -18,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from convae.errors import RunError
+from convae.faults import fault_point
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -30,26 +34,41 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 FIGURES = "figures"
 REPORT = "report.html"
+#: safetensors metadata key holding the SHA-256 of the tensors, so a flipped bit is caught.
+CHECKSUM = "convae_sha256"
+#: errno values that mean "the disk (or quota) is full": reported in one line, old file kept.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 T = TypeVar("T")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename tmp over ``path`` (fsynced first)."""
+    """Call ``write(tmp_path)`` then rename tmp over ``path`` (fsynced first).
+
+    A full disk raises a one-line RunError and leaves the previous ``path`` untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        fault_point(f"write:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        full = error if isinstance(error, OSError) else error.__cause__ or error.__context__
+        if isinstance(full, OSError) and full.errno in _DISK_FULL:
+            raise RunError(
+                f"{path}: disk full while writing it ({os.strerror(full.errno)}); the previous version was kept"
+            ) from None
         raise
     with contextlib.suppress(OSError):
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -60,7 +79,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    # surrogateescape: a non-UTF-8 file name (a CSV row naming it) is written back as its own bytes
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="surrogateescape"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -93,10 +113,28 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: not valid JSON ({error})") from None
 
 
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order.
+
+    Stored in the safetensors metadata and checked on load, so a bit flipped anywhere in
+    the data is reported instead of silently loaded (safetensors itself checks only sizes).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Weights as safetensors: loading them can never run code."""
+    """Weights as safetensors (loading them can never run code), with their checksum."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    metadata = {**(metadata or {}), CHECKSUM: tensors_checksum(tensors)}
+    # Serialised in memory and written with plain file I/O, so a full disk surfaces as the
+    # OSError atomic_write reports, not as a library's own error type.
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -104,9 +142,14 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise RunError(f"{path}: no weights here (train first, or check the run directory)")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            expected = (handle.metadata() or {}).get(CHECKSUM)
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise RunError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+    if expected is not None and tensors_checksum(tensors) != expected:
+        raise RunError(f"{path}: corrupted (checksum mismatch); restore it or retrain")
+    return tensors
 
 
 def check_state_dict(path: Path, model: torch.nn.Module, loaded: dict[str, torch.Tensor]) -> None:
@@ -129,17 +172,51 @@ def check_state_dict(path: Path, model: torch.nn.Module, loaded: dict[str, torch
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Training state, loaded as data only (``weights_only=True``)."""
+    """Training state, loaded as data only (``weights_only=True``) and checked against its checksum."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path}: no training state to resume from") from None
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "refused"
         raise RunError(f"{path}: refused to load training state ({_first_line(error)})") from None
+    if isinstance(state, dict) and CHECKSUM in state:
+        expected = state.pop(CHECKSUM)
+        if _state_checksum(state) != expected:
+            raise RunError(f"{path}: corrupted (checksum mismatch); delete it to restart from the last epoch's weights")
+    return state
+
+
+def _state_checksum(state: Any) -> str:
+    """SHA-256 over a state's structure and values: torch's zip reader checks no CRCs."""
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=repr):
+                walk(key)
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"S{len(value)}".encode())  # list or tuple: pickling may swap them
+            for item in value:
+                walk(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    walk(state)
+    return digest.hexdigest()
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save format (read back with weights_only=True), carrying its own checksum."""
+    state = {**state, CHECKSUM: _state_checksum(state)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: torch's own writer hides ENOSPC in a RuntimeError
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -181,6 +258,20 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         handle.close()
 
 
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed trainer left behind; call only under run_lock.
+
+    Only the temporaries of the files training writes, so a concurrent ``convae report``
+    writing its own files is never disturbed.
+    """
+    removed = []
+    for name in (CONFIG, WEIGHTS, STATE, METRICS):
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def require_run(run_dir: Path) -> Path:
     """A run directory that has a config and weights, or a clear error."""
     run_dir = Path(run_dir)
@@ -212,7 +303,8 @@ def build_from_config(config: dict[str, Any], source: Path | str = CONFIG) -> to
     model = config["model"]
     try:
         return build_model(
-            model["name"], tuple(model["input_shape"]), model.get("params", {}), model.get("out_channels")
+            model["name"], tuple(model["input_shape"]), model.get("params", {}), model.get("out_channels"),
+            model.get("color_output"),
         )
     except KeyError as error:
         raise RunError(f"{source}: model section lacks {error}") from None

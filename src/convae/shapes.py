@@ -25,8 +25,8 @@ Upsample                  floor(H * scale_factor)
 
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, Union
 

@@ -15,7 +15,7 @@ from convae.errors import ConvaeError
 
 #: Importing a verb module registers its commands on ``app``; this order is the order of
 #: ``convae --help``.
-VERB_MODULES = ("runs", "shapes", "classify", "restore", "detect")
+VERB_MODULES = ("runs", "shapes", "classify", "restore", "detect", "codes", "bench")
 for _name in VERB_MODULES:
     importlib.import_module(f"convae.cli.{_name}")
 
@@ -25,6 +25,15 @@ __all__ = ["app", "err", "main", "out"]
 def main() -> None:
     """Entry point: one clear line and exit code 2 for user errors."""
     warnings.showwarning = show_warning
+    # File names that are not valid UTF-8 reach Python as surrogate escapes; print them
+    # escaped (\udcff) instead of crashing on the line that names the bad file.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a stream that cannot change
+                pass
     try:
         app()
     except ConvaeError as error:

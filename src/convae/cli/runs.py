@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="learning rate (default: the preset's)"),
     loss: Optional[str] = typer.Option(None, help="mse, bce or l1 (default: the preset's)"),
     optimizer: Optional[str] = typer.Option(None, help="adam (default) or sgd"),
+    lr_schedule: Optional[str] = typer.Option(None, help="none (default), cosine or onecycle: the learning rate over the whole run"),
     seed: Optional[int] = typer.Option(None, help="one seed for Python, NumPy and torch (default 0)"),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="use deterministic algorithms (bit-identical reruns on CPU)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/MODEL-DATASET-TIME)"),
@@ -34,15 +36,22 @@ def train(
     image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0: per epoch only)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
     normal_classes: Optional[str] = typer.Option(None, help="train only on these class indices, e.g. 0,1,2 (anomaly detection)"),
+    color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA] (default chroma:1.5: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px) or rgb"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
+    precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; a win on recent GPUs, not on CPUs without bf16 units)"),
+    compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model before training"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     then_report: bool = typer.Option(False, "--report", help="afterwards evaluate, draw the figures and write report.html"),
 ) -> None:
-    """Train an autoencoder into a run directory."""
+    """Train an autoencoder into a run directory.
+
+    Under ``torchrun --nproc_per_node=N -m convae train --out RUN ...`` the processes train one
+    model together (DistributedDataParallel; --batch-size is the global batch).
+    """
     from convae.models import parse_model_args  # noqa: PLC0415
     from convae.train import TrainConfig, Trainer  # noqa: PLC0415
 
@@ -51,11 +60,12 @@ def train(
     settings: dict[str, Any] = read_toml(config) if config else {}
     flags = {
         "dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "loss": loss, "optimizer": optimizer, "seed": seed, "deterministic": deterministic,
+        "loss": loss, "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed, "deterministic": deterministic,
         "data_dir": str(data_dir) if data_dir else None, "channels": channels,
         "image_size": parse_image_size(image_size), "device": device,
         "checkpoint_every": checkpoint_every, "threads": threads, "task": task, "noise": noise,
         "normal_classes": parse_classes(normal_classes), "val_fraction": val_fraction,
+        "color_output": color_output, "precision": precision, "compile": compile_model,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     raw_args = settings.pop("model_args", {})
@@ -78,10 +88,13 @@ def train(
         if not out_dir:
             raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
         fixed = [flag for flag, value in (("--model", model), ("--model-arg", model_arg), ("--dataset", dataset),
-                                          ("--config", config), ("--task", task), ("--noise", noise)) if value]
+                                          ("--config", config), ("--task", task), ("--noise", noise),
+                                          ("--color-output", color_output)) if value]
         if fixed:
             raise ConvaeError(f"--resume continues the stored run as it was configured; drop {', '.join(fixed)}")
     elif not out_dir:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
     if resume and epochs is None:
@@ -90,6 +103,8 @@ def train(
         cfg.epochs = read_config(out_path)["training"]["epochs"]
     trainer = Trainer(cfg, out_path, progress=progress, console=err)
     last = trainer.fit(resume=resume)
+    if not trainer.ranks.is_main:
+        return  # under torchrun, rank 0 reports for all
     out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
     if then_report:
         from convae.evaluation import evaluate_run, show_run  # noqa: PLC0415
@@ -109,10 +124,17 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     batch_size: int = typer.Option(256, help="evaluation batch size"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    rate: bool = typer.Option(False, "--rate", help="rate–distortion instead: bpp vs PSNR/SSIM per --bits setting next to PNG/JPEG/WebP"),
+    rate_images: int = typer.Option(1000, "--rate-images", help="with --rate: a seeded random N images of the split"),
 ) -> None:
     """Reconstruction metrics (MSE, RMSE, PSNR, SSIM, BCE) of a trained run."""
     from convae.evaluation import evaluate_run  # noqa: PLC0415
 
+    if rate:
+        from convae.cli.codes import print_rate  # noqa: PLC0415
+
+        print_rate(run_dir, split, rate_images, as_json, device)
+        return
     result = evaluate_run(run_dir, split=split, batch_size=batch_size, device=device)
     if as_json:
         print(json.dumps(result))
@@ -142,10 +164,16 @@ def show(
     run_dir: Path = typer.Argument(..., help="run directory"),
     n: int = typer.Option(5, "-n", help="how many test images"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    latent: bool = typer.Option(False, "--latent", help="also draw the 2-D map of the test codes (PCA, t-SNE) and interpolation strips"),
 ) -> None:
     """Draw originals, codes and reconstructions, and the loss curve, into RUN_DIR/figures/."""
     from convae.evaluation import show_run  # noqa: PLC0415
 
+    if latent:
+        from convae.applications.codes import show_latent  # noqa: PLC0415
+
+        for path in show_latent(run_dir, device=device):
+            out.print(f"wrote {path}")
     for path in show_run(run_dir, n=n, device=device):
         out.print(f"wrote {path}")
 

@@ -44,6 +44,7 @@ class Batches:
         drop_last: bool = False,
         device: str | torch.device = "cpu",
         labels: torch.Tensor | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() < 2:
             what = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
@@ -59,6 +60,13 @@ class Batches:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.device = torch.device(device)
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise DataError(f"batches: shard {rank} of {world} does not exist")
+        #: (rank, world) for distributed training: every process walks the same permutation
+        #: and keeps its own contiguous slice of each global batch, so the shards are
+        #: disjoint and together are exactly the batch one process would have trained on.
+        self.shard = (rank, world)
         self.epoch = int(epoch)
         self.start_step = 0
         self.set_epoch(epoch, start_step)
@@ -105,6 +113,9 @@ class Batches:
         bs = self.batch_size
         for step in range(self.start_step, self.steps_per_epoch):
             idx = order[step * bs : (step + 1) * bs]
+            if self.shard[1] > 1 and len(idx) >= self.shard[1]:
+                # A last batch smaller than the world goes whole to every process.
+                idx = idx.tensor_split(self.shard[1])[self.shard[0]]
             x = self.images.index_select(0, idx)
             if pin:
                 x = x.pin_memory()

@@ -54,7 +54,9 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
             return arr.astype(np.uint8), False
         return _scale16(arr), False
     if mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all():  # NaN has no pixel value; guessing one would hide bad data
+            raise BadImage(f"{int((~np.isfinite(arr)).sum())} pixel(s) are NaN or Inf")
         if arr.size and float(arr.max()) <= 1.0:
             arr = arr * 255.0
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8), False

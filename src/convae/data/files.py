@@ -68,6 +68,8 @@ def read_image(path: str | Path) -> torch.Tensor:
     """uint8 C×H×W (C is 1 or 3) of one image file, or DataError naming the file and the reason."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"{path}: a symbolic link that loops or points nowhere")
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file")

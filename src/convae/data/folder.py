@@ -85,8 +85,16 @@ def _walk_images(folder: Path, base: Path, recursive: bool = True) -> list[tuple
     prefix = Path(os.path.relpath(folder, base)).as_posix()
     prefix = "" if prefix == "." else prefix + "/"
     pending = [(str(folder), prefix)]
+    seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: symlink loops end here
     while pending:
         dirpath, rel_prefix = pending.pop()
+        try:
+            st_dir = os.stat(dirpath)
+        except OSError as e:
+            raise DataError(f"{dirpath}: cannot list folder ({e.strerror or e})") from None
+        if (st_dir.st_dev, st_dir.st_ino) in seen:
+            continue
+        seen.add((st_dir.st_dev, st_dir.st_ino))
         try:
             with os.scandir(dirpath) as it:
                 entries = list(it)

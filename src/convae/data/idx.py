@@ -10,6 +10,7 @@ then one big-endian uint32 per dimension, then the payload in C order.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -102,7 +103,7 @@ def _read_idx(path: str | os.PathLike[str], expected_magic: int, what: str) -> n
         shape_txt = "×".join(str(d) for d in dims)
         if any(d == 0 for d in dims):
             raise DataError(f"{p}: header declares an empty array ({shape_txt})")
-        n_bytes = int(np.prod(dims, dtype=np.int64))
+        n_bytes = math.prod(dims)  # Python ints: numpy int64 wraps (2**31 cubed reads as 0)
         if n_bytes > MAX_PAYLOAD_BYTES:
             raise DataError(
                 f"{p}: header declares {shape_txt} = {n_bytes} bytes, more than the "

@@ -155,38 +155,86 @@ def build_strided(input_shape: Shape, out_channels: int, *, channels: tuple[int,
     return AutoEncoder(nn.Sequential(*encoder), nn.Sequential(*decoder))
 
 
-def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leaky": lambda: nn.LeakyReLU(0.1)}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ModelError(f"act must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+def _conv_block(c_in: int, c_out: int, stride: int = 1, act: str = "relu") -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), _activation(act)
     )
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: extra blocks that start as (almost) the identity, so depth trains easily."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def _extra_blocks(channels: int, count: int, residual: bool, act: str) -> list[nn.Module]:
+    return [Residual(_conv_block(channels, channels, act=act)) if residual else _conv_block(channels, channels, act=act)
+            for _ in range(count)]
 
 
 @register(
     "conv",
-    params={"latent_dim": 32, "width": 32, "levels": 2},
+    params={"latent_dim": 32, "width": 32, "levels": 2, "blocks": 1, "residual": False, "hidden": 0, "act": "relu"},
     training={"loss": "mse", "batch_size": 128, "epochs": 10, "lr": 2e-3},
     summary="convae's default: BatchNorm conv blocks, strided downsampling, dense bottleneck of latent_dim",
 )
-def build_conv(input_shape: Shape, out_channels: int, *, latent_dim: int, width: int, levels: int) -> AutoEncoder:
+def build_conv(
+    input_shape: Shape,
+    out_channels: int,
+    *,
+    latent_dim: int,
+    width: int,
+    levels: int,
+    blocks: int = 1,
+    residual: bool = False,
+    hidden: int = 0,
+    act: str = "relu",
+) -> AutoEncoder:
+    """``blocks`` conv blocks follow each down/upsampling (``residual`` wraps them as x + f(x));
+    ``hidden`` > 0 puts a dense layer of that size on each side of the code. The defaults
+    (1 plain block, no hidden layer, ReLU) are the original architecture, weight for weight."""
     in_channels, height, width_px = input_shape
     if levels < 1:
         raise ModelError(f"conv needs at least 1 level, got levels={levels}")
+    if blocks < 0 or hidden < 0 or latent_dim < 1 or width < 1:
+        raise ModelError(f"conv needs latent_dim, width >= 1 and blocks, hidden >= 0 (got {latent_dim}, {width}, "
+                         f"{blocks}, {hidden})")
     widths = [width * 2 ** min(level, 1) for level in range(levels + 1)]
     sizes = [(height, width_px)]
-    encoder: list[nn.Module] = [_conv_block(in_channels, widths[0])]
+    encoder: list[nn.Module] = [_conv_block(in_channels, widths[0], act=act)]
     for level in range(levels):
-        encoder += [_conv_block(widths[level], widths[level + 1], stride=2), _conv_block(widths[level + 1], widths[level + 1])]
+        encoder += [_conv_block(widths[level], widths[level + 1], stride=2, act=act),
+                    *_extra_blocks(widths[level + 1], blocks, residual, act)]
         sizes.append(_shrink(sizes[-1], lambda s: conv2d_out(s, 3, 2, 1), f"strided conv level {level + 1}"))
     code_map = (widths[-1], *sizes[-1])
     flat = code_map[0] * code_map[1] * code_map[2]
-    encoder += [nn.Flatten(), nn.Linear(flat, latent_dim)]
-    decoder: list[nn.Module] = [nn.Linear(latent_dim, flat), nn.ReLU(), Reshape(code_map)]
+    if hidden:
+        encoder += [nn.Flatten(), nn.Linear(flat, hidden), _activation(act), nn.Linear(hidden, latent_dim)]
+        decoder: list[nn.Module] = [nn.Linear(latent_dim, hidden), _activation(act), nn.Linear(hidden, flat),
+                                    _activation(act), Reshape(code_map)]
+    else:
+        encoder += [nn.Flatten(), nn.Linear(flat, latent_dim)]
+        decoder = [nn.Linear(latent_dim, flat), _activation(act), Reshape(code_map)]
     for level in reversed(range(levels)):
         decoder += [
             derived_conv_transpose(widths[level + 1], widths[level], sizes[level + 1], sizes[level], 2, bias=False),
             nn.BatchNorm2d(widths[level]),
-            nn.ReLU(),
-            _conv_block(widths[level], widths[level]),
+            _activation(act),
+            *_extra_blocks(widths[level], blocks, residual, act),
         ]
     decoder += [nn.Conv2d(widths[0], out_channels, 3, padding=1), nn.Sigmoid()]
     return AutoEncoder(nn.Sequential(*encoder), nn.Sequential(*decoder))

@@ -99,11 +99,19 @@ def build_model(
     input_shape: Shape,
     params: dict[str, Any] | None = None,
     out_channels: int | None = None,
+    color_output: str | None = None,
 ) -> AutoEncoder:
-    """Build preset ``name`` for inputs of ``input_shape`` (C, H, W)."""
+    """Build preset ``name`` for inputs of ``input_shape`` (C, H, W).
+
+    ``color_output`` picks a colorizer's output head (see convae.models.heads); None keeps
+    the preset's own output.
+    """
+    from convae.models.heads import with_color_output  # noqa: PLC0415
+
     preset = get_preset(name)
     resolved = resolve_params(name, params)
     channels, height, width = input_shape
     if min(input_shape) < 1:
         raise ModelError(f"input shape {channels}x{height}x{width} must be positive")
-    return preset.builder(tuple(input_shape), out_channels or channels, **resolved)
+    model = preset.builder(tuple(input_shape), out_channels or channels, **resolved)
+    return with_color_output(model, color_output, channels, out_channels or channels)

@@ -1,0 +1,87 @@
+"""Which of the Trainer's optional speed settings win on this machine: --compile, --precision bf16.
+
+Times Trainer-equivalent steps (uint8 batch -> float, forward, loss, backward, fused Adam)
+for fc and conv-pool in one process, alternating the variants and taking the median of
+repeats; torch.compile's one-off compile time is reported separately. Writes
+benchmarks/results/trainer_options.json.
+
+Run: ``python benchmarks/trainer_options.py [--steps 30 --repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import machine, write_results  # noqa: E402
+
+from convae.models import build_model  # noqa: E402
+from convae.train import default_threads  # noqa: E402
+
+MODELS = {"fc": ((1, 28, 28), 124, F.binary_cross_entropy), "conv-pool": ((3, 32, 32), 50, F.mse_loss)}
+
+
+def stepper(name: str, variant: str):
+    shape, batch, loss_fn = MODELS[name]
+    torch.manual_seed(0)
+    model = build_model(name, shape, {})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    net = torch.compile(model) if variant == "compile" else model
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=variant == "bf16")
+    images = (torch.rand(batch * 8, *shape) * 255).to(torch.uint8)
+
+    def step(i: int) -> None:
+        x = images[(i % 8) * batch:(i % 8 + 1) * batch].float().div_(255)
+        with autocast:
+            out = net(x)
+        loss = loss_fn(out.float(), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    started = time.perf_counter()
+    for i in range(3):
+        step(i)
+    return step, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(default_threads())
+    torch.set_flush_denormal(True)
+    rows = []
+    for name in MODELS:
+        steppers, warmup = {}, {}
+        for variant in ("eager", "compile", "bf16"):
+            steppers[variant], warmup[variant] = stepper(name, variant)
+        times: dict[str, list[float]] = {v: [] for v in steppers}
+        loads = []
+        for repeat in range(args.repeats):
+            for variant in (list(steppers) if repeat % 2 == 0 else list(steppers)[::-1]):
+                started = time.perf_counter()
+                for i in range(args.steps):
+                    steppers[variant](i)
+                times[variant].append((time.perf_counter() - started) / args.steps * 1000)
+            loads.append(round(os.getloadavg()[0], 2))
+        row = {"model": name, "ms_per_step_median": {v: round(statistics.median(t), 2) for v, t in times.items()},
+               "ms_per_step_all": {v: [round(x, 2) for x in t] for v, t in times.items()},
+               "first_3_steps_seconds": {v: round(s, 2) for v, s in warmup.items()}, "load_average_1min": loads}
+        print(row, flush=True)
+        rows.append(row)
+    path = write_results("trainer_options.json", {"benchmark": "trainer_options", "threads": torch.get_num_threads(),
+                                                 "steps": args.steps, "rows": rows, "machine": machine()})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

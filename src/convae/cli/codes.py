@@ -1,0 +1,88 @@
+"""Code verbs: encode images to code files, decode them back to PNGs, export embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from convae.cli._app import app, out
+
+
+@app.command()
+def encode(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="image files and/or folders (searched recursively)"),
+    dataset: Optional[str] = typer.Option(None, help="encode a dataset split instead (mnist, fashion-mnist, cifar10, ...)"),
+    split: str = typer.Option("test", help="train or test (with --dataset)"),
+    out_path: Path = typer.Option(..., "--out", help="code file: .npz (codes, ids, labels) or .cvc (compact binary)"),
+    bits: int = typer.Option(8, help="bits per code value: 4, 6, 8, or 32 (float32, no quantization)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="npz or bin (default: bin for .cvc/.bin, else npz)"),
+    limit: Optional[int] = typer.Option(None, help="only the first N images of --dataset"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Encode images into a code file, quantized per code channel; prints its size in bits per pixel."""
+    from convae.applications.codes import encode_run  # noqa: PLC0415
+
+    result = encode_run(run_dir, out_path, inputs=inputs or [], dataset=dataset, split=split, bits=bits, fmt=fmt,
+                        limit=limit, device=device)
+    note = f"; {result['converted']} image(s) converted to the run's input shape" if result["converted"] else ""
+    switches = f", plus {result['switch_levels']} level(s) of pool switches" if result["switch_levels"] else ""
+    out.print(f"wrote {result['out']}: {result['images']} codes of {'×'.join(map(str, result['code_shape']))} at "
+              f"{result['bits']} bits{switches} ({result['format']}), {result['bytes']:,} bytes = "
+              f"{result['bpp']:.4f} bits per pixel{note}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def decode(
+    run_dir: Path = typer.Argument(..., help="the run that encoded the codes"),
+    codes: Path = typer.Argument(..., help="code file written by `convae encode` (.npz or .cvc)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the reconstructed PNGs"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Decode a code file back into PNG images (refuses codes from another run)."""
+    from convae.applications.codes import decode_file  # noqa: PLC0415
+
+    paths = decode_file(run_dir, codes, out_dir, device=device)
+    out.print(f"wrote {len(paths)} PNG(s) to {out_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def embed(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    dataset: Optional[str] = typer.Option(None, help="dataset to embed (default: the run's)"),
+    split: str = typer.Option("test", help="train or test"),
+    out_path: Path = typer.Option(..., "--out", help="EMB.csv (one row per image) or EMB.npz"),
+    limit: Optional[int] = typer.Option(None, help="only the first N images"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Export the (float) codes of a dataset split with their ids and labels."""
+    from convae.applications.codes import embed_run  # noqa: PLC0415
+
+    result = embed_run(run_dir, out_path, dataset=dataset, split=split, limit=limit, device=device)
+    out.print(f"wrote {result['out']}: {result['images']} codes of {result['dims']} values", markup=False,
+              highlight=False, soft_wrap=True)
+
+
+def print_rate(run_dir: Path, split: str, images: int, as_json: bool, device: str) -> None:
+    """`convae evaluate --rate`: the rate–distortion table, and where its JSON and figure went."""
+    import json  # noqa: PLC0415
+
+    from rich.table import Table  # noqa: PLC0415
+
+    from convae.applications.codes import evaluate_rate, rate_table_rows  # noqa: PLC0415
+
+    result = evaluate_rate(run_dir, split=split, limit=images, device=device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{run_dir} — rate–distortion on {result['images']} {result['dataset']} {split} images "
+                        f"({'×'.join(map(str, result['image_shape']))}, code {'×'.join(map(str, result['code_shape']))})")
+    for name in ("codec", "setting", "bpp per image", "bpp amortised", "PSNR", "SSIM"):
+        table.add_column(name, overflow="fold")
+    for cells in rate_table_rows(result):
+        table.add_row(*cells)
+    out.print(table)
+    out.print(f"[dim]{result['conventions']}[/]")
+    out.print(f"wrote {Path(run_dir) / f'rate-{split}.json'} and {result['figure']}", markup=False, highlight=False)

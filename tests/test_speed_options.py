@@ -1,0 +1,43 @@
+"""The trainer's speed options: bf16 autocast, thread defaults, device choice."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from convae.errors import ConvaeError
+from convae.runs import read_config
+from convae.train import TrainConfig, Trainer, default_threads, pick_device
+
+
+def test_bf16_autocast_trains_and_is_recorded(tmp_path: Path, digits) -> None:
+    train, test = digits
+    config = TrainConfig(model="fc", epochs=1, batch_size=64, precision="bf16", threads=1)
+    last = Trainer(config, tmp_path / "run", train_set=train, test_set=test, progress=False).fit()
+    assert math.isfinite(last["train_loss"]) and 0 < last["test_loss"] < 1
+    assert read_config(tmp_path / "run")["training"]["precision"] == "bf16"
+
+
+def test_unknown_precision_is_a_one_line_error(tmp_path: Path, digits) -> None:
+    with pytest.raises(ConvaeError, match="--precision must be one of fp32, bf16"):
+        Trainer(TrainConfig(model="fc", precision="fp16"), tmp_path / "run", train_set=digits[0])
+
+
+def test_default_threads_respects_omp_num_threads_and_splits_cores(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(4) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = default_threads()
+    assert cores >= 1 and default_threads(cores * 2) == 1
+
+
+def test_auto_device_is_cpu_without_cuda_and_cuda_is_refused() -> None:
+    if torch.cuda.is_available():
+        assert pick_device("auto").type == "cuda" and pick_device("cuda", 0) == torch.device("cuda", 0)
+    else:
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(ConvaeError, match="CUDA is not available"):
+            pick_device("cuda")
