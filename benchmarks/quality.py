@@ -53,7 +53,7 @@ OUT = RESULTS
 RECIPES: dict[int, dict[str, Any]] = {
     code: {
         "model_args": {"latent_dim": code, "width": 16, "blocks": 0},
-        "epochs": 4, "batch_size": 32, "lr": 3e-3, "lr_schedule": "cosine",
+        "epochs": 12, "batch_size": 32, "lr": 3e-3, "lr_schedule": "cosine",
     }
     for code in CODES
 }
@@ -171,7 +171,7 @@ def train_one(dataset: str, code: int, splits: tuple[ImageSet, ImageSet], root: 
         "epoch_seconds_wall": [r["seconds"] for r in rows],
     }
     if row["target_rmse"] is not None:
-        row["meets_target"] = round(row["test_rmse"], 3) <= row["target_rmse"]
+        row["meets_target"] = row["test_rmse"] <= row["target_rmse"]  # strict: 0.0453 misses 0.045
     if timed:
         row["time_to_quality"] = {
             "eval_every_steps": eval_every,
@@ -206,16 +206,18 @@ def merge(update: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(data: dict[str, Any]) -> str:
     lines = [
-        "| dataset | code | convae `conv` test RMSE | PCA (same k) | CNTK | target | epochs | train time (wall / CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| dataset | code | convae `conv` test RMSE | PCA (same k) | CNTK | target | epochs | threads | train time (wall / CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in data["rows"]:
         cntk = "—" if row["cntk_rmse"] is None else f"{row['cntk_rmse']:.3f}"
         target = "—" if row["target_rmse"] is None else f"≤ {row['target_rmse']:.3f}"
-        verdict = "" if row.get("meets_target") is None else (" ✓" if row["meets_target"] else " ✗")
+        met = None if row["target_rmse"] is None else row["test_rmse"] <= row["target_rmse"]
+        verdict = "" if met is None else (" ✓" if met else " ✗")
         lines.append(
             f"| {row['dataset']} | {row['code_size']} | {row['test_rmse']:.4f}{verdict} | {row['pca_rmse']:.4f} | "
-            f"{cntk} | {target} | {row['epochs']} | {row['fit_seconds_wall']:.0f} s / {row['fit_seconds_cpu']:.0f} s |"
+            f"{cntk} | {target} | {row['epochs']} | {row['threads']} | {row['fit_seconds_wall']:.0f} s / "
+            f"{row['fit_seconds_cpu']:.0f} s |"
         )
     timed = [row for row in data["rows"] if "time_to_quality" in row]
     for row in timed:

@@ -43,7 +43,7 @@ DENOISER = dict(model="conv", args={"width": 16, "latent_dim": 128}, train={"epo
 # The colorizer keeps the gray input as its luma and adds a smoothed colour offset (the
 # "chroma" output head, convae.models.heads): a plain RGB output lost SSIM rebuilding the luma.
 COLORIZER = dict(model="strided", args={"channels": (64,)},
-                 train={"epochs": 8, "batch_size": 64, "lr": 2e-3, "color_output": "chroma:1.5"})
+                 train={"epochs": 8, "batch_size": 64, "lr": 2e-3, "color_output": "chroma:4:0.6"})
 
 RESULT = Path(__file__).parent / "results" / "restore.json"
 

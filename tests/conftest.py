@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import pytest
+import torch
 
 from convae.data import ImageSet, load_dataset
 
@@ -53,3 +55,25 @@ def real_data_root() -> Path | None:
     candidates = [Path(os.environ["CONVAE_DATA"])] if os.environ.get("CONVAE_DATA") else []
     candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
     return next((c for c in candidates if (c / "MNIST").is_dir()), None)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module's small trainings: on two shared cores it is many times
+    faster than two threads fighting other jobs (use with pytest.mark.usefixtures)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def bar_image(rng: np.random.Generator, vertical: bool, size: int = 16, low: int = 150) -> np.ndarray:
+    """A size×size uint8 image with one or two bright 2-pixel bars: a class a tiny model learns in seconds."""
+    image = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        at, value = int(rng.integers(1, size - 3)), int(rng.integers(low, 256))
+        if vertical:
+            image[:, at:at + 2] = value
+        else:
+            image[at:at + 2, :] = value
+    return image

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import bar_image
 from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
@@ -29,15 +30,7 @@ SIZE = 16
 
 
 def bars(rng: np.random.Generator, vertical: bool, size: int = SIZE) -> np.ndarray:
-    image = np.zeros((size, size), np.uint8)
-    for _ in range(int(rng.integers(1, 3))):
-        at = int(rng.integers(1, size - 3))
-        value = int(rng.integers(180, 256))
-        if vertical:
-            image[:, at:at + 2] = value
-        else:
-            image[at:at + 2, :] = value
-    return image
+    return bar_image(rng, vertical, size, low=180)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import csv
 import json
 import struct
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
+from conftest import bar_image
 from PIL import Image
 
 from convae.applications import codes as app
@@ -28,23 +28,7 @@ from convae.train import TrainConfig, Trainer
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _bars(rng: np.random.Generator, vertical: bool) -> np.ndarray:
-    image = np.zeros((SIZE, SIZE), np.uint8)
-    for _ in range(int(rng.integers(1, 3))):
-        at, value = int(rng.integers(1, SIZE - 3)), int(rng.integers(150, 256))
-        if vertical:
-            image[:, at:at + 2] = value
-        else:
-            image[at:at + 2, :] = value
-    return image
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +40,7 @@ def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
             folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(count):
-                Image.fromarray(_bars(rng, name == "vertical")).save(folder / f"{i}.png")
+                Image.fromarray(bar_image(rng, name == "vertical")).save(folder / f"{i}.png")
     return root
 
 
@@ -229,7 +213,7 @@ def test_encode_image_files_and_folders(cli, runs, bars, tmp_path):
     """User files (one RGB and 24×24, so converted) keep their names through encode and decode."""
     folder = tmp_path / "mine"
     (folder / "sub").mkdir(parents=True)
-    Image.fromarray(_bars(np.random.default_rng(1), True)).save(folder / "a.png")
+    Image.fromarray(bar_image(np.random.default_rng(1), True)).save(folder / "a.png")
     Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(folder / "sub" / "b.png")
     code, stdout, stderr = cli("encode", runs["unpool"], folder, "--out", tmp_path / "mine.cvc", "--bits", 6,
                                "--device", "cpu")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -28,14 +27,7 @@ from convae.data.corrupt import batch_generator, gray, parse_corruption
 from convae.models import PRESETS, build_model
 from convae.runs import read_metrics
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Two shared cores: one torch thread is many times faster than two fighting other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- classical filters ---------------------------------------------------------------------
@@ -336,8 +328,11 @@ def test_chroma_output_keeps_the_gray_input_as_its_luma(name: str) -> None:
 def test_chroma_smoothing_spec_and_its_blur() -> None:
     from convae.models.heads import canonical_color_output, parse_color_output, smooth
 
-    assert parse_color_output("chroma") == ("chroma", 1.5) and parse_color_output("chroma:0.5") == ("chroma", 0.5)
-    assert parse_color_output(None) == ("rgb", 0.0) and canonical_color_output("chroma") == "chroma:1.5"
+    assert parse_color_output("chroma") == ("chroma", 4.0, 0.6)
+    assert parse_color_output("chroma:0.5") == ("chroma", 0.5, 1.0)  # a stored pre-gain spec keeps its meaning
+    assert parse_color_output("chroma:2:0.8") == ("chroma", 2.0, 0.8)
+    assert parse_color_output(None) == ("rgb", 0.0, 1.0) and canonical_color_output("chroma") == "chroma:4:0.6"
+    assert canonical_color_output("chroma:1.5") == "chroma:1.5:1"
     flat = torch.full((1, 3, 9, 9), 0.25)
     assert torch.allclose(smooth(flat, 1.5), flat)  # a constant stays constant, edges included
     spike = torch.zeros(1, 1, 15, 15)
@@ -351,10 +346,30 @@ def test_chroma_output_refuses_other_channel_counts() -> None:
 
     with pytest.raises(ModelError, match="1 gray channel to RGB"):
         build_model("strided", (3, 16, 16), None, 3, "chroma")
-    with pytest.raises(ModelError, match="color output must be one of"):
+    with pytest.raises(ModelError, match="color output must be rgb, chroma"):
         build_model("strided", (1, 16, 16), None, 3, "hsv")
-    with pytest.raises(ModelError, match="SIGMA must be"):
+    with pytest.raises(ModelError, match="SIGMA and GAIN must be numbers"):
         build_model("strided", (1, 16, 16), None, 3, "chroma:wide")
+    with pytest.raises(ModelError, match="GAIN must be in"):
+        build_model("strided", (1, 16, 16), None, 3, "chroma:2:1.5")
+    with pytest.raises(ModelError, match="color output must be rgb, chroma"):
+        build_model("strided", (1, 16, 16), None, 3, "chroma:2:0.5:1")
+
+
+def test_chroma_gain_shrinks_the_colour_at_inference_only() -> None:
+    from convae.models.heads import luma
+
+    torch.manual_seed(0)
+    model = build_model("strided", (1, 12, 12), None, 3, "chroma:0:0.5")
+    x = torch.rand(2, 1, 12, 12)
+    with torch.no_grad():
+        model.train()
+        full = model(x) - x
+        model.eval()
+        shrunk = model(x) - x
+    assert full.abs().max() > 1e-4
+    assert torch.allclose(shrunk, 0.5 * full, atol=1e-6)  # eval: half the training-mode colour
+    assert torch.allclose(luma(model(x).detach()), x, atol=1e-5)  # the luma is still the input
 
 
 def test_colorize_run_records_chroma_and_a_run_without_it_loads_plain(colorize_run: tuple[Path, Path]) -> None:
@@ -363,7 +378,7 @@ def test_colorize_run_records_chroma_and_a_run_without_it_loads_plain(colorize_r
 
     run, _ = colorize_run
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["color_output"] == "chroma:1.5" and config["training"]["color_output"] == "chroma:1.5"
+    assert config["model"]["color_output"] == "chroma:4:0.6" and config["training"]["color_output"] == "chroma:4:0.6"
     model, _ = load_model(run)
     assert isinstance(model, LumaKeepingAutoEncoder)
     older = {**config, "model": {k: v for k, v in config["model"].items() if k != "color_output"}}
@@ -394,7 +409,7 @@ def test_color_output_flag_rgb_and_its_checks(tmp_path: Path, cli) -> None:
     assert config["model"]["color_output"] == "rgb"
     code, _, stderr = cli("train", "--dataset", f"folder:{data}", "--epochs", "1", "--task", "colorize",
                           "--color-output", "lab", "--no-progress", "--out", tmp_path / "bad")
-    assert code == 2 and "--color-output: color output must be one of rgb, chroma" in stderr
+    assert code == 2 and "--color-output: color output must be rgb, chroma or chroma:SIGMA[:GAIN]" in stderr
     code, _, stderr = cli("train", "--dataset", f"folder:{data}", "--epochs", "1", "--color-output", "chroma",
                           "--no-progress", "--out", tmp_path / "bad2")
     assert code == 2 and "--color-output is for --task colorize, not reconstruct" in stderr

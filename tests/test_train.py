@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -75,8 +76,8 @@ def test_resume_after_an_epoch_matches_an_uninterrupted_run(tmp_path: Path, digi
     assert read_metrics(tmp_path / "straight")[-1]["train_loss"] == read_metrics(tmp_path / "resumed")[-1]["train_loss"]
 
 
-def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(tmp_path: Path, digits, monkeypatch) -> None:
-    _fit(tmp_path / "straight", digits, model="conv", model_args={"width": 8}, epochs=2)
+def _ctrl_c_at_loss_call(monkeypatch: pytest.MonkeyPatch, n: int) -> Callable[[], None]:
+    """Make the n-th loss computation send this process a real SIGINT (a Ctrl-C mid-step); returns an undo."""
     calls = {"n": 0}
     real_loss = train_module.loss_function
 
@@ -85,16 +86,22 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(tmp_path: Path, digi
 
         def wrapped(output, target):
             calls["n"] += 1
-            if calls["n"] == 11:  # 8 train steps + 1 test batch in epoch 1, then the 2nd step of epoch 2
-                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, mid-step
+            if calls["n"] == n:
+                os.kill(os.getpid(), signal.SIGINT)
             return fn(output, target)
 
         return wrapped
 
     monkeypatch.setattr(train_module, "loss_function", interrupting)
+    return lambda: monkeypatch.setattr(train_module, "loss_function", real_loss)
+
+
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(tmp_path: Path, digits, monkeypatch) -> None:
+    _fit(tmp_path / "straight", digits, model="conv", model_args={"width": 8}, epochs=2)
+    undo = _ctrl_c_at_loss_call(monkeypatch, 11)  # 8 train steps + 1 test batch in epoch 1, then epoch 2's 2nd step
     with pytest.raises(TrainingInterrupted, match="epoch 2, step 2: checkpoint saved"):
         _fit(tmp_path / "cut", digits, model="conv", model_args={"width": 8}, epochs=2)
-    monkeypatch.setattr(train_module, "loss_function", real_loss)
+    undo()
     _fit(tmp_path / "cut", digits, model="conv", model_args={"width": 8}, epochs=2, resume=True)
     assert _same(_weights(tmp_path / "straight"), _weights(tmp_path / "cut"))
     assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [1, 2]
@@ -195,24 +202,10 @@ def test_colour_dataset_colorize_model_maps_one_channel_to_three(tmp_path: Path)
 
 def test_lr_schedule_resume_is_bit_identical_and_recorded(tmp_path: Path, digits, monkeypatch) -> None:
     _fit(tmp_path / "straight", digits, epochs=2, lr_schedule="onecycle")
-    calls = {"n": 0}
-    real_loss = train_module.loss_function
-
-    def interrupting(name):
-        fn = real_loss(name)
-
-        def wrapped(output, target):
-            calls["n"] += 1
-            if calls["n"] == 12:  # 8 train steps + 1 test batch in epoch 1, then mid-epoch 2
-                os.kill(os.getpid(), signal.SIGINT)
-            return fn(output, target)
-
-        return wrapped
-
-    monkeypatch.setattr(train_module, "loss_function", interrupting)
+    undo = _ctrl_c_at_loss_call(monkeypatch, 12)  # 8 train steps + 1 test batch in epoch 1, then mid-epoch 2
     with pytest.raises(TrainingInterrupted, match="epoch 2, step 3"):
         _fit(tmp_path / "cut", digits, epochs=2, lr_schedule="onecycle")
-    monkeypatch.setattr(train_module, "loss_function", real_loss)
+    undo()
     _fit(tmp_path / "cut", digits, epochs=2, resume=True)
     assert _same(_weights(tmp_path / "straight"), _weights(tmp_path / "cut"))
     config = json.loads((tmp_path / "straight" / "config.json").read_text())

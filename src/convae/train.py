@@ -98,8 +98,8 @@ class TrainConfig:
     noise: str | None = None
     normal_classes: list[int] | None = None
     val_fraction: float | None = None
-    #: colorize only: "chroma[:SIGMA]" (default chroma:1.5: the gray input's luma + a smoothed
-    #: predicted colour, see convae.models.heads) or "rgb" (the network's output as it is).
+    #: colorize only: "chroma[:SIGMA[:GAIN]]" (default chroma:4:0.6: the gray input's luma + a
+    #: smoothed predicted colour, shrunk by GAIN at inference, see convae.models.heads) or "rgb".
     color_output: str | None = None
     #: "none" (constant --lr), "cosine" (lr down to 0) or "onecycle" (warm up, then anneal);
     #: the rate is a pure function of the step, so resume needs no scheduler state.
@@ -286,7 +286,12 @@ class Trainer:
         created = not self.run_dir.exists() and self.ranks.is_main
         self.ranks.start(self.device)
         try:
-            return self._fit(resume)
+            last = self._fit(resume)
+            # Rank 0 still evaluates and writes the last checkpoint after the others are done;
+            # tearing the group down under it aborts gloo ("terminate called without an active
+            # exception"), so every process waits here first.
+            self.ranks.barrier()
+            return last
         finally:
             self.ranks.stop()
             # A run that failed before writing anything leaves no empty directory behind.

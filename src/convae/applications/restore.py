@@ -33,6 +33,7 @@ from convae.data.corrupt import Corruption, batch_generator, gray
 from convae.data.files import find_image_files, read_image
 from convae.errors import ConvaeError
 from convae.metrics import batch_ssim, psnr_from_mse
+from convae.models.heads import smooth
 
 RESTORE_TASKS = ("denoise", "colorize")
 #: The filter parameters the denoising baseline chooses from (on the validation split).
@@ -52,18 +53,8 @@ Filter = Callable[[torch.Tensor], torch.Tensor]
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of N×C×H×W, radius ceil(3σ), edges replicated."""
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                   groups=c)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                    groups=c)
+    """Separable Gaussian blur of N×C×H×W, radius ceil(3σ), edges replicated (a new tensor even at σ 0)."""
+    return smooth(x, sigma) if sigma > 0 else x.clone()
 
 
 def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:

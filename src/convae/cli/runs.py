@@ -40,7 +40,7 @@ def train(
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
     normal_classes: Optional[str] = typer.Option(None, help="train only on these class indices, e.g. 0,1,2 (anomaly detection)"),
-    color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA] (default chroma:1.5: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px) or rgb"),
+    color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA[:GAIN]] (default chroma:4:0.6: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px and scaled by GAIN at inference) or rgb"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
     precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; a win on recent GPUs, not on CPUs without bf16 units)"),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model before training"),

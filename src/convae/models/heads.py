@@ -9,12 +9,18 @@ for its colour, ``out = Y_in + (s − luma(s))``. The offset s − luma(s) has z
 output s ∈ [0,1]³ reaches every chroma offset an RGB image can have (R−Y ∈ ±0.701,
 G−Y ∈ ±0.587, B−Y ∈ ±0.886), and a fresh network with s ≈ 0.5 starts at the gray image.
 
-The colour offset is smoothed with a Gaussian of σ pixels (``chroma:SIGMA``, default
-``chroma`` = ``chroma:1.5``; ``chroma:0`` leaves it sharp). A blur is linear and acts on each
-channel alike, so the smoothed offset still has zero luma. Why smooth: SSIM compares local
-structure channel by channel, and a sharp colour guess adds structure the true image lacks;
-in a CIFAR-10 pilot the sharp offset scored SSIM 0.9348 (gray input 0.9361) and the same offset
-blurred with σ 1.5 scored 0.9375, at the same PSNR (22.1 dB).
+The colour offset is smoothed with a Gaussian of σ pixels and, at inference only, scaled by
+a gain g ≤ 1 towards gray (``chroma:SIGMA:GAIN``; ``chroma`` = ``chroma:4:0.6``; ``chroma:0:1``
+leaves the offset as the network gave it). Both are linear and act on each channel alike, so
+the offset keeps zero luma. Why: MSE training makes the offset the conditional mean colour,
+which is what PSNR rewards, but SSIM compares local structure and contrast channel by channel
+and penalises a colour guess's variance where the guess is wrong. Blurring removes colour
+detail the network cannot know; the gain trades a little PSNR for SSIM. It is not applied while
+training (the network would just learn to undo it). On 2,000 CIFAR-10 training-split images, for
+a `strided` 64 model trained 8 epochs with σ 2 (gray input: 21.81 dB / SSIM 0.93774):
+σ 0, g 1: 20.60 dB / 0.7850; σ 1.5, g 1: 21.98 / 0.9332; σ 2, g 1: 22.00 / 0.9355;
+σ 4, g 1: 22.02 / 0.9377; σ 4, g 0.8: 22.05 / 0.9383; σ 4, g 0.6: 22.04 / 0.9387 (the default:
+best SSIM, within 0.01 dB of the best PSNR); σ 6, g 0.6: 22.03 / 0.9386.
 
 The head adds no weights: it reuses the built model's encoder and decoder, so the
 state-dict keys (and ``encode``/``decode``) are those of the plain model.
@@ -30,10 +36,12 @@ import torch.nn.functional as F
 from convae.errors import ModelError
 from convae.models.autoencoder import AutoEncoder
 
-#: "rgb": the network's output as it is; "chroma[:SIGMA]": the input's luma + the output's colour.
+#: "rgb": the network's output as it is; "chroma[:SIGMA[:GAIN]]": the input's luma + the output's colour.
 COLOR_OUTPUTS = ("rgb", "chroma")
 #: σ (pixels) of the Gaussian that smooths the predicted colour offset when none is given.
-CHROMA_SIGMA = 1.5
+CHROMA_SIGMA = 4.0
+#: The factor (at inference) on the smoothed colour offset when none is given.
+CHROMA_GAIN = 0.6
 #: ITU-R 601 luma weights, the same ones convae.data.corrupt.gray uses to make the input.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -44,26 +52,30 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return (x[:, :3] * weights).sum(1, keepdim=True)
 
 
-def parse_color_output(spec: str | None) -> tuple[str, float]:
-    """``"rgb"`` → ("rgb", 0); ``"chroma"`` → ("chroma", CHROMA_SIGMA); ``"chroma:0.8"`` → ("chroma", 0.8)."""
+def parse_color_output(spec: str | None) -> tuple[str, float, float]:
+    """``"rgb"`` → ("rgb", 0, 1); ``"chroma"`` → ("chroma", CHROMA_SIGMA, CHROMA_GAIN);
+    ``"chroma:0.8"`` → ("chroma", 0.8, 1); ``"chroma:4:0.6"`` → ("chroma", 4, 0.6)."""
     if spec in (None, "rgb"):
-        return "rgb", 0.0
-    kind, _, sigma = str(spec).partition(":")
-    if kind != "chroma":
-        raise ModelError(f"color output must be one of rgb, chroma or chroma:SIGMA, got {spec!r}")
+        return "rgb", 0.0, 1.0
+    kind, *numbers = str(spec).split(":")
+    if kind != "chroma" or len(numbers) > 2:
+        raise ModelError(f"color output must be rgb, chroma or chroma:SIGMA[:GAIN], got {spec!r}")
     try:
-        value = float(sigma) if sigma else CHROMA_SIGMA
+        values = [float(n) for n in numbers]
     except ValueError:
-        raise ModelError(f"color output {spec!r}: SIGMA must be a number") from None
-    if not (0 <= value <= 8):
+        raise ModelError(f"color output {spec!r}: SIGMA and GAIN must be numbers") from None
+    sigma, gain = (values + [CHROMA_SIGMA, CHROMA_GAIN])[:2] if not values else (values + [1.0])[:2]
+    if not (0 <= sigma <= 8):
         raise ModelError(f"color output {spec!r}: SIGMA must be between 0 and 8")
-    return "chroma", value
+    if not (0 < gain <= 1):
+        raise ModelError(f"color output {spec!r}: GAIN must be in (0, 1]")
+    return "chroma", sigma, gain
 
 
 def canonical_color_output(spec: str | None) -> str:
-    """The spelled-out form stored in config.json ("rgb" or "chroma:SIGMA")."""
-    kind, sigma = parse_color_output(spec)
-    return kind if kind == "rgb" else f"chroma:{sigma:g}"
+    """The spelled-out form stored in config.json ("rgb" or "chroma:SIGMA:GAIN")."""
+    kind, sigma, gain = parse_color_output(spec)
+    return kind if kind == "rgb" else f"chroma:{sigma:g}:{gain:g}"
 
 
 def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -82,23 +94,28 @@ def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class LumaKeepingAutoEncoder(AutoEncoder):
-    """``forward(y) = y + smooth(s − luma(s))`` with s = decode(encode(y)): its output's luma is its gray input."""
+    """``forward(y) = y + g·smooth(s − luma(s))`` with s = decode(encode(y)): its output's luma is its gray input.
 
-    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, sigma: float = CHROMA_SIGMA) -> None:
+    The gain g applies in eval mode only; in training mode the offset is used as it is.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, sigma: float = CHROMA_SIGMA,
+                 gain: float = 1.0) -> None:
         super().__init__(encoder, decoder)
-        self.sigma = sigma
+        self.sigma, self.gain = sigma, gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rgb = self.decode(self.encode(x))
         y = x[:, :1] if x.shape[1] == 1 else luma(x)
-        return y + smooth(rgb - luma(rgb), self.sigma)
+        offset = smooth(rgb - luma(rgb), self.sigma)
+        return y + (offset if self.training or self.gain == 1.0 else self.gain * offset)
 
 
 def with_color_output(model: AutoEncoder, color_output: str | None, in_channels: int, out_channels: int) -> AutoEncoder:
     """``model`` with the named output head (None or "rgb": unchanged)."""
-    kind, sigma = parse_color_output(color_output)
+    kind, sigma, gain = parse_color_output(color_output)
     if kind == "rgb":
         return model
     if in_channels != 1 or out_channels != 3:
         raise ModelError(f"the chroma output maps 1 gray channel to RGB, not {in_channels} to {out_channels} channels")
-    return LumaKeepingAutoEncoder(model.encoder, model.decoder, sigma)
+    return LumaKeepingAutoEncoder(model.encoder, model.decoder, sigma, gain)
