@@ -30,6 +30,7 @@ from _common import data_root, machine, write_results
 
 from convae.data import load_splits
 from convae.evaluation import evaluate_run
+from convae.models import get_preset
 from convae.runs import read_metrics
 from convae.train import TrainConfig, Trainer
 
@@ -111,7 +112,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "|---|---:|---|---:|---:|---|---:|---:|",
     ]
     for row in rows:
-        args = ",".join(f"{k}={'×'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["model_args"].items())
+        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in get_preset(row["model"]).params.items()}
+        args = ",".join(f"{k}={'×'.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in row["model_args"].items() if v != defaults.get(k))  # what the job changed
         cells = [(row["input_psnr"], row["input_ssim"]), (row["baseline_psnr"], row["baseline_ssim"]),
                  (row["convae_psnr"], row["convae_ssim"])]
         if row.get("color_output"):
