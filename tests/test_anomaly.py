@@ -90,7 +90,7 @@ def test_scores_follow_their_definitions() -> None:
         assert torch.allclose(maps.flatten(1).mean(1), scores)
     images = (x * 255).round().to(torch.uint8)
     by_kind = anomaly.score_kinds(model, images, batch_size=4)
-    assert set(by_kind) == set(anomaly.SCORE_KINDS)
+    assert set(by_kind) == set(anomaly.PIXEL_KINDS)
     single = anomaly.score_images(model, images, "mse", batch_size=5)
     assert np.allclose(by_kind["mse"], single)
     with pytest.raises(ConvaeError, match="--score must be one of"):
@@ -286,3 +286,80 @@ def test_unreadable_file_by_itself_is_named(cli, fresh_run: Path, inputs: Path) 
     code, out, err = cli("detect", fresh_run, inputs / "broken.png", "--threshold", "0.5")
     assert code == 2 and out == ""
     assert "broken.png: not a readable image" in err
+
+
+# -- the hybrid score: 1 - SSIM plus the code's distance to the normal codes ------------------
+def test_code_index_distances_and_standardisation_follow_their_definitions() -> None:
+    from convae.applications.code_index import build_code_index
+
+    class Flat(torch.nn.Module):  # code = the pixels themselves, reconstruction = the input
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    rng = np.random.default_rng(3)
+    normal = torch.from_numpy(rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8))
+    val = torch.from_numpy(rng.integers(0, 256, (12, 1, 4, 4), dtype=np.uint8))
+    val_ssim = rng.random(12)
+    index = build_code_index(Flat(), normal, val, val_ssim, neighbours=3, weight=2.0)
+    codes = normal.flatten(1).double().numpy() / 255
+    scaled = (codes - codes.mean(0)) / codes.std(0)
+    query = val.flatten(1).double().numpy() / 255
+    gaps = np.linalg.norm(((query - codes.mean(0)) / codes.std(0))[:, None] - scaled[None], axis=2)
+    expected = np.sort(gaps, axis=1)[:, :3].mean(1)  # brute force: mean of the 3 nearest
+    assert np.allclose(index.distances(torch.from_numpy(query).float()), expected, atol=1e-4)
+    hybrid = index.combine(val_ssim, index.distances(torch.from_numpy(query).float()))
+    assert hybrid.mean() == pytest.approx(0.0, abs=1e-6)  # both parts standardised on these very images
+    z = lambda v: (v - v.mean()) / v.std(ddof=1)  # noqa: E731
+    assert np.allclose(hybrid, z(val_ssim) + 2.0 * z(expected), atol=1e-4)
+
+
+def test_hybrid_score_ranks_anomalies_and_caches_its_index(run_dir: Path, bars_folder: Path, fresh_run: Path) -> None:
+    from convae.applications.code_index import INDEX_FILE
+
+    model, _ = load_model(fresh_run)
+    index = anomaly.run_code_index(fresh_run, model)
+    assert (fresh_run / INDEX_FILE).exists() and len(index.codes) == 90  # 120 horizontal bars minus 25% held out
+    stamp = (fresh_run / INDEX_FILE).stat().st_mtime_ns
+    test = load_dataset(f"folder:{bars_folder}", "test")
+    anomalous = (test.labels == 1).numpy()
+    scores = anomaly.score_kinds(model, test.images, ("hybrid", "ssim"), index=index)
+    assert roc_auc_score(anomalous, scores["hybrid"]) > 0.95
+    again = anomaly.run_code_index(fresh_run, model)  # cached: the file is not rewritten
+    assert (fresh_run / INDEX_FILE).stat().st_mtime_ns == stamp
+    assert np.array_equal(anomaly.score_kinds(model, test.images, ("hybrid",), index=again)["hybrid"], scores["hybrid"])
+    with torch.no_grad():  # other weights (a resumed or retrained run): the stale index is rebuilt
+        next(model.parameters()).mul_(1.01)
+    rebuilt = anomaly.run_code_index(fresh_run, model)
+    assert rebuilt.weights_sha256 != index.weights_sha256
+    with pytest.raises(ConvaeError, match="needs the run's code index"):
+        anomaly.score_kinds(model, test.images, ("hybrid",))
+
+
+def test_detect_with_hybrid_score_fits_evaluates_and_draws(cli, fresh_run: Path, inputs: Path, tmp_path: Path) -> None:
+    code, out, err = cli("detect", fresh_run, "--fit", "--score", "hybrid", "--threshold-method", "f1")
+    assert code == 0, err
+    assert "F1-optimal on 45 validation images (15 anomalous), F1 " in " ".join(out.split())  # 30 + 25% of 60
+    code, out, err = cli("detect", fresh_run, "--fit", "--score", "hybrid")
+    assert code == 0, err
+    assert (fresh_run / "code-index.npz").exists() and json.loads((fresh_run / "threshold.json").read_text())["score"] == "hybrid"
+    code, out, err = cli("detect", fresh_run, "--eval")
+    assert code == 0, err
+    assert json.loads((fresh_run / "detect-eval.json").read_text())["auroc"] > 0.95
+    code, out, err = cli("detect", fresh_run, inputs, "--csv", tmp_path / "s.csv", "--heatmaps", tmp_path / "h")
+    assert code == 2 and "broken.png" in err  # the unreadable file is named, the others scored
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "s.csv").open())}
+    assert {r["score_kind"] for r in rows.values()} == {"hybrid"}
+    assert float(rows["odd.png"]["score"]) > max(float(rows[f"normal-{n}.png"]["score"]) for n in "ab")
+    assert list((tmp_path / "h").glob("*.png"))
+
+
+def test_hybrid_score_needs_a_tensor_code(tmp_path: Path) -> None:
+    from convae.applications.code_index import flat_codes
+    from convae.models.registry import build_model
+
+    model = build_model("unpool", (1, 28, 28))
+    with pytest.raises(ConvaeError, match="needs a code that is one tensor"):
+        flat_codes(model, torch.rand(2, 1, 28, 28))

@@ -41,6 +41,13 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from convae.applications.code_index import (
+    CodeIndex,
+    build_code_index,
+    cached_code_index,
+    flat_codes,
+    save_code_index,
+)
 from convae.data import Batches, ImageSet
 from convae.data.files import find_image_files, image_for_model
 from convae.errors import ConvaeError, DataError
@@ -55,7 +62,9 @@ from convae.runs import (
     write_json,
 )
 
-SCORE_KINDS = ("ssim", "mse", "l1")
+PIXEL_KINDS = ("ssim", "mse", "l1")  # the mean of an error map; need nothing but the model
+HYBRID = "hybrid"  # ssim plus the code's distance to the normal training codes (needs a CodeIndex)
+SCORE_KINDS = (*PIXEL_KINDS, HYBRID)
 DEFAULT_SCORE = "ssim"
 THRESHOLD_METHODS = ("quantile", "meanstd", "f1")
 THRESHOLD_FILE = "threshold.json"
@@ -70,20 +79,33 @@ def check_score_kind(kind: str) -> str:
     return kind
 
 
+def _needs_index(kinds: Sequence[str], index: CodeIndex | None) -> None:
+    if HYBRID in kinds and index is None:
+        raise ConvaeError("the hybrid score needs the run's code index (convae.applications.anomaly.run_code_index)")
+
+
 @torch.no_grad()
-def error_maps(model: torch.nn.Module, x: torch.Tensor, kind: str = DEFAULT_SCORE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def error_maps(model: torch.nn.Module, x: torch.Tensor, kind: str = DEFAULT_SCORE,
+               index: CodeIndex | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scores N, error maps N×H×W, reconstructions N×C×H×W) for a float batch in [0, 1].
 
     The score of an image is the mean of its error map: ``mse`` the squared error and
     ``l1`` the absolute error per pixel (averaged over channels, on the raw output, as
     :func:`convae.metrics.reconstruction_metrics` does), ``ssim`` 1 − the local SSIM map
     (Gaussian window, data range 1, output clipped to [0, 1]; its mean is torchmetrics'
-    SSIM of the image, so the score equals 1 − :func:`convae.metrics.batch_ssim`).
+    SSIM of the image, so the score equals 1 − :func:`convae.metrics.batch_ssim`). ``hybrid``
+    (needs ``index``) draws the ``ssim`` map and adds the code distance to its score
+    (:meth:`CodeIndex.combine`).
     """
     check_score_kind(kind)
+    _needs_index((kind,), index)
     output = reconstruct(model, x)
     maps = maps_from(output, x, kind)
-    return maps.flatten(1).mean(1), maps, output
+    scores = maps.flatten(1).mean(1)
+    if kind == HYBRID:
+        distances = index.distances(flat_codes(model, x))
+        scores = torch.from_numpy(index.combine(scores.double().cpu().numpy(), distances)).to(x.device)
+    return scores, maps, output
 
 
 def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -97,12 +119,14 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def maps_from(output: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """The per-pixel error map (N×H×W) of one score kind."""
+    """The per-pixel error map (N×H×W) of one score kind (``hybrid``: the ``ssim`` map)."""
     x = x.float()
     if kind == "mse":
         return (output - x).pow(2).mean(1)
     if kind == "l1":
         return (output - x).abs().mean(1)
+    if kind not in ("ssim", HYBRID):
+        check_score_kind(kind)
     kernel = max(ssim_kernel(*x.shape[-2:]), 1)
     _, full = structural_similarity_index_measure(
         output.clamp(0, 1), x, data_range=1.0, kernel_size=kernel, reduction="none", return_full_image=True
@@ -114,21 +138,34 @@ def maps_from(output: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
 def score_kinds(
     model: torch.nn.Module,
     images: torch.Tensor,
-    kinds: Sequence[str] = SCORE_KINDS,
+    kinds: Sequence[str] = PIXEL_KINDS,
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    index: CodeIndex | None = None,
 ) -> dict[str, np.ndarray]:
-    """Scores of several kinds from one pass of the model: {kind: float64 array}."""
+    """Scores of several kinds from one pass of the model: {kind: float64 array}.
+
+    ``hybrid`` needs ``index``, the run's :class:`CodeIndex` (:func:`run_code_index`).
+    """
     for kind in kinds:
         check_score_kind(kind)
+    _needs_index(kinds, index)
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
+    pixel_kinds = {"ssim" if kind == HYBRID else kind for kind in kinds}
+    parts: dict[str, list[torch.Tensor]] = {kind: [] for kind in pixel_kinds}
+    codes: list[torch.Tensor] = []
     for x in Batches(images, batch_size, shuffle=False, seed=0, device=device):
         output = reconstruct(model, x)
-        for kind in kinds:
+        for kind in pixel_kinds:
             parts[kind].append(maps_from(output, x, kind).flatten(1).mean(1).double().cpu())
+        if HYBRID in kinds:
+            codes.append(flat_codes(model, x).cpu())
     result = {kind: torch.cat(v).numpy() if v else np.zeros(0) for kind, v in parts.items()}
+    if HYBRID in kinds:
+        distances = index.distances(torch.cat(codes)) if codes else np.zeros(0)
+        result[HYBRID] = index.combine(result["ssim"], distances)
+    result = {kind: result[kind] for kind in kinds}
     if not all(np.isfinite(v).all() for v in result.values()):
         raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
     return result
@@ -143,17 +180,19 @@ def score_images(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     with_maps: bool = False,
+    index: CodeIndex | None = None,
 ) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
     """Anomaly score of every image of a uint8 N×C×H×W tensor (float64 array, higher = more anomalous).
 
     ``with_maps`` also returns the per-pixel error maps (float32 N×H×W, on the CPU).
     """
     if not with_maps:
-        return score_kinds(model, images, (kind,), batch_size=batch_size, device=device)[kind]
+        return score_kinds(model, images, (kind,), batch_size=batch_size, device=device, index=index)[kind]
+    _needs_index((kind,), index)
     model.eval()
     scores, maps = [], []
     for x in Batches(images, batch_size, shuffle=False, seed=0, device=device):
-        s, m, _ = error_maps(model, x, kind)
+        s, m, _ = error_maps(model, x, kind, index)
         scores.append(s.double().cpu())
         maps.append(m.cpu())
     values = torch.cat(scores).numpy() if scores else np.zeros(0)
@@ -187,7 +226,8 @@ class Threshold:
         how = {
             "quantile": f"quantile {self.quantile} of {self.validation_images} normal validation scores",
             "meanstd": f"mean + {self.k}·std of {self.validation_images} normal validation scores",
-            "f1": f"F1-optimal on {self.validation_images} validation images ({self.validation_anomalies} anomalous)",
+            "f1": f"F1-optimal on {self.validation_images} validation images ({self.validation_anomalies} anomalous)"
+                  + (f", F1 {self.f1:.4f} there" if self.f1 is not None else ""),
         }.get(self.method, self.method)
         return f"{self.value:.6g} ({self.score}, {how})"
 
@@ -306,6 +346,26 @@ def normal_class_names(config: dict[str, Any]) -> list[str] | None:
     return [classes[i] if i < len(classes) else str(i) for i in indices]
 
 
+def _normal_split(run_dir: Path, config: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(training split, normal images trained on, normal validation images): the Trainer's own split."""
+    from convae.evaluation import load_run_split  # noqa: PLC0415
+    from convae.train import split_validation  # noqa: PLC0415
+
+    cfg = _training_config(config)
+    if not cfg.val_fraction:
+        raise ConvaeError(
+            f"{run_dir}: this run kept no validation split (val_fraction 0), so there are no held-out normal "
+            "images to fit a threshold (or the hybrid score) on; train with --normal-classes (keeps 10%) or --val-fraction, "
+            "or pass --threshold"
+        )
+    train = load_run_split(config, "train")
+    normal_set = train.select_classes(cfg.normal_classes) if cfg.normal_classes is not None else train
+    fit, val = split_validation(normal_set, cfg.val_fraction, cfg.seed)
+    if val is None or len(val) == 0:
+        raise ConvaeError(f"{run_dir}: the validation split is empty; use a larger --val-fraction")
+    return train, fit, val
+
+
 def validation_data(run_dir: str | Path, *, with_anomalies: bool = False) -> tuple[ImageSet, np.ndarray, str]:
     """The run's held-out validation images, labels (1 = anomalous) and a description.
 
@@ -313,23 +373,10 @@ def validation_data(run_dir: str | Path, *, with_anomalies: bool = False) -> tup
     pure function of the data, the fraction and the seed). ``with_anomalies`` adds the same
     fraction of the training split's other classes: anomalies the model never trained on.
     """
-    from convae.evaluation import load_run_split  # noqa: PLC0415
-    from convae.train import split_validation  # noqa: PLC0415
-
     run_dir = Path(run_dir)
     config = _read_run_config(run_dir)
     cfg = _training_config(config)
-    if not cfg.val_fraction:
-        raise ConvaeError(
-            f"{run_dir}: this run kept no validation split (val_fraction 0), so there are no held-out normal "
-            "images to fit a threshold on; train with --normal-classes (keeps 10%) or --val-fraction, "
-            "or pass --threshold"
-        )
-    train = load_run_split(config, "train")
-    normal_set = train.select_classes(cfg.normal_classes) if cfg.normal_classes is not None else train
-    _, val = split_validation(normal_set, cfg.val_fraction, cfg.seed)
-    if val is None or len(val) == 0:
-        raise ConvaeError(f"{run_dir}: the validation split is empty; use a larger --val-fraction")
+    train, _, val = _normal_split(run_dir, config)
     what = "all classes" if cfg.normal_classes is None else f"classes {', '.join(normal_class_names(config) or [])}"
     description = f"validation split: {len(val)} normal images ({what}) held out of {cfg.dataset}/train"
     labels = np.zeros(len(val), dtype=np.int64)
@@ -348,6 +395,28 @@ def validation_data(run_dir: str | Path, *, with_anomalies: bool = False) -> tup
     description += (f" + {len(anomalies)} anomalous images ({cfg.val_fraction:g} of the other classes of "
                     f"{cfg.dataset}/train, never trained on)")
     return merged, labels, description
+
+
+def run_code_index(run_dir: str | Path, model: torch.nn.Module | None = None, *, device: str | torch.device = "cpu",
+                   batch_size: int = 256, log: Callable[[str], None] | None = None) -> CodeIndex:
+    """The run's :class:`CodeIndex` for the hybrid score: cached, or built from its training data.
+
+    The codes are those of the normal training images the model learnt from; the
+    standardisation comes from the held-out normal validation images, as for thresholds.
+    """
+    run_dir = Path(run_dir)
+    if model is None:
+        model, _ = load_model(run_dir, device)
+    cached = cached_code_index(run_dir, model)
+    if cached is not None:
+        return cached
+    _, fit, val = _normal_split(run_dir, _read_run_config(run_dir))
+    validation_ssim = score_images(model, val.images, "ssim", batch_size=batch_size, device=device)
+    index = build_code_index(model, fit.images, val.images, validation_ssim, batch_size=batch_size, device=device)
+    path = save_code_index(run_dir, index)
+    if log:
+        log(f"indexed the codes of {len(index.codes)} normal training images in {path}")
+    return index
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:
@@ -380,7 +449,9 @@ def fit_run_threshold(
     target = pick_device(device)
     model, _ = load_model(run_dir, target)
     data, labels, description = validation_data(run_dir, with_anomalies=method == "f1")
-    scores, maps = score_images(model, data.images, score, batch_size=batch_size, device=target, with_maps=True)
+    index = run_code_index(run_dir, model, device=target, batch_size=batch_size) if score == HYBRID else None
+    scores, maps = score_images(model, data.images, score, batch_size=batch_size, device=target, with_maps=True,
+                                index=index)
     threshold = fit_threshold(scores, labels=labels, method=method, quantile=quantile, k=k, score=score,
                               fitted_on=description)
     normal_maps = maps[torch.from_numpy(labels == 0)]
@@ -522,12 +593,13 @@ def detect_paths(
                                       **fit_options)
     target = pick_device(device)
     model, config = load_model(run_dir, target)
+    index = run_code_index(run_dir, model, device=target, log=log) if threshold.score == HYBRID else None
     images = torch.stack([image for _, image in loaded])
     heat_dir = Path(heatmaps) if heatmaps is not None else None
     used_names: set[str] = set()
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(target).float().div_(255)
-        scores, maps, outputs = error_maps(model, x, threshold.score)
+        scores, maps, outputs = error_maps(model, x, threshold.score, index)
         if not bool(torch.isfinite(scores).all()):
             raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
         for offset in range(x.shape[0]):
@@ -700,7 +772,8 @@ def evaluate_detection(
                                       **fit_options)
     target = pick_device(device)
     model, _ = load_model(run_dir, target)
-    scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target)
+    index = run_code_index(run_dir, model, device=target, log=log) if threshold.score == HYBRID else None
+    scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target, index=index)
     result: dict[str, Any] = {
         "run": str(run_dir),
         "dataset": spec,

@@ -19,7 +19,7 @@ def detect(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="use this threshold now (not stored)"),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="write path, score, verdict, note per image here"),
     heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="folder for PNGs: input, reconstruction, error over input"),
-    score: Optional[str] = typer.Option(None, "--score", help="ssim (1 - SSIM, default), mse or l1; default: the stored threshold's"),
+    score: Optional[str] = typer.Option(None, "--score", help="ssim (1 - SSIM, default), mse, l1, or hybrid (ssim + the code's distance to the normal training codes); default: the stored threshold's"),
     fit: bool = typer.Option(False, "--fit", help="(re)fit the threshold on the run's validation split and store it"),
     method: str = typer.Option("quantile", "--threshold-method", help="quantile, meanstd or f1 (how to fit)"),
     quantile: float = typer.Option(0.99, "--quantile", help="quantile of the normal validation scores (method quantile)"),
