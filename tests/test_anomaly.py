@@ -317,7 +317,7 @@ def test_code_index_distances_and_standardisation_follow_their_definitions() -> 
 
 
 def test_hybrid_score_ranks_anomalies_and_caches_its_index(run_dir: Path, bars_folder: Path, fresh_run: Path) -> None:
-    from convae.applications.code_index import INDEX_FILE
+    from convae.applications.code_index import INDEX_FILE, CodeIndex
 
     model, _ = load_model(fresh_run)
     index = anomaly.run_code_index(fresh_run, model)
@@ -334,6 +334,9 @@ def test_hybrid_score_ranks_anomalies_and_caches_its_index(run_dir: Path, bars_f
         next(model.parameters()).mul_(1.01)
     rebuilt = anomaly.run_code_index(fresh_run, model)
     assert rebuilt.weights_sha256 != index.weights_sha256
+    (fresh_run / INDEX_FILE).write_bytes(b"PK\x03\x04 truncated")  # a broken cache is rebuilt, not fatal
+    assert anomaly.run_code_index(fresh_run, model).weights_sha256 == rebuilt.weights_sha256
+    assert CodeIndex.read(fresh_run / INDEX_FILE).weights_sha256 == rebuilt.weights_sha256
     with pytest.raises(ConvaeError, match="needs the run's code index"):
         anomaly.score_kinds(model, test.images, ("hybrid",))
 

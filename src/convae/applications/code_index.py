@@ -22,6 +22,7 @@ weights change (a resumed or retrained run).
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +119,8 @@ class CodeIndex:
                                                               "distance_std")}
                 return cls(codes=data["codes"], center=data["center"], scale=data["scale"],
                            neighbours=int(data["neighbours"]), weights_sha256=str(data["weights_sha256"]), **scalars)
-        except (OSError, ValueError, KeyError) as error:
-            raise ConvaeError(f"{path}: not a readable code index ({error}); delete it to rebuild") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ConvaeError(f"{path}: not a readable code index ({error})") from None
 
 
 def _spread(values: np.ndarray, what: str) -> float:
@@ -170,9 +171,16 @@ def save_code_index(run_dir: Path, index: CodeIndex) -> Path:
 
 
 def cached_code_index(run_dir: Path, model: torch.nn.Module) -> CodeIndex | None:
-    """The stored index when it was built from exactly these weights, else None."""
+    """The stored index when it was built from exactly these weights, else None.
+
+    An unreadable file counts as stale: the index is derived data, rebuilt and rewritten
+    (atomically) from the weights and the training images.
+    """
     path = Path(run_dir) / INDEX_FILE
     if not path.exists():
         return None
-    index = CodeIndex.read(path)
+    try:
+        index = CodeIndex.read(path)
+    except ConvaeError:
+        return None
     return index if index.weights_sha256 == tensors_checksum(model.state_dict()) else None
