@@ -345,6 +345,7 @@ def test_detect_with_hybrid_score_fits_evaluates_and_draws(cli, fresh_run: Path,
     code, out, err = cli("detect", fresh_run, "--fit", "--score", "hybrid", "--threshold-method", "f1")
     assert code == 0, err
     assert "F1-optimal on 45 validation images (15 anomalous), F1 " in " ".join(out.split())  # 30 + 25% of 60
+    assert "indexed the codes of 90 normal training images" in " ".join(err.split())
     code, out, err = cli("detect", fresh_run, "--fit", "--score", "hybrid")
     assert code == 0, err
     assert (fresh_run / "code-index.npz").exists() and json.loads((fresh_run / "threshold.json").read_text())["score"] == "hybrid"

@@ -438,6 +438,7 @@ def fit_run_threshold(
     device: str = "auto",
     batch_size: int = 256,
     save: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> Threshold:
     """Fit the threshold of a run on its validation split and store it in RUN_DIR/threshold.json."""
     from convae.train import pick_device  # noqa: PLC0415
@@ -449,7 +450,7 @@ def fit_run_threshold(
     target = pick_device(device)
     model, _ = load_model(run_dir, target)
     data, labels, description = validation_data(run_dir, with_anomalies=method == "f1")
-    index = run_code_index(run_dir, model, device=target, batch_size=batch_size) if score == HYBRID else None
+    index = run_code_index(run_dir, model, device=target, batch_size=batch_size, log=log) if score == HYBRID else None
     scores, maps = score_images(model, data.images, score, batch_size=batch_size, device=target, with_maps=True,
                                 index=index)
     threshold = fit_threshold(scores, labels=labels, method=method, quantile=quantile, k=k, score=score,
@@ -513,7 +514,7 @@ def resolve_threshold(
             )
         return stored
     threshold = fit_run_threshold(run_dir, method=method, quantile=quantile, k=k, score=score or DEFAULT_SCORE,
-                                  device=device)
+                                  device=device, log=log)
     if log:
         log(f"fitted threshold {threshold.describe()}; stored in {run_dir / THRESHOLD_FILE}")
     return threshold
