@@ -80,8 +80,11 @@ class PCAReconstruction(torch.nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.components.T
 
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return (code @ self.components + self.mean).view(-1, *self.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.encode(x) @ self.components + self.mean).view(-1, *self.shape)
+        return self.decode(self.encode(x))
 
 
 def auroc_by_kind(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:

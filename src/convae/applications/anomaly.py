@@ -45,8 +45,8 @@ from convae.applications.code_index import (
     CodeIndex,
     build_code_index,
     cached_code_index,
-    flat_codes,
     save_code_index,
+    tensor_code,
 )
 from convae.data import Batches, ImageSet
 from convae.data.files import find_image_files, image_for_model
@@ -99,17 +99,20 @@ def error_maps(model: torch.nn.Module, x: torch.Tensor, kind: str = DEFAULT_SCOR
     """
     check_score_kind(kind)
     _needs_index((kind,), index)
-    output = reconstruct(model, x)
+    code = tensor_code(model, x) if kind == HYBRID else None
+    output = reconstruct(model, x, code=code)
     maps = maps_from(output, x, kind)
     scores = maps.flatten(1).mean(1)
-    if kind == HYBRID:
-        distances = index.distances(flat_codes(model, x))
+    if code is not None:
+        distances = index.distances(code.flatten(1).float())
         scores = torch.from_numpy(index.combine(scores.double().cpu().numpy(), distances)).to(x.device)
     return scores, maps, output
 
 
-def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    output = model(x).float()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor, *, code: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's output for ``x``; decoded from ``code`` when the caller already encoded ``x``
+    (the hybrid score needs the code too, and the encoder need not run twice)."""
+    output = (model(x) if code is None else model.decode(code)).float()
     if output.shape != x.shape:
         raise ConvaeError(
             f"the model maps {tuple(x.shape[1:])} to {tuple(output.shape[1:])}; anomaly scores need a "
@@ -156,11 +159,12 @@ def score_kinds(
     parts: dict[str, list[torch.Tensor]] = {kind: [] for kind in pixel_kinds}
     codes: list[torch.Tensor] = []
     for x in Batches(images, batch_size, shuffle=False, seed=0, device=device):
-        output = reconstruct(model, x)
+        code = tensor_code(model, x) if HYBRID in kinds else None
+        output = reconstruct(model, x, code=code)
         for kind in pixel_kinds:
             parts[kind].append(maps_from(output, x, kind).flatten(1).mean(1).double().cpu())
-        if HYBRID in kinds:
-            codes.append(flat_codes(model, x).cpu())
+        if code is not None:
+            codes.append(code.flatten(1).float().cpu())
     result = {kind: torch.cat(v).numpy() if v else np.zeros(0) for kind, v in parts.items()}
     if HYBRID in kinds:
         distances = index.distances(torch.cat(codes)) if codes else np.zeros(0)

@@ -42,6 +42,11 @@ FORMAT_VERSION = 1
 
 def flat_codes(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's code of a float batch, one row per image."""
+    return tensor_code(model, x).flatten(1).float()
+
+
+def tensor_code(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's code of a float batch as it comes out of the encoder (one tensor, or an error)."""
     encode = getattr(model, "encode", None)
     if encode is None:
         raise ConvaeError("the hybrid score needs a model with an encoder (encode); use ssim, mse or l1")
@@ -51,7 +56,7 @@ def flat_codes(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
             f"the hybrid score needs a code that is one tensor; {type(model).__name__} codes are "
             f"{type(code).__name__} (pooling switches), so use ssim, mse or l1"
         )
-    return code.flatten(1).float()
+    return code
 
 
 @torch.no_grad()
