@@ -51,7 +51,7 @@ from sklearn.metrics import roc_auc_score
 from convae.applications.anomaly import (
     SCORE_KINDS,
     detection_metrics,
-    fit_run_threshold,
+    fit_threshold,
     run_code_index,
     score_kinds,
     validation_data,
@@ -128,8 +128,11 @@ def run_class(dataset: str, root: Path, train, test, normal_class: int, args: ar
     conv, conv_dev, conv_scores = detector_aurocs(model, index, test, dev, dev_labels, normal_class)
     threshold_kinds = {}
     labels = (test.labels != normal_class).numpy()
-    for kind in SCORE_KINDS:  # F1 at each kind's stored-style threshold (quantile 0.99 of the normal validation scores)
-        threshold = fit_run_threshold(run_dir, score=kind, device="cpu", save=False)
+    # F1 at each kind's stored-style threshold: quantile 0.99 of the normal validation scores,
+    # fitted exactly as fit_run_threshold does, from one scoring pass over the validation split.
+    val_scores = score_kinds(model, val.images, SCORE_KINDS, index=index)
+    for kind in SCORE_KINDS:
+        threshold = fit_threshold(val_scores[kind], score=kind)
         at = detection_metrics(conv_scores[kind], labels, threshold.value)
         threshold_kinds[kind] = {key: at[key] for key in ("threshold", "f1", "precision", "recall",
                                                           "false_positive_rate", "average_precision")}
