@@ -18,12 +18,12 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def data_root() -> Path:
     """$CONVAE_DATA, else ../shared/data beside the repo; exit with a reason when neither exists."""
-    candidates = [Path(os.environ["CONVAE_DATA"])] if os.environ.get("CONVAE_DATA") else []
-    candidates.append(REPO.parent / "shared" / "data")
-    for candidate in candidates:
-        if (candidate / "MNIST").is_dir():
-            return candidate
-    sys.exit(f"no real data: looked in {', '.join(map(str, candidates))}; set CONVAE_DATA")
+    from convae.data.paths import real_data_root  # noqa: PLC0415
+
+    root = real_data_root(REPO)
+    if root is None:
+        sys.exit(f"no real data: set CONVAE_DATA to a folder holding MNIST/ (or provide {REPO.parent / 'shared' / 'data'})")
+    return root
 
 
 def machine() -> dict[str, Any]:

@@ -56,10 +56,10 @@ from convae.applications.anomaly import (
     score_kinds,
     validation_data,
 )
-from convae.applications.code_index import build_code_index
+from convae.applications.anomaly.index import build_code_index
 from convae.data import load_dataset
-from convae.runs import load_model, read_metrics
-from convae.train import TrainConfig, Trainer, split_validation
+from convae.run import load_model, read_metrics
+from convae.training import TrainConfig, Trainer, split_validation
 
 NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 PUBLISHED = {

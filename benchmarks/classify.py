@@ -28,15 +28,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from convae.applications.classification import ClassifyConfig, train_classifier  # noqa: E402
+from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: E402
+from convae.core.atomic import read_json, write_json  # noqa: E402
 from convae.models.classifier import get_classifier  # noqa: E402
-from convae.runs import read_json, read_metrics, write_json  # noqa: E402
+from convae.run import read_metrics  # noqa: E402
 
 TARGETS = {"cnn": 0.975, "cnn-deep": 0.993}
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("CONVAE_DATA") or REPO.parent / "shared" / "data")
+def default_data_dir() -> Path | None:
+    from convae.data.paths import real_data_root  # noqa: PLC0415
+
+    return real_data_root(REPO)
 
 
 def run_one(model: str, epochs: int, data_dir: Path, threads: int, runs_dir: Path) -> dict:
@@ -88,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "classify.json")
     parser.add_argument("--note", default="", help="free text stored with the results (e.g. machine load)")
     args = parser.parse_args()
-    if not (args.data_dir / "MNIST").is_dir():
+    if args.data_dir is None or not (args.data_dir / "MNIST").is_dir():
         sys.exit(f"error: {args.data_dir}: no MNIST/ folder here (use --data-dir or $CONVAE_DATA)")
     epochs = {"cnn": args.cnn_epochs, "cnn-deep": args.deep_epochs}
     with tempfile.TemporaryDirectory(prefix="convae-bench-") as tmp:

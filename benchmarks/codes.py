@@ -41,8 +41,8 @@ import torch
 from _common import data_root, machine, write_results
 
 from convae.data import load_splits
-from convae.runs import read_metrics
-from convae.train import TrainConfig, Trainer
+from convae.run import read_metrics
+from convae.training import TrainConfig, Trainer
 
 DATASETS = {
     "mnist": {"label": "MNIST", "latent_dims": (16, 64, "unpool")},

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from _common import RESULTS, data_root, machine
 
+from convae.applications.evaluate import evaluate_run
 from convae.data import ImageSet, load_splits
-from convae.evaluation import evaluate_run
-from convae.runs import read_metrics
-from convae.train import TrainConfig, Trainer, evaluate_loss, loss_function
+from convae.run import read_metrics
+from convae.training import TrainConfig, Trainer, evaluate_loss, loss_function
 
 DATASETS = ("mnist", "fashion-mnist")
 CODES = (16, 49, 196)

@@ -17,9 +17,9 @@ from typing import Any
 
 from _common import data_root, machine, write_results
 
-from convae.evaluation import evaluate_run
-from convae.runs import read_metrics
-from convae.train import TrainConfig, Trainer
+from convae.applications.evaluate import evaluate_run
+from convae.run import read_metrics
+from convae.training import TrainConfig, Trainer
 
 # (label, dataset, model, model args, training overrides, published metric, published value, how to compare)
 JOBS: list[dict[str, Any]] = [

@@ -3,7 +3,7 @@
 Run: ``python benchmarks/restore.py`` (needs real MNIST, Fashion-MNIST and the CIFAR-10 PNG
 copy via $CONVAE_DATA or ../shared/data). Each job trains one run with
 ``task=denoise|colorize`` and scores it with ``convae evaluate``'s code path
-(:func:`convae.evaluation.evaluate_run`): PSNR/SSIM on the full test split of
+(:func:`convae.applications.evaluate.evaluate_run`): PSNR/SSIM on the full test split of
 
 * the input itself (the noisy image; for colorization the gray image replicated to RGB),
 * the classical baseline (denoising: the best Gaussian or median filter, parameter chosen on
@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from _common import data_root, machine, write_results
 
+from convae.applications.evaluate import evaluate_run
 from convae.data import load_splits
-from convae.evaluation import evaluate_run
 from convae.models import get_preset
-from convae.runs import read_metrics
-from convae.train import TrainConfig, Trainer
+from convae.run import read_metrics
+from convae.training import TrainConfig, Trainer
 
 # Chosen by short pilots on 20,000 training images (see docs/restore.md). The denoiser is the
 # `conv` preset, narrowed to width 16 (2× faster) with a 128-value code: for heavy noise a dense

@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from _common import machine, write_results  # noqa: E402
 
 from convae.models import build_model  # noqa: E402
-from convae.train import default_threads  # noqa: E402
+from convae.training import default_threads  # noqa: E402
 
 MODELS = {"fc": ((1, 28, 28), 124, F.binary_cross_entropy), "conv-pool": ((3, 32, 32), 50, F.mse_loss)}
 

@@ -48,13 +48,14 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
     return run
 
 
-def real_data_root() -> Path | None:
-    """$CONVAE_DATA or ../shared/data beside the repo, when it holds MNIST."""
-    import os
+REPO = Path(__file__).resolve().parents[1]
 
-    candidates = [Path(os.environ["CONVAE_DATA"])] if os.environ.get("CONVAE_DATA") else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    return next((c for c in candidates if (c / "MNIST").is_dir()), None)
+
+def real_data_root(need: str | None = "MNIST") -> Path | None:
+    """$CONVAE_DATA or ../shared/data beside the repo, when it holds ``need``."""
+    from convae.data.paths import real_data_root as find
+
+    return find(REPO, need)
 
 
 @pytest.fixture(scope="module")

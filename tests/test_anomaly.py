@@ -20,11 +20,11 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
 
 from convae.applications import anomaly
+from convae.core.errors import ConvaeError
 from convae.data import load_dataset
-from convae.errors import ConvaeError
 from convae.metrics import batch_ssim
-from convae.runs import load_model
-from convae.train import TrainConfig, Trainer
+from convae.run import load_model
+from convae.training import TrainConfig, Trainer
 
 SIZE = 16
 
@@ -290,7 +290,7 @@ def test_unreadable_file_by_itself_is_named(cli, fresh_run: Path, inputs: Path) 
 
 # -- the hybrid score: 1 - SSIM plus the code's distance to the normal codes ------------------
 def test_code_index_distances_and_standardisation_follow_their_definitions() -> None:
-    from convae.applications.code_index import build_code_index
+    from convae.applications.anomaly.index import build_code_index
 
     class Flat(torch.nn.Module):  # code = the pixels themselves, reconstruction = the input
         def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,7 +317,7 @@ def test_code_index_distances_and_standardisation_follow_their_definitions() -> 
 
 
 def test_hybrid_score_ranks_anomalies_and_caches_its_index(run_dir: Path, bars_folder: Path, fresh_run: Path) -> None:
-    from convae.applications.code_index import INDEX_FILE, CodeIndex
+    from convae.applications.anomaly.index import INDEX_FILE, CodeIndex
 
     model, _ = load_model(fresh_run)
     index = anomaly.run_code_index(fresh_run, model)
@@ -361,9 +361,33 @@ def test_detect_with_hybrid_score_fits_evaluates_and_draws(cli, fresh_run: Path,
 
 
 def test_hybrid_score_needs_a_tensor_code(tmp_path: Path) -> None:
-    from convae.applications.code_index import flat_codes
+    from convae.applications.anomaly.index import flat_codes
     from convae.models.registry import build_model
 
     model = build_model("unpool", (1, 28, 28))
     with pytest.raises(ConvaeError, match="needs a code that is one tensor"):
         flat_codes(model, torch.rand(2, 1, 28, 28))
+
+
+def test_hybrid_detect_on_a_folder_of_several_batches(cli, fresh_run: Path, tmp_path: Path) -> None:
+    """600 files are three batches of 256: every file gets its score, as one batch at a time would give it.
+
+    (A folder of more than one batch used to end in AttributeError: the loop rebound the code index.)
+    """
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(600):
+        Image.fromarray(bars(rng, vertical=i % 5 == 0)).save(folder / f"{i:03d}.png")
+    code, out, err = cli("detect", fresh_run, folder, "--fit", "--score", "hybrid", "--json", "--heatmaps",
+                         tmp_path / "heat")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(rows) == 600 and all(np.isfinite(r["score"]) for r in rows)
+    assert len(list((tmp_path / "heat").glob("*.png"))) == 600
+    small = anomaly.detect_paths(fresh_run, [folder], score="hybrid", batch_size=7, device="cpu")
+    assert [r.path for r in small.results] == [r["path"] for r in rows]
+    assert np.allclose([r.score for r in small.results], [r["score"] for r in rows], rtol=1e-5, atol=1e-6)
+    vertical = [r["score"] for i, r in enumerate(rows) if i % 5 == 0]
+    horizontal = [r["score"] for i, r in enumerate(rows) if i % 5]
+    assert np.median(vertical) > np.median(horizontal)  # the anomalies still rank higher

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from convae.core.errors import DataError
 from convae.data import load_dataset
 from convae.data.files import read_image
 from convae.data.idx import read_idx_images, read_idx_labels
-from convae.errors import DataError
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads files whatever their mode
 

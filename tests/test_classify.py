@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import real_data_root
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from convae.applications.classification import (
+from convae.applications.classify import (
     ClassifyConfig,
     confusion_text,
     evaluate_classifier,
@@ -34,13 +35,12 @@ from convae.applications.classification import (
     train_classifier,
 )
 from convae.cli import app
+from convae.core.errors import ConvaeError, DataError, ModelError, RunError
 from convae.data import ImageSet
-from convae.errors import ConvaeError, DataError, ModelError, RunError
 from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier
 
 runner = CliRunner()
 CLASSES = ["horizontal", "vertical", "cross"]
-DATA_ROOT = Path(os.environ.get("CONVAE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def draw(kind: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -332,7 +332,7 @@ def test_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Path, cli) 
         (["classify", "predict", str(tmp_path / "missing"), str(not_image)], "no such run directory"),
         (["classify", "predict", str(trained_run), str(not_image)], "readme.txt: not a readable image"),
         (["classify", "evaluate", str(ae_run)], "not a classifier run"),
-        (["classify", "probe", str(trained_run)], "a classifier run; probe needs an autoencoder run"),
+        (["classify", "probe", str(trained_run)], "a classifier run, not an autoencoder run; `convae classify probe` needs"),
         (["classify", "train", "--model", "resnet", "--out", str(tmp_path / "r")], "unknown classifier"),
         (["classify", "train", "--out", str(trained_run), "--dataset", "mnist-sample"], "already holds a run"),
     ]
@@ -349,7 +349,7 @@ def test_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Path, cli) 
 @pytest.fixture(scope="module")
 def autoencoder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (one-epoch) autoencoder run on the bundled MNIST sample, through the Trainer."""
-    from convae.train import TrainConfig, Trainer
+    from convae.training import TrainConfig, Trainer
 
     run_dir = tmp_path_factory.mktemp("ae") / "strided"
     config = TrainConfig(dataset="mnist-sample", model="strided", epochs=1, batch_size=64, threads=1)
@@ -379,9 +379,10 @@ def test_cli_probe(autoencoder_run: Path) -> None:
 
 
 def mnist_or_skip() -> Path:
-    if not (DATA_ROOT / "MNIST").is_dir():
-        pytest.skip(f"MNIST not found under {DATA_ROOT} (set CONVAE_DATA to the folder holding MNIST/)")
-    return DATA_ROOT
+    root = real_data_root()
+    if root is None:
+        pytest.skip("MNIST not found (set CONVAE_DATA to the folder holding MNIST/, or provide ../shared/data)")
+    return root
 
 
 def test_real_mnist_cnn_deep_learns_quickly(tmp_path: Path) -> None:
@@ -415,3 +416,46 @@ def test_benchmark_file_records_the_reference_accuracy() -> None:
     assert runs["cnn"]["settings"]["optimizer"] == "sgd" and runs["cnn"]["settings"]["lr"] == 0.01
     assert runs["cnn"]["settings"]["batch_size"] == 256 and runs["cnn"]["epochs"] >= 1
     assert "cnn-deep" in runs and runs["cnn-deep"]["test_accuracy"] > runs["cnn"]["test_accuracy"]
+
+
+def test_killed_classifier_run_resumes_bit_identical(tmp_path: Path) -> None:
+    """`convae classify train` SIGKILLed mid-epoch, rerun as the same command plus --resume, ends with
+    weights bit-identical to an uninterrupted --deterministic run (BatchNorm, dropout and shifts included)."""
+    import signal
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    for split, count in (("train", 96), ("test", 24)):
+        data = patterns(count, 3 if split == "train" else 4, split)
+        for i, (image, label) in enumerate(zip(data.images, data.labels)):
+            folder = tmp_path / "data" / split / CLASSES[int(label)]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k != "CONVAE_FAULT"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+    def command(run: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "convae", "classify", "train", "--dataset", f"folder:{tmp_path / 'data'}",
+                "--model", "cnn-deep", "--epochs", "2", "--batch-size", "16", "--deterministic", "--threads", "1",
+                "--device", "cpu", "--checkpoint-every", "2", "--no-progress", "--out", str(run), *extra]
+
+    def run(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(args, env={**env, **({"CONVAE_FAULT": fault} if fault else {})}, capture_output=True,
+                              text=True, timeout=300)
+
+    reference = run(command(tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+    killed = run(command(tmp_path / "killed"), fault="step:8")  # epoch 2, step 3 (5 steps an epoch)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run(command(tmp_path / "killed", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at epoch 2, step 2" in " ".join(resumed.stderr.split())  # the mid-epoch checkpoint
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    again = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+    rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((tmp_path / "killed" / "eval-test.json").read_text())["images"] == 24

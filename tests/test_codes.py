@@ -19,11 +19,12 @@ from conftest import bar_image
 from PIL import Image
 
 from convae.applications import codes as app
-from convae.applications.codes_format import FORMAT_VERSION, MAGIC, read_codes, to_bytes
+from convae.applications.codes.format import FORMAT_VERSION, MAGIC, read_codes, to_bytes
+from convae.core.errors import ConvaeError, DataError
 from convae.data import ImageSet, load_dataset
-from convae.errors import ConvaeError, DataError
-from convae.runs import load_model
-from convae.train import TrainConfig, Trainer
+from convae.models import SwitchedCode, code_values
+from convae.run import Run, load_model, tensors_checksum
+from convae.training import TrainConfig, Trainer
 
 SIZE = 16
 
@@ -66,10 +67,10 @@ def _reference(run: Path, images: torch.Tensor, bits: int) -> tuple[torch.Tensor
     model, _ = load_model(run)
     with torch.no_grad():
         code = model.encode(images.float().div(255))
-        values = app.code_values(code)
-        codes = app.quantize(values, bits, app.weights_hash(model))
+        values = code_values(code)
+        codes = app.quantize(values, bits, tensors_checksum(model.state_dict()))
         dequantized = app.dequantize(codes)
-        code_in = app.SwitchedCode(dequantized, code.switches) if isinstance(code, app.SwitchedCode) else dequantized
+        code_in = SwitchedCode(dequantized, code.switches) if isinstance(code, SwitchedCode) else dequantized
         return model.decode(code_in), codes.q
 
 
@@ -105,7 +106,7 @@ def test_float_codes_with_switches_reproduce_the_forward_pass(runs, bars):
     test = load_dataset(f"folder:{bars}", "test")
     x = test.images.float().div(255)
     values, switches = app.encode_batches(model, test.images)
-    codes = app.quantize(values, 32, app.weights_hash(model), switches)
+    codes = app.quantize(values, 32, tensors_checksum(model.state_dict()), switches)
     back = read_codes_bytes(to_bytes(codes))
     with torch.no_grad():
         assert torch.equal(app.decode_codes(model, back), model(x))
@@ -115,7 +116,7 @@ def test_float_codes_with_switches_reproduce_the_forward_pass(runs, bars):
 
 
 def read_codes_bytes(data: bytes):
-    from convae.applications.codes_format import from_bytes
+    from convae.applications.codes.format import from_bytes
 
     return from_bytes(data, "memory.cvc")
 
@@ -261,9 +262,9 @@ def test_rate_distortion_counts_headers(cli, runs, bars):
     assert png["psnr"] is None and png["ssim"] == pytest.approx(1.0)
     # The amortised convae rate is the real size of one .cvc file of the 40 codes.
     model, config = load_model(run)
-    data = app.sample_images(app.dataset_images(config, f"folder:{bars}", "test"), 40)
+    data = app.sample_images(app.dataset_images(Run.open(run), f"folder:{bars}", "test"), 40)
     values, _ = app.encode_batches(model, data.images)
-    size = len(to_bytes(app.quantize(values, 6, app.weights_hash(model))))
+    size = len(to_bytes(app.quantize(values, 6, tensors_checksum(model.state_dict()))))
     assert convae[6]["bpp_amortised"] == pytest.approx(8 * size / 40 / SIZE**2)
     assert (run / "figures" / "rate_distortion.png").exists()
     code, _, _ = cli("report", run)
@@ -319,11 +320,11 @@ def test_show_latent_draws_maps_and_interpolations(cli, runs):
 
 def test_weights_hash_changes_with_any_weight(runs):
     model, _ = load_model(runs["conv"])
-    before = app.weights_hash(model)
-    assert before == app.weights_hash(load_model(runs["conv"])[0])
+    before = tensors_checksum(model.state_dict())
+    assert before == tensors_checksum(load_model(runs["conv"])[0].state_dict())
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-6
-    assert app.weights_hash(model) != before
+    assert tensors_checksum(model.state_dict()) != before
 
 
 def test_code_file_errors_are_data_errors(tmp_path):
@@ -336,7 +337,7 @@ def test_code_file_errors_are_data_errors(tmp_path):
 def test_decode_refuses_names_outside_the_output_folder(cli, runs, tmp_path):
     """A crafted code file cannot make decode write outside --out."""
     model, _ = load_model(runs["conv"])
-    codes = app.quantize(torch.zeros(1, 6), 8, app.weights_hash(model))
+    codes = app.quantize(torch.zeros(1, 6), 8, tensors_checksum(model.state_dict()))
     (tmp_path / "evil.cvc").write_bytes(to_bytes(codes, {"names": ["../evil.png"]}))
     line = _one_error_line(cli, "decode", runs["conv"], tmp_path / "evil.cvc", "--out", tmp_path / "out")
     assert "evil.cvc" in line and "refusing output name" in line

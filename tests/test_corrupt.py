@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from convae.core.errors import ConvaeError
 from convae.data.corrupt import batch_generator, parse_corruption
-from convae.errors import ConvaeError
 
 
 def _gray_half(n: int = 64, size: int = 32) -> torch.Tensor:

@@ -7,31 +7,21 @@ folder; the decoded-folder cache goes to a temporary folder.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import real_data_root
 
 from convae.data import Batches, default_dataset, load_dataset, load_splits
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _data_root() -> Path | None:
-    for candidate in (os.environ.get("CONVAE_DATA"), SHARED):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-
-
-ROOT = _data_root()
+ROOT = real_data_root(need=None)
 
 
 def _need(*parts: str) -> Path:
     if ROOT is None:
-        pytest.skip(f"no real data: set $CONVAE_DATA or provide {SHARED}")
+        pytest.skip("no real data: set $CONVAE_DATA or provide ../shared/data beside the repo")
     path = ROOT.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} is not there")

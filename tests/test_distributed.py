@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from convae.core.errors import DataError
 from convae.data import Batches
-from convae.errors import DataError
-from convae.runs import load_weights, read_metrics
+from convae.run import load_weights, read_metrics
 
 pytest.importorskip("torch.distributed.run")
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),

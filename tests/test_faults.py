@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import torch
 
-from convae.errors import RunError
-from convae.runs import load_model, load_state, load_weights, read_config, read_metrics
+from convae.core.errors import RunError
+from convae.run import load_model, load_state, load_weights, read_config, read_metrics
 
 STEPS, EPOCHS, EVERY = 16, 3, 5  # 128 images / batch 8; --epochs; --checkpoint-every
 TOTAL = STEPS * EPOCHS
@@ -433,7 +433,7 @@ def test_nan_loss_from_the_cli_names_epoch_and_step_and_keeps_the_checkpoint(
     tmp_path: Path, data_dir: Path, cli, monkeypatch
 ) -> None:
     """The loss turns NaN at step 7 of epoch 2: stop there, keep the step-5 checkpoint."""
-    import convae.train as train_module
+    import convae.training.tasks as train_module
 
     monkeypatch.setenv("CONVAE_DATA", str(data_dir))
     run = tmp_path / "run"

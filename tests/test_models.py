@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from convae.errors import ModelError
+from convae.core.errors import ModelError
 from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, parse_model_args
 
 SIZES = [(1, 28, 28), (3, 32, 32), (1, 30, 30), (3, 64, 48), (2, 15, 17), (1, 9, 40)]

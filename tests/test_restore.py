@@ -14,7 +14,6 @@ from PIL import Image
 from convae.applications.restore import (
     ColourTable,
     DenoiseFilter,
-    _median_windows,
     choose_denoise_filter,
     gaussian_filter,
     median_filter,
@@ -22,10 +21,11 @@ from convae.applications.restore import (
     restoration_metrics,
     restore_tensor,
 )
+from convae.applications.restore.baselines import _median_windows
 from convae.data import ImageSet
 from convae.data.corrupt import batch_generator, gray, parse_corruption
 from convae.models import PRESETS, build_model
-from convae.runs import read_metrics
+from convae.run import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,7 +148,7 @@ def test_padding_does_not_change_a_convolutional_result_inside() -> None:
 
 @pytest.fixture(scope="module")
 def denoise_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from convae.train import TrainConfig, Trainer
+    from convae.training import TrainConfig, Trainer
 
     run = tmp_path_factory.mktemp("restore") / "denoise"
     cfg = TrainConfig(dataset="mnist-sample", model="strided", model_args={"channels": (16, 16)}, epochs=3,
@@ -173,7 +173,7 @@ def _rgb_folder(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def colorize_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from convae.train import TrainConfig, Trainer
+    from convae.training import TrainConfig, Trainer
 
     base = tmp_path_factory.mktemp("colour")
     data = _rgb_folder(base / "data")
@@ -342,7 +342,7 @@ def test_chroma_smoothing_spec_and_its_blur() -> None:
 
 
 def test_chroma_output_refuses_other_channel_counts() -> None:
-    from convae.errors import ModelError
+    from convae.core.errors import ModelError
 
     with pytest.raises(ModelError, match="1 gray channel to RGB"):
         build_model("strided", (3, 16, 16), None, 3, "chroma")
@@ -374,7 +374,7 @@ def test_chroma_gain_shrinks_the_colour_at_inference_only() -> None:
 
 def test_colorize_run_records_chroma_and_a_run_without_it_loads_plain(colorize_run: tuple[Path, Path]) -> None:
     from convae.models.heads import LumaKeepingAutoEncoder
-    from convae.runs import build_from_config, load_model
+    from convae.run import load_model, network_from_config
 
     run, _ = colorize_run
     config = json.loads((run / "config.json").read_text())
@@ -382,7 +382,7 @@ def test_colorize_run_records_chroma_and_a_run_without_it_loads_plain(colorize_r
     model, _ = load_model(run)
     assert isinstance(model, LumaKeepingAutoEncoder)
     older = {**config, "model": {k: v for k, v in config["model"].items() if k != "color_output"}}
-    assert not isinstance(build_from_config(older), LumaKeepingAutoEncoder)
+    assert not isinstance(network_from_config(older), LumaKeepingAutoEncoder)
 
 
 def test_cli_colorize_output_has_the_input_gray_as_luma(colorize_run: tuple[Path, Path], tmp_path: Path, cli) -> None:

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
 
+from convae.applications.run_shapes import table_for_run
 from convae.cli import app
-from convae.errors import ConvaeError, ModelError
+from convae.core.errors import ConvaeError, ModelError
 from convae.models import PRESETS, AutoEncoder, build_model, code_values
 from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier
-from convae.shape_table import parse_input_shape, table_for_preset, table_for_run, trace
 from convae.shapes import (
     DeconvSetting,
     DeconvSetting2d,
@@ -43,6 +43,7 @@ from convae.shapes import (
     solve_report,
     upsample_out,
 )
+from convae.shapes.table import parse_input_shape, table_for_preset, trace
 
 CONVAE = Path(sys.executable).with_name("convae")
 runner = CliRunner()
@@ -509,7 +510,7 @@ def test_shape_table_unknown_model_lists_both_kinds() -> None:
 
 
 def test_shape_table_for_run_directories(tmp_path: Path) -> None:
-    from convae.runs import write_json
+    from convae.core.atomic import write_json
 
     ae = tmp_path / "ae"
     write_json(ae / "config.json", {"model": {"name": "conv-pool", "params": {"channels": [4, 2]},

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from convae.errors import ConvaeError
-from convae.runs import read_config
-from convae.train import TrainConfig, Trainer, default_threads, pick_device
+from convae.core.errors import ConvaeError
+from convae.run import read_config
+from convae.training import TrainConfig, Trainer, default_threads, pick_device
 
 
 def test_bf16_autocast_trains_and_is_recorded(tmp_path: Path, digits) -> None:

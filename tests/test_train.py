@@ -11,11 +11,11 @@ from typing import Callable
 import pytest
 import torch
 
-import convae.train as train_module
+import convae.training.tasks as train_module
+from convae.core.errors import ConvaeError, RunError
 from convae.data import ImageSet
-from convae.errors import ConvaeError, RunError
-from convae.runs import load_model, load_weights, read_metrics
-from convae.train import NonFiniteLoss, TrainConfig, Trainer, TrainingInterrupted
+from convae.run import load_model, load_weights, read_metrics
+from convae.training import NonFiniteLoss, TrainConfig, Trainer, TrainingInterrupted, scheduled_lr
 
 
 def _fit(run_dir: Path, digits, resume: bool = False, **overrides) -> dict:
@@ -217,10 +217,10 @@ def test_lr_schedule_resume_is_bit_identical_and_recorded(tmp_path: Path, digits
 
 def test_scheduled_lr_shapes() -> None:
     lr, total = 0.01, 100
-    assert train_module.scheduled_lr("none", lr, 50, total) == lr
-    assert train_module.scheduled_lr("cosine", lr, 0, total) == pytest.approx(lr)
-    assert train_module.scheduled_lr("cosine", lr, 50, total) == pytest.approx(lr / 2)
-    onecycle = [train_module.scheduled_lr("onecycle", lr, step, total) for step in range(total)]
+    assert scheduled_lr("none", lr, 50, total) == lr
+    assert scheduled_lr("cosine", lr, 0, total) == pytest.approx(lr)
+    assert scheduled_lr("cosine", lr, 50, total) == pytest.approx(lr / 2)
+    onecycle = [scheduled_lr("onecycle", lr, step, total) for step in range(total)]
     assert onecycle[0] == pytest.approx(lr / 25) and max(onecycle) == pytest.approx(lr)
     assert onecycle.index(max(onecycle)) == 30 and onecycle[-1] < lr / 1000
 

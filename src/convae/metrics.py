@@ -9,7 +9,7 @@ comes from torchmetrics rather than a hand-written window.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,75 @@ def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
+CONVENTIONS = "pixels in [0,1]; mean per pixel; MSE/RMSE/PSNR on the raw output, SSIM/BCE on it clipped to [0,1]"
+MEASURES = ("mse", "l1", "bce", "ssim")
+
+
+class ReconstructionMetrics:
+    """Sums of per-image errors of estimates against clean images, over any number of batches.
+
+    The one accumulator behind ``evaluate``, the restoration comparison and the trainer's
+    per-epoch evaluation, so they agree on every definition: each measure is a mean per
+    pixel per image, summed in float64 and divided by the image count once at the end.
+    ``loss`` adds the training loss as the trainer computes it (mean over the batch's
+    pixels, weighted by the batch size); ``classes`` adds the MSE of each labelled class.
+    """
+
+    def __init__(self, measures: tuple[str, ...] = MEASURES, *, loss: Callable[[torch.Tensor, torch.Tensor],
+                 torch.Tensor] | None = None, classes: int = 0) -> None:
+        self.measures = measures
+        self.loss_fn = loss
+        self.sums = dict.fromkeys(measures, 0.0)
+        self.loss_sum: torch.Tensor | None = None
+        self.n = 0
+        self.class_sse = torch.zeros(classes, dtype=torch.float64)
+        self.class_count = torch.zeros(classes, dtype=torch.float64)
+
+    def add(self, estimate: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Add one batch; returns each image's MSE (on the CPU)."""
+        if self.loss_fn is not None:
+            value = self.loss_fn(estimate, clean).double() * clean.shape[0]
+            self.loss_sum = value if self.loss_sum is None else self.loss_sum + value
+        estimate = estimate.float()
+        if not self.measures and not len(self.class_sse):
+            self.n += clean.shape[0]
+            return torch.empty(0, dtype=torch.float64)
+        per_image = (estimate - clean).pow(2).flatten(1).mean(1).double()
+        if "mse" in self.sums:
+            self.sums["mse"] += per_image.sum().item()
+        if "l1" in self.sums:
+            self.sums["l1"] += (estimate - clean).abs().flatten(1).mean(1).double().sum().item()
+        if "bce" in self.sums:
+            clipped = estimate.clamp(1e-7, 1 - 1e-7)
+            self.sums["bce"] += F.binary_cross_entropy(clipped, clean, reduction="none").flatten(1).mean(1).double().sum().item()
+        if "ssim" in self.sums:
+            self.sums["ssim"] += batch_ssim(estimate, clean).double().sum().item()
+        self.n += clean.shape[0]
+        per_image = per_image.cpu()
+        if labels is not None and len(self.class_sse):
+            known = labels >= 0
+            if known.any():
+                self.class_sse.index_add_(0, labels[known], per_image[known])
+                self.class_count.index_add_(0, labels[known], torch.ones(int(known.sum()), dtype=torch.float64))
+        return per_image
+
+    @property
+    def loss(self) -> float:
+        """The mean training loss over every image added (needs ``loss=``)."""
+        return 0.0 if self.loss_sum is None else (self.loss_sum / max(self.n, 1)).item()
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        means = {key: value / n for key, value in self.sums.items()}
+        if "mse" in means:
+            means.update(rmse=math.sqrt(means["mse"]), psnr=psnr_from_mse(means["mse"]))
+        return {key: means[key] for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1") if key in means}
+
+    def per_class(self, names: list[str]) -> dict[str, float]:
+        return {name: self.class_sse[i].item() / self.class_count[i].item()
+                for i, name in enumerate(names) if self.class_count[i] > 0}
+
+
 @torch.no_grad()
 def reconstruction_metrics(
     model: torch.nn.Module,
@@ -46,42 +115,16 @@ def reconstruction_metrics(
 ) -> dict[str, Any]:
     """MSE, RMSE, PSNR, SSIM, BCE and L1 over ``data``, plus the MSE of each class."""
     model.eval()
-    n_classes = max(len(data.classes), 1)
-    sums = {"mse": 0.0, "l1": 0.0, "bce": 0.0, "ssim": 0.0}
-    class_sse = torch.zeros(n_classes, dtype=torch.float64)
-    class_count = torch.zeros(n_classes, dtype=torch.float64)
-    labels = data.labels
+    metrics = ReconstructionMetrics(classes=max(len(data.classes), 1))
     offset = 0
     for x in Batches(data.images, batch_size, shuffle=False, seed=0, device=device):
-        out = model(x).float()
-        per_image_mse = (out - x).pow(2).flatten(1).mean(1).double().cpu()
-        sums["mse"] += per_image_mse.sum().item()
-        sums["l1"] += (out - x).abs().flatten(1).mean(1).double().sum().item()
-        clipped = out.clamp(1e-7, 1 - 1e-7)
-        sums["bce"] += F.binary_cross_entropy(clipped, x, reduction="none").flatten(1).mean(1).double().sum().item()
-        sums["ssim"] += batch_ssim(out, x).double().sum().item()
-        batch_labels = labels[offset : offset + x.shape[0]]
-        known = batch_labels >= 0
-        if known.any():
-            class_sse.index_add_(0, batch_labels[known], per_image_mse[known])
-            class_count.index_add_(0, batch_labels[known], torch.ones(int(known.sum()), dtype=torch.float64))
+        metrics.add(model(x), x, data.labels[offset : offset + x.shape[0]])
         offset += x.shape[0]
-    n = max(len(data), 1)
-    mse = sums["mse"] / n
-    per_class = {
-        name: class_sse[i].item() / class_count[i].item()
-        for i, name in enumerate(data.classes)
-        if class_count[i] > 0
-    }
+    summary = metrics.summary()
     return {
         "split": data.split,
         "images": len(data),
-        "mse": mse,
-        "rmse": math.sqrt(mse),
-        "psnr": psnr_from_mse(mse),
-        "ssim": sums["ssim"] / n,
-        "bce": sums["bce"] / n,
-        "l1": sums["l1"] / n,
-        "per_class_mse": per_class,
-        "conventions": "pixels in [0,1]; mean per pixel; MSE/RMSE/PSNR on the raw output, SSIM/BCE on it clipped to [0,1]",
+        **{key: summary[key] for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1")},
+        "per_class_mse": metrics.per_class(list(data.classes)),
+        "conventions": CONVENTIONS,
     }

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from convae.runs import atomic_write_bytes  # noqa: E402
+from convae.core.atomic import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig: "plt.Figure", path: Path) -> Path:

@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convae.core.errors import DataError
 from convae.data import ImageSet, load_splits
 from convae.data.paths import data_roots
-from convae.errors import DataError
 from convae.models import build_model, get_preset, resolve_params
-from convae.runs import read_metrics
-from convae.train import TrainConfig, Trainer, default_threads, loss_function
+from convae.run import read_metrics
+from convae.training import TrainConfig, Trainer, default_threads, loss_function
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from convae.cli._app import app, err, out, show_warning
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 #: Importing a verb module registers its commands on ``app``; this order is the order of
 #: ``convae --help``.

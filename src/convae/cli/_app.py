@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 app = typer.Typer(
     name="convae",

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app, out
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 bench_app = typer.Typer(help="Benchmarks: how fast convae trains, measured against the reference loop.",
                         no_args_is_help=True)
@@ -28,7 +28,7 @@ def speed(
 ) -> None:
     """Time convae's Trainer against the reference DataLoader loop on the same models, side by side."""
     from convae.bench import speed as suite  # noqa: PLC0415
-    from convae.runs import atomic_write_text  # noqa: PLC0415
+    from convae.core.atomic import atomic_write_text  # noqa: PLC0415
 
     names = [name.strip() for name in jobs.split(",") if name.strip()] if jobs else [job.name for job in suite.JOBS]
     if epochs is not None and epochs < 1:

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app, err, out, parse_image_size
+from convae.core.errors import ConvaeError
 
 classify_app = typer.Typer(
     help="Train, evaluate and use image classifiers (cnn, cnn-deep); probe autoencoder codes.",
@@ -42,21 +43,27 @@ def classify_train(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (quick checks)"),
+    checkpoint_every: int = typer.Option(0, help="also checkpoint every N steps (0: per epoch only)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Train a classifier into a run directory (config.json, model.safetensors, metrics.jsonl)."""
-    from convae.applications.classification import ClassifyConfig, train_classifier  # noqa: PLC0415
+    from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: PLC0415
 
     cfg = ClassifyConfig(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, channels=channels,
         image_size=parse_image_size(image_size), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule, augment=augment,
         val_fraction=val_fraction, split_seed=split_seed, seed=seed, deterministic=deterministic,
-        device=device, threads=threads, limit=limit,
+        device=device, threads=threads, limit=limit, checkpoint_every=checkpoint_every,
     )
     if out_dir is None:
+        if resume:
+            raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
         name = dataset.replace(":", "-").replace("/", "_")
         out_dir = Path("runs") / f"classify-{model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train_classifier(cfg, out_dir, log=lambda line: err.print(line, markup=False, highlight=False))
+    result = train_classifier(cfg, out_dir, log=lambda line: err.print(line, markup=False, highlight=False),
+                              resume=resume, progress=progress)
     out.print(f"done: {out_dir}  (test accuracy {100 * result['test_accuracy']:.2f}%)", markup=False, highlight=False)
 
 
@@ -68,7 +75,7 @@ def classify_evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Accuracy and confusion matrix (text, and RUN_DIR/figures/confusion-SPLIT.png)."""
-    from convae.applications.classification import confusion_text, evaluate_classifier  # noqa: PLC0415
+    from convae.applications.classify import confusion_text, evaluate_classifier  # noqa: PLC0415
 
     result = evaluate_classifier(run_dir, split=split, device=device)
     if as_json:
@@ -89,7 +96,7 @@ def classify_predict(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Label and class probabilities of each image (converted to the model's input size and channels)."""
-    from convae.applications.classification import predict_images  # noqa: PLC0415
+    from convae.applications.classify import predict_images  # noqa: PLC0415
 
     for result in predict_images(run_dir, images, invert=invert, device=device):
         if as_json:
@@ -110,7 +117,7 @@ def classify_probe(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Linear probe: logistic regression on the codes of the training split, scored on the test split."""
-    from convae.applications.classification import probe_autoencoder, probe_text  # noqa: PLC0415
+    from convae.applications.classify import probe_autoencoder, probe_text  # noqa: PLC0415
 
     result = probe_autoencoder(
         run_dir, limit=limit, max_iter=max_iter, baseline=baseline, device=device,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app, err, out, parse_classes
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 
 @app.command()
@@ -78,6 +78,9 @@ def detect(
             how.update(refit=False, threshold_value=None)
         result = anomaly.evaluate_detection(run_dir, dataset=dataset, normal_classes=parse_classes(normal_classes),
                                             threshold=fitted, **how)
+        from convae.report.page import write_report  # noqa: PLC0415
+
+        result["report"] = str(write_report(run_dir))
         if as_json:
             print(json.dumps(result))
         else:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from convae.cli._app import app, err, out
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 
 def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from convae.cli._app import app, err, out, parse_classes, parse_image_size, read_toml
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 
 @app.command()
@@ -53,7 +53,7 @@ def train(
     model together (DistributedDataParallel; --batch-size is the global batch).
     """
     from convae.models import parse_model_args  # noqa: PLC0415
-    from convae.train import TrainConfig, Trainer  # noqa: PLC0415
+    from convae.training import TrainConfig, Trainer  # noqa: PLC0415
 
     if channels is not None and channels not in (1, 3):
         raise ConvaeError(f"--channels must be 1 or 3, got {channels}")
@@ -98,7 +98,7 @@ def train(
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
     if resume and epochs is None:
-        from convae.runs import read_config  # noqa: PLC0415
+        from convae.run import read_config  # noqa: PLC0415
 
         cfg.epochs = read_config(out_path)["training"]["epochs"]
     trainer = Trainer(cfg, out_path, progress=progress, console=err)
@@ -107,8 +107,9 @@ def train(
         return  # under torchrun, rank 0 reports for all
     out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
     if then_report:
-        from convae.evaluation import evaluate_run, show_run  # noqa: PLC0415
-        from convae.report import write_report  # noqa: PLC0415
+        from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
+        from convae.applications.show import show_run  # noqa: PLC0415
+        from convae.report.page import write_report  # noqa: PLC0415
 
         result = evaluate_run(out_path, device=trainer.config.device)
         out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
@@ -128,7 +129,7 @@ def evaluate(
     rate_images: int = typer.Option(1000, "--rate-images", help="with --rate: a seeded random N images of the split"),
 ) -> None:
     """Reconstruction metrics (MSE, RMSE, PSNR, SSIM, BCE) of a trained run."""
-    from convae.evaluation import evaluate_run  # noqa: PLC0415
+    from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
 
     if rate:
         from convae.cli.codes import print_rate  # noqa: PLC0415
@@ -167,7 +168,7 @@ def show(
     latent: bool = typer.Option(False, "--latent", help="also draw the 2-D map of the test codes (PCA, t-SNE) and interpolation strips"),
 ) -> None:
     """Draw originals, codes and reconstructions, and the loss curve, into RUN_DIR/figures/."""
-    from convae.evaluation import show_run  # noqa: PLC0415
+    from convae.applications.show import show_run  # noqa: PLC0415
 
     if latent:
         from convae.applications.codes import show_latent  # noqa: PLC0415
@@ -181,7 +182,7 @@ def show(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     """Write RUN_DIR/report.html: config, metrics and figures on one self-contained page."""
-    from convae.report import write_report  # noqa: PLC0415
+    from convae.report.page import write_report  # noqa: PLC0415
 
     out.print(f"wrote {write_report(run_dir)}")
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 
 @app.command("solve-deconv")
@@ -44,13 +44,14 @@ def shapes_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Layer-by-layer table: output shape, parameters and multiply-adds, code size and compression."""
-    from convae.shape_table import parse_input_shape, table_for_preset, table_for_run  # noqa: PLC0415
+    from convae.applications.run_shapes import table_for_run  # noqa: PLC0415
+    from convae.shapes.table import parse_input_shape, table_for_preset  # noqa: PLC0415
 
     path = Path(target)
     if path.is_dir():
         if model_arg:
             raise ConvaeError(f"{target}: --model-arg applies to a preset name, not a run directory")
-        from convae.runs import CONFIG, read_config  # noqa: PLC0415
+        from convae.run import CONFIG, read_config  # noqa: PLC0415
 
         default = tuple(read_config(path)["model"]["input_shape"]) if (path / CONFIG).exists() else (1, 28, 28)
         table = table_for_run(path, parse_input_shape(input_shape, default) if input_shape else None)

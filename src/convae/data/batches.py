@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from convae.errors import DataError
+from convae.core.errors import DataError
 
 _SEED_STRIDE = 1_000_003
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from convae.errors import DataError
+from convae.core.errors import DataError
 
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as Pillow's convert("L") computes it,
 # so converting in the loader gives the same bytes as converting the file with Pillow.

@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
+from convae.core.images import luma
 
 KINDS = ("gaussian", "salt-pepper", "mask", "gray")
 
@@ -92,10 +93,7 @@ def mask(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.
 
 def gray(x: torch.Tensor, _strength: float = 0.0, _generator: torch.Generator | None = None) -> torch.Tensor:
     """ITU-R 601 luma, one channel: what a colorization model sees."""
-    if x.shape[1] == 1:
-        return x
-    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x[:, :3] * weights).sum(1, keepdim=True)
+    return luma(x)
 
 
 APPLY: dict[str, Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]] = {

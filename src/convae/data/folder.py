@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convae.core.errors import DataError
 from convae.data import folder_cache
 from convae.data.convert import (
     check_channels,
@@ -48,7 +49,6 @@ from convae.data.decode import (
 )
 from convae.data.imageset import ImageSet
 from convae.data.paths import cache_root
-from convae.errors import DataError
 
 SPLIT_FOLDERS = ("train", "test", "val", "valid", "validation")
 HOLDOUT_FRACTION = 0.1

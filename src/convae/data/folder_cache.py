@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
+from convae.core.atomic import atomic_write
 from convae.data.decode import DataWarning
 
 #: Bump when the decoding rules change, so old cache files are no longer used.
@@ -65,23 +64,19 @@ def load(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None
 
 
 def save(path: Path, images: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> bool:
-    """Write the cache file atomically (temporary file + os.replace); warn and go on on failure."""
+    """Write the cache file atomically (convae.core.atomic); warn and go on on failure."""
     from safetensors.torch import save_file
 
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file(
+        atomic_write(path, lambda tmp: save_file(
             {"images": images.contiguous(), "labels": labels.contiguous()},
-            tmp,
+            str(tmp),
             metadata={_META_KEY: json.dumps({"version": CACHE_VERSION, **meta})},
-        )
-        os.replace(tmp, path)
+        ))
         return True
     except Exception as e:  # noqa: BLE001 - a cache that cannot be written must not stop a load
-        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        cause = e if isinstance(e, OSError) else e.__cause__ or e
+        reason = getattr(cause, "strerror", None) or str(e) or type(e).__name__
         warnings.warn(
             f"{path.parent}: cannot write the decoded-folder cache ({reason}); "
             "the folder will be decoded again next time",
@@ -89,9 +84,3 @@ def save(path: Path, images: torch.Tensor, labels: torch.Tensor, meta: dict[str,
             stacklevel=3,
         )
         return False
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

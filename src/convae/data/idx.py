@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from convae.errors import DataError
+from convae.core.errors import DataError
 
 #: Refuse headers that declare more than this many payload bytes (a corrupt or hostile
 #: header must not make us allocate gigabytes before noticing the file is short).

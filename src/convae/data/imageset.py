@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from convae.errors import DataError
+from convae.core.errors import DataError
 
 
 @dataclass

@@ -22,12 +22,12 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from convae.core.errors import DataError
 from convae.data.convert import check_channels, check_image_size, convert_images
 from convae.data.folder import load_folder
 from convae.data.idx import read_idx_images, read_idx_labels
 from convae.data.imageset import ImageSet
 from convae.data.paths import cache_root, data_roots
-from convae.errors import DataError
 
 FOLDER_PREFIX = "folder:"
 SPLITS = ("train", "test")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convae.errors import ModelError
+from convae.core.errors import ModelError
 from convae.models.autoencoder import SwitchedCode
 from convae.shapes import DeconvSetting, solve_conv_transpose
 

@@ -33,23 +33,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from convae.errors import ModelError
+from convae.core.errors import ModelError
+from convae.core.images import luma
 from convae.models.autoencoder import AutoEncoder
 
-#: "rgb": the network's output as it is; "chroma[:SIGMA[:GAIN]]": the input's luma + the output's colour.
-COLOR_OUTPUTS = ("rgb", "chroma")
 #: σ (pixels) of the Gaussian that smooths the predicted colour offset when none is given.
 CHROMA_SIGMA = 4.0
 #: The factor (at inference) on the smoothed colour offset when none is given.
 CHROMA_GAIN = 0.6
-#: ITU-R 601 luma weights, the same ones convae.data.corrupt.gray uses to make the input.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """N×3×H×W → N×1×H×W ITU-R 601 luma."""
-    weights = torch.tensor(LUMA_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x[:, :3] * weights).sum(1, keepdim=True)
 
 
 def parse_color_output(spec: str | None) -> tuple[str, float, float]:

@@ -6,10 +6,10 @@ a model by name plus a few parameters, and rebuild exactly the same network late
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from convae.errors import ModelError
+from convae.core.errors import ModelError
 from convae.models.autoencoder import AutoEncoder
 
 Shape = tuple[int, int, int]
@@ -25,18 +25,16 @@ class Preset:
     params: dict[str, Any]
     training: dict[str, Any]
     summary: str
-    reference: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {}
 
 
-def register(name: str, *, params: dict[str, Any], training: dict[str, Any], summary: str, reference: str = ""):
+def register(name: str, *, params: dict[str, Any], training: dict[str, Any], summary: str):
     """Decorator: ``builder(input_shape, out_channels, **params) -> AutoEncoder``."""
 
     def wrap(builder: Builder) -> Builder:
-        PRESETS[name] = Preset(name, builder, dict(params), dict(training), summary, reference)
+        PRESETS[name] = Preset(name, builder, dict(params), dict(training), summary)
         return builder
 
     return wrap

@@ -30,7 +30,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, Union
 
-from convae.errors import ConvaeError
+from convae.core.errors import ConvaeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the arithmetic needs no torch
     from torch import nn
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 Size = Union[int, tuple[int, int]]
-Param = Union[int, Sequence[int]]
 _F = TypeVar("_F", bound=Callable[..., int])
 
 

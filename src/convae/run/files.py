@@ -1,4 +1,4 @@
-"""Run directories: the one artifact training writes and every other verb reads.
+"""The files of a run directory: names, weights, training state, metrics and the lock.
 
 Layout (see DESIGN.md): ``config.json``, ``model.safetensors``, ``state.pt``,
 ``metrics.jsonl``, ``figures/``, ``report.html``. Every write goes to a temporary file
@@ -9,23 +9,20 @@ the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from convae.errors import RunError
-from convae.faults import fault_point
+from convae.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text, first_line, read_json
+from convae.core.errors import RunError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -36,81 +33,6 @@ FIGURES = "figures"
 REPORT = "report.html"
 #: safetensors metadata key holding the SHA-256 of the tensors, so a flipped bit is caught.
 CHECKSUM = "convae_sha256"
-#: errno values that mean "the disk (or quota) is full": reported in one line, old file kept.
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-T = TypeVar("T")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename tmp over ``path`` (fsynced first).
-
-    A full disk raises a one-line RunError and leaves the previous ``path`` untouched.
-    """
-    path = Path(path)
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        fault_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        full = error if isinstance(error, OSError) else error.__cause__ or error.__context__
-        if isinstance(full, OSError) and full.errno in _DISK_FULL:
-            raise RunError(
-                f"{path}: disk full while writing it ({os.strerror(full.errno)}); the previous version was kept"
-            ) from None
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    # surrogateescape: a non-UTF-8 file name (a CSV row naming it) is written back as its own bytes
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="surrogateescape"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a config dataclass from its config.json form.
-
-    Keys the dataclass does not know (written by another convae version) are ignored, and
-    ``image_size``, a list in JSON, becomes the tuple the config holds.
-    """
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {k: v for k, v in data.items() if k in known}
-    if values.get("image_size"):
-        values["image_size"] = tuple(values["image_size"])
-    return cls(**values)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{path}: not valid JSON ({error})") from None
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -146,7 +68,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             expected = (handle.metadata() or {}).get(CHECKSUM)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise RunError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        raise RunError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     if expected is not None and tensors_checksum(tensors) != expected:
         raise RunError(f"{path}: corrupted (checksum mismatch); restore it or retrain")
     return tensors
@@ -178,7 +100,7 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise RunError(f"{path}: no training state to resume from") from None
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "refused"
-        raise RunError(f"{path}: refused to load training state ({_first_line(error)})") from None
+        raise RunError(f"{path}: refused to load training state ({first_line(error)})") from None
     if isinstance(state, dict) and CHECKSUM in state:
         expected = state.pop(CHECKSUM)
         if _state_checksum(state) != expected:
@@ -284,38 +206,8 @@ def require_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def read_config(run_dir: Path) -> dict[str, Any]:
     config = read_json(Path(run_dir) / CONFIG)
     if not isinstance(config, dict) or "model" not in config:
         raise RunError(f"{Path(run_dir) / CONFIG}: missing the 'model' section")
     return config
-
-
-def build_from_config(config: dict[str, Any], source: Path | str = CONFIG) -> torch.nn.Module:
-    """Rebuild the network a config.json describes (weights not loaded)."""
-    from convae.models import build_model  # noqa: PLC0415 - keeps runs importable without torch models
-
-    model = config["model"]
-    try:
-        return build_model(
-            model["name"], tuple(model["input_shape"]), model.get("params", {}), model.get("out_channels"),
-            model.get("color_output"),
-        )
-    except KeyError as error:
-        raise RunError(f"{source}: model section lacks {error}") from None
-
-
-def load_model(run_dir: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model of a run directory, in eval mode, and its config."""
-    run_dir = require_run(run_dir)
-    config = read_config(run_dir)
-    model = build_from_config(config, run_dir / CONFIG)
-    weights = load_weights(run_dir / WEIGHTS)
-    check_state_dict(run_dir / WEIGHTS, model, weights)
-    model.load_state_dict(weights)
-    return model.to(device).eval(), config

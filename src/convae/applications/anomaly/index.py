@@ -4,7 +4,7 @@ Why this exists: a convolutional autoencoder generalises. Trained on T-shirts it
 coat or a dress almost as well as a T-shirt, so its reconstruction error misses such
 anomalies (on Fashion-MNIST the ``conv`` preset's 1 − SSIM ranked them worse than PCA's).
 Their codes, though, land away from the codes of every normal image. The ``hybrid``
-anomaly score (:mod:`convae.applications.anomaly`) adds that distance to 1 − SSIM.
+anomaly score (:mod:`convae.applications.anomaly.scores`) adds that distance to 1 − SSIM.
 
 The index holds the codes of the run's normal training images (at most ``MAX_CODES``),
 each code dimension scaled by its spread over those images, and the distance of a code
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convae.core.atomic import atomic_write_bytes
+from convae.core.errors import ConvaeError
 from convae.data import Batches
-from convae.errors import ConvaeError
-from convae.runs import atomic_write_bytes, tensors_checksum
+from convae.run import tensors_checksum
 
 INDEX_FILE = "code-index.npz"
 NEIGHBOURS = 20
@@ -189,3 +190,4 @@ def cached_code_index(run_dir: Path, model: torch.nn.Module) -> CodeIndex | None
     except ConvaeError:
         return None
     return index if index.weights_sha256 == tensors_checksum(model.state_dict()) else None
+

@@ -20,17 +20,16 @@ hooks here are a few dozen lines and count what the layers really compute:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from convae.errors import ModelError, RunError
-from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, get_preset, parse_model_args
-from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier, get_classifier
+from convae.core.errors import ModelError
+from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, parse_model_args
+from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier
 
-__all__ = ["LayerRow", "ShapeTable", "trace", "table_for_preset", "table_for_run", "parse_input_shape"]
+__all__ = ["LayerRow", "ShapeTable", "trace", "table_for_preset", "parse_input_shape"]
 
 
 @dataclass(frozen=True)
@@ -332,7 +331,7 @@ def trace(
 
 def parse_input_shape(text: str | None, default: tuple[int, int, int] = (1, 28, 28)) -> tuple[int, int, int]:
     """'1x28x28' → (1, 28, 28); '28x28' or '28' keep the default channel count."""
-    from convae.shapes import parse_size  # noqa: PLC0415
+    from convae.shapes.arithmetic import parse_size  # noqa: PLC0415
 
     if text is None:
         return default
@@ -373,31 +372,6 @@ def _build(make: Any, name: str, input_shape: tuple[int, ...]) -> nn.Module:
         return make()
     except ModelError as error:
         raise ModelError(f"{name} cannot take input {_dims(tuple(input_shape))}: {error}") from None
-
-
-def table_for_run(run_dir: str | Path, input_shape: tuple[int, int, int] | None = None) -> ShapeTable:
-    """The table of the model a run directory describes (its config.json; weights are not needed)."""
-    from convae.runs import CONFIG, read_config  # noqa: PLC0415
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise RunError(f"{run_dir}: not a run directory (no {CONFIG})")
-    config = read_config(run_dir)
-    model_cfg = config["model"]
-    try:
-        shape = tuple(input_shape or model_cfg["input_shape"])
-        name = model_cfg["name"]
-        if config.get("kind") == "classifier":
-            get_classifier(name)  # an unknown name is its own error, not an input-size one
-            n_classes = int(model_cfg["n_classes"])
-            model = _build(lambda: build_classifier(name, shape, n_classes), name, shape)
-        else:
-            get_preset(name)
-            params, out_channels = model_cfg.get("params", {}), model_cfg.get("out_channels")
-            model = _build(lambda: build_model(name, shape, params, out_channels), name, shape)
-    except KeyError as error:
-        raise RunError(f"{run_dir / CONFIG}: model section lacks {error}") from None
-    return trace(model, shape, name=f"{name} ({run_dir})")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -27,7 +27,7 @@ Binary layout of ``.cvc``, version 1 (all integers little-endian)::
                  (the image names or the dataset source, so decode can name its PNGs)
 
 Every reading problem (wrong magic, another format version, a truncated or corrupt file)
-raises :class:`~convae.errors.DataError` with one line naming the file.
+raises :class:`~convae.core.errors.DataError` with one line naming the file.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from convae.errors import DataError
-from convae.runs import atomic_write, atomic_write_bytes
+from convae.core.atomic import atomic_write, atomic_write_bytes
+from convae.core.errors import DataError
 
 MAGIC = b"\x89CVC"
 FORMAT_VERSION = 1

@@ -1,0 +1,140 @@
+"""``convae detect`` on files and folders: a score and a verdict per image, a CSV and heatmaps.
+
+Images of another size or channel count are converted (and say so); unreadable files
+are reported by name and the others are still scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from convae.applications.anomaly.figures import write_heatmap
+from convae.applications.anomaly.runs import open_detector_run
+from convae.applications.anomaly.scores import HYBRID, error_maps, run_code_index
+from convae.applications.anomaly.threshold import Threshold, resolve_threshold
+from convae.core.atomic import atomic_write_text
+from convae.core.device import pick_device
+from convae.core.errors import ConvaeError, DataError
+from convae.core.images import UniqueNames
+from convae.data.files import find_image_files, image_for_model
+
+NORMAL, ANOMALOUS, UNREADABLE = "normal", "anomalous", "unreadable"
+
+
+@dataclass
+class ImageResult:
+    path: str
+    score: float | None = None
+    verdict: str = UNREADABLE
+    note: str = ""
+    heatmap: str | None = None
+
+
+@dataclass
+class Detection:
+    results: list[ImageResult]
+    threshold: Threshold
+    csv: Path | None = None
+    heatmaps: Path | None = None
+
+    @property
+    def unreadable(self) -> list[ImageResult]:
+        return [r for r in self.results if r.verdict == UNREADABLE]
+
+    @property
+    def anomalous(self) -> list[ImageResult]:
+        return [r for r in self.results if r.verdict == ANOMALOUS]
+
+
+@torch.no_grad()
+def detect_paths(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    threshold: Threshold | None = None,
+    threshold_value: float | None = None,
+    score: str | None = None,
+    csv_path: str | Path | None = None,
+    heatmaps: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    log: Callable[[str], None] | None = None,
+    **fit_options: Any,
+) -> Detection:
+    """Score image files and folders with a run; unreadable files are reported, never fatal.
+
+    Returns every file's score and verdict in input order. ``csv_path`` gets one row per
+    file (unreadable ones included, with the reason); ``heatmaps`` gets one PNG per scored
+    image: the input, its reconstruction and the error map over the input.
+    """
+    run = open_detector_run(run_dir)
+    files = find_image_files(inputs)
+    if not files:
+        raise ConvaeError("detect needs image files or folders to score")
+    input_shape = run.config.input_shape
+    results: list[ImageResult] = []
+    loaded: list[tuple[int, torch.Tensor]] = []
+    for found in files:
+        result = ImageResult(path=str(found.path))
+        try:
+            if found.error:
+                raise DataError(f"{found.path}: {found.error}")
+            image, result.note = image_for_model(found.path, input_shape)
+            loaded.append((len(results), image))
+        except ConvaeError as error:
+            result.note = str(error)
+        results.append(result)
+    if not loaded:
+        raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
+    if threshold is None:  # after reading the files: no fitting when there is nothing to score
+        threshold = resolve_threshold(run.path, value=threshold_value, score=score, device=device, log=log,
+                                      **fit_options)
+    target = pick_device(device)
+    model = run.model(target)
+    code_index = run_code_index(run, model, device=target, log=log) if threshold.score == HYBRID else None
+    images = torch.stack([image for _, image in loaded])
+    heat_dir = Path(heatmaps) if heatmaps is not None else None
+    names = UniqueNames()
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(target).float().div_(255)
+        scores, maps, outputs = error_maps(model, x, threshold.score, code_index)
+        if not bool(torch.isfinite(scores).all()):
+            raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
+        for offset in range(x.shape[0]):
+            result = results[loaded[start + offset][0]]
+            result.score = float(scores[offset])
+            result.verdict = ANOMALOUS if result.score > threshold.value else NORMAL
+            if heat_dir is not None:
+                name = names.take(Path(result.path).stem)
+                result.heatmap = str(write_heatmap(
+                    heat_dir / f"{name}.png", x[offset].cpu(), outputs[offset].clamp(0, 1).cpu(), maps[offset].cpu(),
+                    scale=threshold.heatmap_scale or float(maps.max().clamp(min=1e-8)),
+                    caption=f"{threshold.score} {result.score:.4g} {'>' if result.verdict == ANOMALOUS else '<='} "
+                            f"{threshold.value:.4g}: {result.verdict}",
+                ))
+    detection = Detection(results, threshold, Path(csv_path) if csv_path else None, heat_dir)
+    if csv_path is not None:
+        write_csv(Path(csv_path), results, threshold)
+    return detection
+
+
+CSV_COLUMNS = ("path", "score", "score_kind", "threshold", "verdict", "note", "heatmap")
+
+
+def write_csv(path: Path, results: Sequence[ImageResult], threshold: Threshold) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        writer.writerow([r.path, "" if r.score is None else f"{r.score:.8g}", threshold.score,
+                         f"{threshold.value:.8g}", r.verdict, r.note, r.heatmap or ""])
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+

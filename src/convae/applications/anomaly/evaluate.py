@@ -1,0 +1,155 @@
+"""Measuring detection on a labelled split: AUROC, average precision, F1 at the threshold.
+
+Results go to ``RUN_DIR/detect-eval.json``, with a ROC curve and score histograms in
+``RUN_DIR/figures/``; the anomaly section of the report shows them. Metrics come from
+scikit-learn (``roc_auc_score``, ``average_precision_score``, ``precision_recall_fscore_support``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from convae.applications.anomaly.figures import detection_figures
+from convae.applications.anomaly.report import EVAL_FILE
+from convae.applications.anomaly.runs import open_detector_run
+from convae.applications.anomaly.scores import HYBRID, run_code_index, score_images
+from convae.applications.anomaly.threshold import Threshold, resolve_threshold, verdicts
+from convae.core.device import pick_device
+from convae.core.errors import ConvaeError
+from convae.data import ImageSet, load_dataset
+from convae.run import RunConfig
+
+
+def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray,
+                      threshold: float | None = None) -> dict[str, Any]:
+    """AUROC, average precision and (at ``threshold``) precision, recall, F1 and counts.
+
+    ``labels``: 1 = anomalous (the positive class), 0 = normal. Uses scikit-learn.
+    """
+    from sklearn.metrics import (  # noqa: PLC0415
+        average_precision_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    if len(np.unique(y)) < 2:
+        raise ConvaeError("AUROC needs both normal and anomalous images in the evaluation data")
+    result: dict[str, Any] = {
+        "auroc": float(roc_auc_score(y, s)),
+        "average_precision": float(average_precision_score(y, s)),
+        "images": int(len(y)),
+        "normal_images": int((y == 0).sum()),
+        "anomalous_images": int((y == 1).sum()),
+    }
+    if threshold is not None:
+        predicted = verdicts(s, threshold).astype(np.int64)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y, predicted, average="binary", pos_label=1, zero_division=0
+        )
+        result.update({
+            "threshold": float(threshold),
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "true_positives": int(((predicted == 1) & (y == 1)).sum()),
+            "false_positives": int(((predicted == 1) & (y == 0)).sum()),
+            "true_negatives": int(((predicted == 0) & (y == 0)).sum()),
+            "false_negatives": int(((predicted == 0) & (y == 1)).sum()),
+            "false_positive_rate": float(((predicted == 1) & (y == 0)).sum() / max((y == 0).sum(), 1)),
+        })
+    return result
+
+
+def evaluate_detection(
+    run_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    normal_classes: Sequence[int] | None = None,
+    threshold: Threshold | None = None,
+    threshold_value: float | None = None,
+    score: str | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    figures: bool = True,
+    log: Callable[[str], None] | None = None,
+    **fit_options: Any,
+) -> dict[str, Any]:
+    """Score a labelled test split and measure detection; save RUN_DIR/detect-eval.json.
+
+    Normal images are those of the run's ``normal_classes`` (matched by class name when
+    ``dataset`` is another dataset), or of ``normal_classes`` when given; all other
+    labelled images are anomalous. Writes ``figures/detect-roc.png`` and
+    ``figures/detect-scores.png``; the report's anomaly section shows them.
+    """
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    run = open_detector_run(run_dir)
+    config, cfg = run.config, run.config.training
+    spec = dataset or cfg.dataset
+    if dataset is None:
+        data = run.splits().test
+    else:  # another dataset, converted to the run's input shape
+        channels, height, width = config.input_shape
+        data = load_dataset(spec, "test", data_dir=cfg.data_dir, channels=channels, image_size=(height, width))
+    normal = _normal_indices(config, data, normal_classes, spec)
+    known = data.labels >= 0
+    if not bool(known.all()):
+        data = data.subset(known)
+        if log:
+            log(f"left out {int((~known).sum())} unlabelled images")
+    labels = (~torch.isin(data.labels, torch.tensor(normal, dtype=torch.int64))).numpy().astype(np.int64)
+    if threshold is None:
+        threshold = resolve_threshold(run.path, value=threshold_value, score=score, device=device, log=log,
+                                      **fit_options)
+    target = pick_device(device)
+    model = run.model(target)
+    code_index = run_code_index(run, model, device=target, log=log) if threshold.score == HYBRID else None
+    scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target, index=code_index)
+    result: dict[str, Any] = {
+        "run": str(run.path),
+        "dataset": spec,
+        "split": "test",
+        "score": threshold.score,
+        "normal_classes": [data.classes[i] for i in normal],
+        **detection_metrics(scores, labels, threshold.value),
+        "threshold_fit": threshold.to_dict(),
+    }
+    per_class = {}
+    normal_mask = labels == 0
+    for class_index, name in enumerate(data.classes):
+        if class_index in normal:
+            continue
+        mask = data.labels.numpy() == class_index
+        if mask.any():
+            keep = mask | normal_mask
+            per_class[name] = float(roc_auc_score(labels[keep], scores[keep]))
+    result["auroc_per_anomalous_class"] = per_class
+    if figures:
+        result["figures"] = [str(p) for p in detection_figures(scores, labels, threshold, run.figures,
+                                                              title=f"{config.model_name} on {spec}")]
+    run.write_json(EVAL_FILE, result)
+    return result
+
+
+def _normal_indices(config: RunConfig, data: ImageSet, given: Sequence[int] | None, spec: str) -> list[int]:
+    if given is not None:
+        bad = [c for c in given if not 0 <= c < len(data.classes)]
+        if bad:
+            raise ConvaeError(f"--normal-classes {bad[0]} is not a class of {spec} (0..{len(data.classes) - 1})")
+        return sorted(set(int(c) for c in given))
+    names = config.normal_class_names()
+    if names is None:
+        raise ConvaeError("the run was trained on every class, so nothing marks images as anomalous; "
+                          "pass --normal-classes")
+    missing = [n for n in names if n not in data.classes]
+    if missing:
+        raise ConvaeError(f"{spec} has no class named {missing[0]!r} (the run's normal class); pass --normal-classes")
+    return sorted(data.classes.index(n) for n in names)
+
+

@@ -1,0 +1,84 @@
+"""Pictures of detection: heatmap overlays per image, the ROC curve and score histograms."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convae.applications.anomaly.threshold import Threshold, verdicts
+from convae.core.images import write_png
+
+
+def write_heatmap(
+    path: Path, image: torch.Tensor, output: torch.Tensor, error: torch.Tensor, *, scale: float, caption: str = ""
+) -> Path:
+    """A PNG of three panels: the input, its reconstruction, the error map over the input.
+
+    Errors are drawn with the 'inferno' colormap from 0 to ``scale`` (the 99.9th percentile
+    of per-pixel errors on normal validation images), blended over the gray input with an
+    opacity that grows with the error, so heat means "worse than almost any normal pixel".
+    """
+    from matplotlib import colormaps  # noqa: PLC0415
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    def rgb(t: torch.Tensor) -> np.ndarray:
+        t = t.float().clamp(0, 1)
+        t = t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3]
+        return t.permute(1, 2, 0).numpy()
+
+    base = rgb(image)
+    gray = base.mean(2, keepdims=True).repeat(3, 2)
+    level = np.clip(error.float().numpy() / max(scale, 1e-12), 0.0, 1.0)
+    heat = colormaps["inferno"](level)[..., :3]
+    alpha = (0.25 + 0.75 * level)[..., None]
+    overlay = (1 - alpha) * gray + alpha * heat
+    height, width = level.shape
+    zoom = max(1, math.ceil(112 / max(height, width)))
+    gap = np.ones((height, max(1, width // 14), 3))
+    strip = np.concatenate([base, gap, rgb(output), gap, overlay], axis=1)
+    picture = Image.fromarray((strip * 255).round().astype(np.uint8))
+    picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
+    if caption:
+        canvas = Image.new("RGB", (picture.width, picture.height + 14), "white")
+        canvas.paste(picture, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), caption, fill=(0, 0, 0))
+        picture = canvas
+    return write_png(path, np.asarray(picture))
+
+
+def detection_figures(scores: np.ndarray, labels: np.ndarray, threshold: Threshold, folder: Path,
+                      title: str = "") -> list[Path]:
+    """The ROC curve (with the operating point of the threshold) and score histograms."""
+    from sklearn.metrics import roc_auc_score, roc_curve  # noqa: PLC0415
+
+    from convae.viz import plt, save_figure  # noqa: PLC0415
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    auroc = roc_auc_score(labels, scores)
+    flagged = verdicts(scores, threshold.value)
+    point = (flagged[labels == 0].mean(), flagged[labels == 1].mean())
+    fig, axis = plt.subplots(figsize=(4.6, 4.4))
+    axis.plot(fpr, tpr, label=f"{threshold.score} score, AUROC {auroc:.4f}")
+    axis.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    axis.plot(*point, "o", color="crimson", label=f"threshold {threshold.value:.4g}")
+    axis.set_xlabel("false positive rate (normal flagged)")
+    axis.set_ylabel("true positive rate (anomalies flagged)")
+    axis.set_title(title or "ROC curve", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    roc_path = save_figure(fig, folder / "detect-roc.png")
+
+    fig, axis = plt.subplots(figsize=(5.6, 3.6))
+    bins = np.histogram_bin_edges(scores, bins=60)
+    axis.hist(scores[labels == 0], bins=bins, alpha=0.6, density=True, label=f"normal ({(labels == 0).sum()})")
+    axis.hist(scores[labels == 1], bins=bins, alpha=0.6, density=True, label=f"anomalous ({(labels == 1).sum()})")
+    axis.axvline(threshold.value, color="crimson", linestyle="--", label=f"threshold ({threshold.method})")
+    axis.set_xlabel(f"anomaly score ({threshold.score})")
+    axis.set_ylabel("density")
+    axis.set_title(title or "anomaly scores", fontsize=10)
+    axis.legend(fontsize=8)
+    hist_path = save_figure(fig, folder / "detect-scores.png")
+    return [roc_path, hist_path]

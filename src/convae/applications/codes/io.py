@@ -1,0 +1,194 @@
+"""``convae encode``, ``decode`` and ``embed``: code files from images and images from code files.
+
+:func:`encode_run` codes a dataset split or your image files, quantizes them per code
+channel to 4, 6 or 8 bits (or keeps float32 with ``bits=32``) and writes an ``.npz`` or
+the compact ``.cvc`` binary (format.py). The file records the run's digest (the SHA-256
+of its weights); :func:`decode_file` refuses a file from another run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from convae.applications.codes.format import BITS_CHOICES, read_codes, write_codes
+from convae.applications.codes.quantize import (
+    check_code_shape,
+    check_same_run,
+    decode_codes,
+    encode_batches,
+    quantize,
+)
+from convae.core.atomic import atomic_write_bytes, atomic_write_text
+from convae.core.device import pick_device
+from convae.core.errors import ConvaeError, DataError
+from convae.core.images import UniqueNames, to_uint8, write_png
+from convae.data import ImageSet, load_dataset
+from convae.data.convert import convert_images
+from convae.data.files import find_image_files, image_for_model
+from convae.run import AUTOENCODER, Run
+
+
+def open_code_run(run_dir: str | Path | Run, verb: str) -> Run:
+    return run_dir if isinstance(run_dir, Run) else Run.open(run_dir, kind=AUTOENCODER, verb=verb)
+
+
+def dataset_images(run: Run, dataset: str | None, split: str, limit: int | None = None) -> ImageSet:
+    """A dataset split converted to the run's input channels and size (the run's own split by default)."""
+    if split not in ("train", "test"):
+        raise ConvaeError(f"--split must be train or test, got {split!r}")
+    channels, height, width = run.config.input_shape
+    if dataset is None or dataset == run.config.dataset_spec:
+        data = run.splits().split(split)
+        if tuple(data.shape) != (channels, height, width):  # a colorize run takes the gray image
+            data = ImageSet(convert_images(data.images, channels, (height, width)), data.labels, data.classes,
+                            data.split, data.name, data.ids)
+    else:
+        data = load_dataset(dataset, split, data_dir=run.config.training.data_dir, channels=channels,
+                            image_size=(height, width))
+    if limit is not None:
+        if limit < 1:
+            raise ConvaeError(f"--limit must be at least 1, got {limit}")
+        data = data.subset(range(min(limit, len(data))))
+    return data
+
+
+def sample_images(data: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
+    """A seeded random ``n`` images of a split, in split order (all of it when n is None or larger).
+
+    Split files are often sorted by class (the CIFAR-10 PNG folders are), so "the first n"
+    would measure one class; a fixed seed keeps the sample the same from run to run.
+    """
+    if n is None or n >= len(data):
+        return data
+    if n < 1:
+        raise ConvaeError(f"the image count must be at least 1, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    return data.subset(torch.randperm(len(data), generator=generator)[:n].sort().values)
+
+
+def file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]) -> tuple[torch.Tensor, list[str], list[str], list[str]]:
+    """The user's files as uint8 N×C×H×W in the run's shape, their paths, output names and conversion notes."""
+    images, ids, names, notes = [], [], [], []
+    for found in find_image_files(inputs):
+        if found.error:
+            raise DataError(f"{found.path}: {found.error}")
+        image, note = image_for_model(found.path, input_shape)
+        images.append(image)
+        ids.append(str(found.path))
+        names.append(found.output_name().as_posix())
+        notes.append(note)
+    if not images:
+        raise ConvaeError("no images to encode")
+    unique = UniqueNames()
+    return torch.stack(images), ids, [unique.take(name) for name in names], notes
+
+
+def encode_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    inputs: Sequence[str | Path] = (),
+    dataset: str | None = None,
+    split: str = "test",
+    bits: int = 8,
+    fmt: str | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Encode images (files/folders, or a dataset split) into a code file; return a summary with its rate."""
+    if bool(inputs) == bool(dataset):
+        raise ConvaeError("give either IMAGE/FOLDER arguments or --dataset, not both" if inputs
+                          else "nothing to encode: give IMAGE/FOLDER arguments or --dataset NAME")
+    if bits not in BITS_CHOICES:
+        raise ConvaeError(f"--bits must be one of {', '.join(map(str, BITS_CHOICES))}, got {bits}")
+    out = Path(out)
+    fmt = fmt or ("bin" if out.suffix.lower() in (".cvc", ".bin") else "npz")
+    if fmt not in ("npz", "bin"):
+        raise ConvaeError(f"--format must be npz or bin, got {fmt!r}")
+    run = open_code_run(run_dir, "convae encode")
+    target = pick_device(device)
+    model, config = run.model(target), run.config
+    input_shape = config.input_shape
+    notes: list[str] = []
+    if dataset:
+        data = dataset_images(run, dataset, split, limit)
+        images, labels, classes = data.images, data.labels.numpy(), data.classes
+        ids = data.ids or [f"{dataset}:{split}:{i}" for i in range(len(data))]
+        names = None
+        source = {"dataset": dataset, "split": split, "first": 0}
+    else:
+        images, ids, names, notes = file_images(inputs, input_shape)
+        labels, classes, source = None, [], {}
+    run_hash = run.digest
+    values, switches = encode_batches(model, images, target)
+    codes = quantize(values, bits, run_hash, switches)
+    codes.ids, codes.names, codes.labels, codes.classes, codes.source = ids, names, labels, classes, source
+    meta = {"names": names} if names else {"source": source}
+    size = write_codes(out, codes, fmt, meta)
+    pixels = len(codes) * input_shape[1] * input_shape[2]
+    return {"out": str(out), "format": fmt, "images": len(codes), "bits": bits, "code_shape": list(codes.code_shape),
+            "switch_levels": len(switches), "bytes": size, "bpp": 8 * size / pixels,
+            "weights_hash": run_hash[:16], "converted": sum(bool(n) for n in notes)}
+
+
+def decode_file(run_dir: str | Path, codes_path: str | Path, out_dir: str | Path, *, device: str = "auto") -> list[Path]:
+    """Decode a code file with its run into PNGs under ``out_dir``; refuse another run's codes."""
+    codes = read_codes(codes_path)
+    run = open_code_run(run_dir, "convae decode")
+    target = pick_device(device)
+    model = run.model(target)
+    check_same_run(codes, run.digest, codes_path, run_dir)
+    check_code_shape(model, codes, run.config.input_shape, codes_path)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
+    names = codes.output_names()
+    for name in names:  # all checked before any PNG is written
+        relative = Path(name)
+        if len(names) != len(codes) or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png":
+            raise DataError(f"{codes_path}: refusing output name {name!r} (must be a relative .png path inside --out)")
+    outputs = decode_codes(model, codes, target)
+    pixels = to_uint8(outputs)
+    written = []
+    for name, image in zip(names, pixels):
+        written.append(write_png(out_dir / name, image))
+    return written
+
+
+def embed_run(run_dir: str | Path, out: str | Path, *, dataset: str | None = None, split: str = "test",
+              limit: int | None = None, device: str = "auto") -> dict[str, Any]:
+    """Float codes (flattened) with ids and labels, as .csv (one row per image) or .npz."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".npz"):
+        raise ConvaeError(f"--out {out}: must end in .csv or .npz")
+    run = open_code_run(run_dir, "convae embed")
+    target = pick_device(device)
+    model = run.model(target)
+    dataset = dataset or run.config.dataset_spec
+    data = dataset_images(run, dataset, split, limit)
+    values, _ = encode_batches(model, data.images, target)
+    flat = values.flatten(1).numpy()
+    ids = data.ids or [f"{dataset}:{split}:{i}" for i in range(len(data))]
+    labels = data.labels.numpy()
+    names = [data.classes[v] if 0 <= v < len(data.classes) else "" for v in labels]
+    if out.suffix.lower() == ".npz":
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, codes=values.numpy(), ids=np.array(ids, dtype=str), labels=labels,
+                            classes=np.array(data.classes, dtype=str), weights_hash=np.array(run.digest))
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["id", "label", "class", *[f"z{i}" for i in range(flat.shape[1])]])
+        for row_id, label, name, row in zip(ids, labels, names, flat):
+            writer.writerow([row_id, int(label), name, *(repr(float(v)) for v in row)])
+        atomic_write_text(out, text.getvalue())
+    return {"out": str(out), "images": len(data), "dims": int(flat.shape[1]), "code_shape": list(values.shape[1:])}
+
+

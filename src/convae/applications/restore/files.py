@@ -1,0 +1,151 @@
+"""Restoring your own image files with a denoise or colorize run, at their own size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from convae.applications.restore.corrupted import RESTORE_TASKS
+from convae.core.device import pick_device
+from convae.core.errors import ConvaeError
+from convae.core.images import UniqueNames, luma, write_png
+from convae.data.files import find_image_files, read_image
+from convae.run import AUTOENCODER, Run
+
+
+@dataclass
+class SizePlan:
+    """How one image goes through the model: as it is, padded to (h, w), or resized to it."""
+
+    how: str  # "native", "pad" or "resize"
+    size: tuple[int, int]
+
+
+def _fits(model: torch.nn.Module, channels: int, h: int, w: int, device: torch.device | str) -> bool:
+    try:
+        out = model(torch.zeros(1, channels, h, w, device=device))
+    except (RuntimeError, ValueError):
+        return False
+    return tuple(out.shape[-2:]) == (h, w)
+
+
+@torch.no_grad()
+def plan_size(
+    model: torch.nn.Module, input_shape: Sequence[int], h: int, w: int, device: torch.device | str = "cpu"
+) -> SizePlan:
+    """The smallest padding to a multiple of 1, 2, 4, … 64 the model maps back to the same size.
+
+    Fully convolutional presets take (almost) any size; each side is probed on a thin
+    image (the other side kept at the run's size), which is exact for convolutional
+    layers. Presets with a dense layer (``fc``, ``conv``) take only the run's size: such
+    images are resized to it and the result resized back.
+    """
+    channels, h0, w0 = (int(v) for v in input_shape)
+    if (h, w) == (h0, w0):
+        return SizePlan("native", (h, w))
+    for multiple in (1, 2, 4, 8, 16, 32, 64):
+        ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        if _fits(model, channels, ph, w0, device) and _fits(model, channels, h0, pw, device):
+            return SizePlan("native" if (ph, pw) == (h, w) else "pad", (ph, pw))
+    return SizePlan("resize", (h0, w0))
+
+
+@torch.no_grad()
+def restore_tensor(model: torch.nn.Module, x: torch.Tensor, plan: SizePlan) -> torch.Tensor:
+    """Run one 1×C×H×W image through the model following ``plan``; output at the input's H×W."""
+    h, w = x.shape[-2:]
+    if plan.how == "native":
+        return model(x).clamp(0, 1)
+    if plan.how == "pad":
+        ph, pw = plan.size
+        padded = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+        return model(padded)[..., :h, :w].clamp(0, 1)
+    small = F.interpolate(x, size=plan.size, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(model(small), size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _model_input(image: torch.Tensor, task: str, channels: int) -> tuple[torch.Tensor, str]:
+    """uint8 1×C×H×W → float input with the model's channel count, and what was converted."""
+    from convae.data.convert import to_channels  # noqa: PLC0415
+
+    have = image.shape[1]
+    if task == "colorize":
+        x = image.float().div(255)
+        return (luma(x), "converted RGB to gray (ITU-R 601 luma) as input") if have == 3 else (x, "")
+    note = ""
+    if have != channels:
+        note = "converted RGB to gray (the model takes 1 channel)" if channels == 1 else \
+            "replicated gray to RGB (the model takes 3 channels)"
+    return to_channels(image, channels).float().div(255), note
+
+
+def restore_files(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    task: str,
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Restore each image file (or every image in each folder) with a ``task`` run; write PNGs.
+
+    Outputs are named after the inputs: ``OUT/<name>.png`` for a file, ``OUT/<path inside
+    the folder>.png`` for a folder's files (``-2``, ``-3`` … appended when two inputs would
+    get one name). Images of any size go through fully convolutional models as they are
+    (padded to a size the model maps back exactly and cropped); dense models (``fc``,
+    ``conv``) get the image resized to the run's size and the result resized back, and
+    the result says so. Channels are converted to what the model takes (denoise: to the
+    run's 1 or 3; colorize: RGB to gray); denoise writes the model's channels, colorize RGB.
+
+    One dict per input file: ``input``, ``output`` (None on failure), ``ok``, ``error``,
+    ``note``. A bad file is reported here and the others still go through.
+    """
+    if task not in RESTORE_TASKS:
+        raise ConvaeError(f"unknown restoration task {task!r}")
+    if not inputs:
+        raise ConvaeError(f"{task} needs at least one image file or folder")
+    target = pick_device(device)
+    run = Run.open(run_dir, kind=AUTOENCODER, verb=f"convae {task}")
+    model, config = run.model(target), run.config
+    run_task = config.task
+    if run_task != task:
+        hint = f"use `convae {run_task}`" if run_task in RESTORE_TASKS else f"train one with --task {task}"
+        raise ConvaeError(f"{run_dir}: a {run_task} run, not a {task} run; {hint}")
+    input_shape = tuple(int(v) for v in config["model"]["input_shape"])
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
+    results: list[dict[str, Any]] = []
+    names = UniqueNames()
+    plans: dict[tuple[int, int], SizePlan] = {}
+    for found in find_image_files(inputs):
+        path = found.path
+        entry: dict[str, Any] = {"input": str(path), "output": None, "ok": False, "error": found.error, "note": ""}
+        results.append(entry)
+        if found.error:
+            continue
+        try:
+            destination = out_dir / names.take(found.output_name().as_posix())
+            if destination.exists() and destination.resolve() == path.resolve():
+                raise ConvaeError("refusing to overwrite the input with its result; pick another --out")
+            image = read_image(path).unsqueeze(0)
+            x, note = _model_input(image, task, input_shape[0])
+            h, w = x.shape[-2:]
+            plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
+            if plan.how == "resize":
+                extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({config['model']['name']} takes one size only)"
+                note = f"{note}; {extra}" if note else extra
+            restored = restore_tensor(model, x.to(target), plan)[0]
+            write_png(destination, restored)
+        except ConvaeError as error:  # the CLI names the file itself
+            entry["error"] = str(error).removeprefix(f"{path}: ")
+            continue
+        except (RuntimeError, OSError, ValueError) as error:  # out of memory, unwritable --out, ...
+            entry["error"] = " ".join(str(error).split()) or type(error).__name__
+            continue
+        entry.update(output=str(destination), ok=True, note=note)
+    return results

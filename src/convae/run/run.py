@@ -1,0 +1,228 @@
+"""The ``Run`` object: the one way into a run directory for every verb and application.
+
+A run directory is the artifact everything meets at. ``Run.open(path)`` gives its typed
+config, its model on a device, its splits, the digest of its weights and a place to
+write named artifacts; no application rebuilds a model, a split or a hash on its own.
+Applications contribute their own section to the report through :func:`report_section`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from convae.core.atomic import read_json, write_json
+from convae.core.errors import ModelError, RunError
+from convae.models import build_model, get_preset
+from convae.models.classifier import build_classifier, get_classifier
+from convae.run.config import ClassifyConfig, TrainConfig
+from convae.run.files import (
+    CHECKSUM,
+    CONFIG,
+    FIGURES,
+    WEIGHTS,
+    check_state_dict,
+    load_weights,
+    read_config,
+    read_metrics,
+    require_run,
+    tensors_checksum,
+)
+from convae.run.splits import Splits
+
+AUTOENCODER = "autoencoder"
+CLASSIFIER = "classifier"
+#: The verb that makes each kind of run, for messages that say which one a verb needs.
+MAKER = {AUTOENCODER: "convae train", CLASSIFIER: "convae classify train"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's config.json, typed where verbs need it; ``raw`` is the stored dict as it is."""
+
+    raw: dict[str, Any]
+    source: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    @property
+    def kind(self) -> str:
+        return CLASSIFIER if self.raw.get("kind") == CLASSIFIER else AUTOENCODER
+
+    @property
+    def task(self) -> str:
+        return self.raw.get("task") or self.raw.get("training", {}).get("task") or "reconstruct"
+
+    @cached_property
+    def training(self) -> TrainConfig | ClassifyConfig:
+        cls = ClassifyConfig if self.kind == CLASSIFIER else TrainConfig
+        return cls.from_dict(self.raw.get("training", {}))
+
+    @property
+    def model_name(self) -> str:
+        return self.raw["model"]["name"]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.raw["model"]["input_shape"])  # type: ignore[return-value]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.raw.get("classes") or self.raw.get("dataset", {}).get("classes") or [])
+
+    @property
+    def dataset_spec(self) -> str:
+        return str(self.raw.get("dataset", {}).get("spec") or self.training.dataset)
+
+    def normal_class_names(self) -> list[str] | None:
+        indices = self.raw.get("training", {}).get("normal_classes")
+        if indices is None:
+            return None
+        classes = self.raw.get("dataset", {}).get("classes") or []
+        return [classes[i] if i < len(classes) else str(i) for i in indices]
+
+
+def network_from_config(config: dict[str, Any], input_shape: tuple[int, ...] | None = None,
+                        source: Path | str = CONFIG) -> torch.nn.Module:
+    """The untrained network a config.json describes (at ``input_shape`` if given), either kind.
+
+    An unknown model name is its own error; a shape the model cannot take names the model
+    and the input.
+    """
+    model = config["model"]
+    try:
+        shape = tuple(input_shape or model["input_shape"])
+        name = model["name"]
+        if config.get("kind") == CLASSIFIER:
+            get_classifier(name)
+            n_classes = int(model["n_classes"])
+            make = lambda: build_classifier(name, shape, n_classes)  # noqa: E731
+        else:
+            get_preset(name)
+            make = lambda: build_model(name, shape, model.get("params", {}), model.get("out_channels"),  # noqa: E731
+                                       model.get("color_output"))
+    except KeyError as error:
+        raise RunError(f"{source}: model section lacks {error}") from None
+    try:
+        return make()
+    except ModelError as error:
+        raise ModelError(f"{name} cannot take input {'x'.join(map(str, shape))}: {error}") from None
+
+
+def _a(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
+
+
+class Run:
+    """One run directory: config, model, splits, digest and artifacts."""
+
+    def __init__(self, path: Path, config: RunConfig) -> None:
+        self.path = path
+        self.config = config
+
+    @classmethod
+    def open(cls, path: str | Path, *, kind: str | None = None, verb: str = "", weights: bool = True) -> "Run":
+        """Open a run directory; ``kind`` refuses the other kind of run in one line naming ``verb``.
+
+        ``weights=False`` opens a run that has a config but no weights yet (shape tables).
+        """
+        path = Path(path)
+        if weights:
+            require_run(path)
+        elif not (path / CONFIG).exists():
+            raise RunError(f"{path}: not a run directory (no {CONFIG})" if path.is_dir()
+                           else f"{path}: no such run directory")
+        run = cls(path, RunConfig(read_config(path), path / CONFIG))
+        if kind is not None and run.config.kind != kind:
+            found = run.config.kind
+            how = f"`{verb}` needs" if verb else "this needs"
+            raise RunError(f"{path}: {_a(found)} {found} run, not {_a(kind)} {kind} run; {how} one made by "
+                           f"`{MAKER[kind]}`")
+        return run
+
+    # -- the model -------------------------------------------------------------------------
+    def network(self, input_shape: tuple[int, ...] | None = None) -> torch.nn.Module:
+        """The untrained network of this run (weights not loaded), at ``input_shape`` if given."""
+        return network_from_config(self.config.raw, input_shape, self.config.source)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return load_weights(self.path / WEIGHTS)
+
+    def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The trained model, checked against its config and its checksum, in eval mode."""
+        model = self.network()
+        weights = self.weights()
+        check_state_dict(self.path / WEIGHTS, model, weights)
+        model.load_state_dict(weights)
+        return model.to(device).eval()
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the weights (names, dtypes, shapes, bytes): the identity of this run's model."""
+        from safetensors import safe_open  # noqa: PLC0415
+
+        with safe_open(str(self.path / WEIGHTS), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get(CHECKSUM)
+        return stored or tensors_checksum(self.weights())
+
+    # -- data ------------------------------------------------------------------------------
+    def splits(self, data_dir: str | Path | None = None) -> Splits:
+        """The run's splits as its config describes them (``data_dir`` points at moved data)."""
+        cfg = self.config.training
+        if data_dir is not None:
+            import dataclasses  # noqa: PLC0415
+
+            cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+        return Splits(cfg)
+
+    # -- artifacts -------------------------------------------------------------------------
+    def artifact(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def figures(self) -> Path:
+        return self.path / FIGURES
+
+    def write_json(self, name: str, data: Any) -> Path:
+        write_json(self.path / name, data)
+        return self.path / name
+
+    def read_json(self, name: str) -> Any | None:
+        path = self.path / name
+        return read_json(path) if path.exists() else None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
+    """Shorthand for Python use: a run's trained model in eval mode and its config."""
+    run = Run.open(path)
+    return run.model(device), run.config
+
+
+# -- report sections ---------------------------------------------------------------------------
+
+#: (order, name, section): each application registers the part of the report it owns.
+ReportSection = Callable[[Run], "str | None"]
+REPORT_SECTIONS: list[tuple[int, str, ReportSection]] = []
+
+
+def report_section(name: str, order: int = 50) -> Callable[[ReportSection], ReportSection]:
+    """Register ``section(run) -> HTML or None`` as the report's section ``name``."""
+
+    def register(section: ReportSection) -> ReportSection:
+        REPORT_SECTIONS[:] = [entry for entry in REPORT_SECTIONS if entry[1] != name]
+        REPORT_SECTIONS.append((order, name, section))
+        REPORT_SECTIONS.sort(key=lambda entry: entry[0])
+        return section
+
+    return register
