@@ -7,8 +7,12 @@ exit code 2; nothing a user typed should ever produce a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
+from typing import Any
+
+import typer
 
 from convae.cli._app import app, err, out, show_warning
 from convae.core.errors import ConvaeError
@@ -34,14 +38,41 @@ def main() -> None:
                 reconfigure(errors="backslashreplace")
             except (ValueError, OSError):  # pragma: no cover - a stream that cannot change
                 pass
+    command = typer.main.get_command(app)
+    _name_arguments(command)
     try:
-        app()
+        code = command.main(args=sys.argv[1:], prog_name="convae", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.TyperException as error:  # usage errors: unknown flag, bad value, missing argument
+        if type(error).__name__ == "NoArgsIsHelpError":  # `convae` or `convae classify` alone: the help
+            print(error.format_message())
+            sys.exit(0)
+        err.print(f"error: {error.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
     except ConvaeError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
+    except BrokenPipeError:  # `convae ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _name_arguments(command: Any) -> None:
+    """Show arguments as RUN_DIR, INPUTS... in usage lines and help (not {run_dir})."""
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument" and not param.metavar:
+            param.metavar = param.name.upper()
+            usage = (param.metavar if param.required else f"[{param.metavar}]") + ("..." if param.nargs != 1 else "")
+            param._usage_display_name = lambda usage=usage: usage  # typer would print {RUN_DIR}
+    for sub in getattr(command, "commands", {}).values():
+        _name_arguments(sub)
 
 
 if __name__ == "__main__":

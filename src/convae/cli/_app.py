@@ -10,15 +10,41 @@ from rich.console import Console
 
 from convae.core.errors import ConvaeError
 
+#: Plain help (no boxes, no <bool>), -h as well as --help, one style for every verb.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 app = typer.Typer(
     name="convae",
-    help="Train, evaluate and inspect convolutional image autoencoders.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
-out = Console()
-err = Console(stderr=True)
+#: Output to a pipe or file is never wrapped: tables stay valid markdown, paths stay whole.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from convae import __version__  # noqa: PLC0415
+
+        print(f"convae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", callback=_version,
+                                 is_eager=True),
+) -> None:
+    """Train, evaluate and inspect convolutional image autoencoders.
+
+    \b
+    Start with:  convae train --report          (the default autoencoder, evaluated, with a report)
+    Then:        convae evaluate RUN | show RUN | detect RUN IMAGES... | reconstruct RUN IMAGES... --out DIR
+    Each verb:   convae VERB -h
+    """
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
