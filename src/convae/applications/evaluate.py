@@ -16,13 +16,12 @@ from convae.metrics import reconstruction_metrics
 from convae.run import AUTOENCODER, Run
 
 
-def evaluate_run(run_dir: str | Path, *, split: str = "test", batch_size: int = 256, device: str = "auto",
-                 data_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path | Run, *, split: str = "test", batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """Metrics of a run on one split; also saved as RUN_DIR/eval-SPLIT.json."""
-    run = Run.open(run_dir, kind=AUTOENCODER, verb="convae evaluate")
+    run = Run.of(run_dir, kind=AUTOENCODER, verb="convae evaluate")
     target = pick_device(device)
     model, config = run.model(target), run.config
-    data = run.splits(data_dir).split(split)
+    data = run.splits().split(split)
     result = {"run": str(run.path), "dataset": config["dataset"]["spec"], "model": config.model_name}
     if config.task == "reconstruct":
         result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))

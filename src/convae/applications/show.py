@@ -12,16 +12,16 @@ from convae.models import code_values
 from convae.run import AUTOENCODER, Run
 
 
-def show_run(run_dir: str | Path, *, n: int = 5, device: str = "auto", data_dir: str | Path | None = None) -> list[Path]:
+def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> list[Path]:
     """Write the reconstruction figure (restoration runs: corrupted / restored / clean) and the loss curve."""
     from convae import viz  # noqa: PLC0415
 
     if n < 1:
         raise ConvaeError(f"-n must be at least 1, got {n}")
-    run = Run.open(run_dir, kind=AUTOENCODER, verb="convae show")
+    run = Run.of(run_dir, kind=AUTOENCODER, verb="convae show")
     target = pick_device(device)
     model, config = run.model(target), run.config
-    data = run.splits(data_dir).test
+    data = run.splits().test
     if config.task != "reconstruct":
         from convae.applications.restore import show_restoration  # noqa: PLC0415
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import typer
 from rich.console import Console
@@ -47,6 +47,19 @@ def _root(
     """
 
 
+def data_dir_option() -> Any:
+    return typer.Option(None, "--data-dir", help="where the run's data is now (a folder holding MNIST/, "
+                        "FashionMNIST/, CIFAR10-png/; default: where it was when the run was trained)")
+
+
+def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: Path | None = None,
+             dataset: str | None = None) -> Any:
+    """The run at ``path`` (of ``kind``), reading its data from ``data_dir``/``dataset`` when given."""
+    from convae.run import Run  # noqa: PLC0415
+
+    return Run.open(path, kind=kind, verb=verb, data_dir=data_dir, dataset=dataset)
+
+
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
     from convae.shapes import parse_size  # noqa: PLC0415
 
@@ -85,6 +98,40 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConvaeError(f"{path}: not valid TOML ({error})") from None
     return data.get("train", data)
 
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table: drawn for a terminal, valid markdown when stdout is a pipe or a file (never wrapped)."""
+    if out.is_terminal:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)  # wraps between words, never inside one
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    print(f"{title}\n")
+    print("| " + " | ".join(map(cell, columns)) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(map(cell, row)) + " |")
+    print()
+
+
+def fail_files(failed: Sequence[tuple[str, str]], total: int, rest: str) -> None:
+    """One ``error:`` line per file that failed, then one summary line (exit 2) if any did."""
+    for path, reason in failed:
+        err.print(f"error: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise ConvaeError(f"{len(failed)} of {total} file(s) could not be read; {rest}")
+
+
+def note(text: str) -> None:
+    """A plain line on stdout (dimmed on a terminal), never wrapped or marked up."""
+    out.print(text, style="dim", markup=False, highlight=False)
 
 
 def show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from convae.cli._app import app, err, out, parse_image_size
+from convae.cli._app import app, data_dir_option, err, fail_files, open_run, out, parse_image_size
 from convae.core.errors import ConvaeError
 
 classify_app = typer.Typer(
@@ -73,11 +73,13 @@ def classify_evaluate(
     split: str = typer.Option("test", help="train or test"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Accuracy and confusion matrix (text, and RUN_DIR/figures/confusion-SPLIT.png)."""
     from convae.applications.classify import confusion_text, evaluate_classifier  # noqa: PLC0415
 
-    result = evaluate_classifier(run_dir, split=split, device=device)
+    run = open_run(run_dir, "classifier", "convae classify evaluate", data_dir=data_dir)
+    result = evaluate_classifier(run, split=split, device=device)
     if as_json:
         print(json.dumps(result))
         return
@@ -90,21 +92,31 @@ def classify_evaluate(
 @classify_app.command("predict")
 def classify_predict(
     run_dir: Path = typer.Argument(..., help="classifier run directory"),
-    images: list[Path] = typer.Argument(..., help="PNG/JPEG files of any size"),
+    images: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively), any size"),
     invert: bool = typer.Option(False, "--invert", help="invert the images first (dark digits on white paper)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
-    """Label and class probabilities of each image (converted to the model's input size and channels)."""
+    """Label and class probabilities of each image (converted to the model's input size and channels).
+
+    \b
+    Example:  convae classify predict runs/cnn digits/ --invert
+    Exit code 2 if a file could not be read (the others are still labelled).
+    """
     from convae.applications.classify import predict_images  # noqa: PLC0415
 
-    for result in predict_images(run_dir, images, invert=invert, device=device):
+    results = predict_images(run_dir, images, invert=invert, device=device)
+    for result in results:
+        if "error" in result:
+            continue
         if as_json:
             print(json.dumps(result))
             continue
         ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
         others = "  ".join(f"{name}:{p:.3f}" for name, p in ranked[:3])
         print(f"{result['path']}: {result['label']} ({result['probability']:.3f})   top: {others}")
+    failed = [(r["path"], r["error"]) for r in results if "error" in r]
+    fail_files(failed, len(results), f"the other {len(results) - len(failed)} were labelled")
 
 
 @classify_app.command("probe")
@@ -115,12 +127,14 @@ def classify_probe(
     baseline: bool = typer.Option(False, "--baseline", help="also fit the probe on raw pixels, for comparison"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Linear probe: logistic regression on the codes of the training split, scored on the test split."""
     from convae.applications.classify import probe_autoencoder, probe_text  # noqa: PLC0415
 
+    run = open_run(run_dir, "autoencoder", "convae classify probe", data_dir=data_dir)
     result = probe_autoencoder(
-        run_dir, limit=limit, max_iter=max_iter, baseline=baseline, device=device,
+        run, limit=limit, max_iter=max_iter, baseline=baseline, device=device,
         log=lambda line: err.print(line, markup=False, highlight=False),
     )
     print(json.dumps(result) if as_json else probe_text(result))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from convae.cli._app import app, out
+from convae.cli._app import app, data_dir_option, fail_files, note, open_run, out, print_table
 
 
 @app.command()
@@ -21,17 +21,26 @@ def encode(
     fmt: Optional[str] = typer.Option(None, "--format", help="npz or bin (default: bin for .cvc/.bin, else npz)"),
     limit: Optional[int] = typer.Option(None, help="only the first N images of --dataset"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
-    """Encode images into a code file, quantized per code channel; prints its size in bits per pixel."""
+    """Encode images into a code file, quantized per code channel; prints its size in bits per pixel.
+
+    \b
+    Examples:  convae encode runs/unpool photos/ --out codes.cvc --bits 6
+               convae encode runs/unpool --dataset mnist --out test.npz
+    Exit code 2 if a file could not be read (the others are still encoded).
+    """
     from convae.applications.codes import encode_run  # noqa: PLC0415
 
-    result = encode_run(run_dir, out_path, inputs=inputs or [], dataset=dataset, split=split, bits=bits, fmt=fmt,
+    run = open_run(run_dir, "autoencoder", "convae encode", data_dir=data_dir)
+    result = encode_run(run, out_path, inputs=inputs or [], dataset=dataset, split=split, bits=bits, fmt=fmt,
                         limit=limit, device=device)
     note = f"; {result['converted']} image(s) converted to the run's input shape" if result["converted"] else ""
     switches = f", plus {result['switch_levels']} level(s) of pool switches" if result["switch_levels"] else ""
     out.print(f"wrote {result['out']}: {result['images']} codes of {'×'.join(map(str, result['code_shape']))} at "
               f"{result['bits']} bits{switches} ({result['format']}), {result['bytes']:,} bytes = "
               f"{result['bpp']:.4f} bits per pixel{note}", markup=False, highlight=False, soft_wrap=True)
+    fail_files(result["failed"], result["images"] + len(result["failed"]), f"the other {result['images']} were encoded")
 
 
 @app.command()
@@ -56,11 +65,13 @@ def embed(
     out_path: Path = typer.Option(..., "--out", help="EMB.csv (one row per image) or EMB.npz"),
     limit: Optional[int] = typer.Option(None, help="only the first N images"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Export the (float) codes of a dataset split with their ids and labels."""
     from convae.applications.codes import embed_run  # noqa: PLC0415
 
-    result = embed_run(run_dir, out_path, dataset=dataset, split=split, limit=limit, device=device)
+    run = open_run(run_dir, "autoencoder", "convae embed", data_dir=data_dir)
+    result = embed_run(run, out_path, dataset=dataset, split=split, limit=limit, device=device)
     out.print(f"wrote {result['out']}: {result['images']} codes of {result['dims']} values", markup=False,
               highlight=False, soft_wrap=True)
 
@@ -69,20 +80,14 @@ def print_rate(run_dir: Path, split: str, images: int, as_json: bool, device: st
     """`convae evaluate --rate`: the rate–distortion table, and where its JSON and figure went."""
     import json  # noqa: PLC0415
 
-    from rich.table import Table  # noqa: PLC0415
-
     from convae.applications.codes import evaluate_rate, rate_table_rows  # noqa: PLC0415
 
     result = evaluate_rate(run_dir, split=split, limit=images, device=device)
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{run_dir} — rate–distortion on {result['images']} {result['dataset']} {split} images "
-                        f"({'×'.join(map(str, result['image_shape']))}, code {'×'.join(map(str, result['code_shape']))})")
-    for name in ("codec", "setting", "bpp per image", "bpp amortised", "PSNR", "SSIM"):
-        table.add_column(name, overflow="fold")
-    for cells in rate_table_rows(result):
-        table.add_row(*cells)
-    out.print(table)
-    out.print(f"[dim]{result['conventions']}[/]")
+    print_table(f"{run_dir} — rate–distortion on {result['images']} {result['dataset']} {split} images "
+                f"({'×'.join(map(str, result['image_shape']))}, code {'×'.join(map(str, result['code_shape']))})",
+                ("codec", "setting", "bpp per image", "bpp amortised", "PSNR", "SSIM"), rate_table_rows(result))
+    note(result["conventions"])
     out.print(f"wrote {Path(run_dir) / f'rate-{split}.json'} and {result['figure']}", markup=False, highlight=False)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from convae.cli._app import app, err, out, parse_classes
+from convae.cli._app import app, data_dir_option, err, open_run, out, parse_classes
 from convae.core.errors import ConvaeError
 
 
@@ -25,6 +25,7 @@ def detect(
     quantile: float = typer.Option(0.99, "--quantile", help="quantile of the normal validation scores (method quantile)"),
     k: float = typer.Option(3.0, "--k", help="mean + k·std of the normal validation scores (method meanstd)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset for --eval (default: the run's)"),
+    data_dir: Optional[Path] = data_dir_option(),
     evaluate: bool = typer.Option(False, "--eval", help="AUROC, AP, F1 on the test split; ROC + histograms into RUN_DIR/figures"),
     normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="for --eval: class indices counted as normal (default: the run's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (one object per image, or the --eval result)"),
@@ -39,6 +40,7 @@ def detect(
     def log(line: str) -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
 
+    run = open_run(run_dir, "autoencoder", "convae detect", data_dir=data_dir)
     if not inputs and not evaluate and not fit:
         raise ConvaeError("detect needs images or folders to score, --eval, or --fit")
     if method not in anomaly.THRESHOLD_METHODS:
@@ -51,12 +53,12 @@ def detect(
                device=device, log=log)
     fitted = None
     if fit and not inputs and not evaluate:
-        fitted = anomaly.resolve_threshold(run_dir, value=threshold, score=score, refit=True, method=method,
+        fitted = anomaly.resolve_threshold(run, value=threshold, score=score, refit=True, method=method,
                                            quantile=quantile, k=k, device=device, log=log)
         out.print(f"threshold {fitted.describe()}; {100 * (fitted.validation_flagged or 0):.1f}% of the validation "
                   f"normals are above it", markup=False, highlight=False)
     if inputs:
-        found = anomaly.detect_paths(run_dir, inputs, csv_path=csv_path, heatmaps=heatmaps, **how)
+        found = anomaly.detect_paths(run, inputs, csv_path=csv_path, heatmaps=heatmaps, **how)
         fitted = found.threshold
         for r in found.results:
             if r.verdict == anomaly.UNREADABLE:
@@ -76,7 +78,7 @@ def detect(
     if evaluate:
         if fitted is not None:
             how.update(refit=False, threshold_value=None)
-        result = anomaly.evaluate_detection(run_dir, dataset=dataset, normal_classes=parse_classes(normal_classes),
+        result = anomaly.evaluate_detection(run, dataset=dataset, normal_classes=parse_classes(normal_classes),
                                             threshold=fitted, **how)
         from convae.report.page import write_report  # noqa: PLC0415
 

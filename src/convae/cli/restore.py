@@ -6,28 +6,24 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from convae.cli._app import app, err, out
+from convae.cli._app import app, err, note, out, print_table
 from convae.core.errors import ConvaeError
 
 
 def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None:
     from convae.applications.restore import comparison_rows  # noqa: PLC0415
 
-    table = Table(title=f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
-                        f"({result['images']} images)")
-    for name in ("restored by", "MSE", "PSNR", "SSIM"):
-        table.add_column(name, overflow="fold")
-    for what, mse, psnr, ssim in comparison_rows(result):
-        table.add_row(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}")
-    out.print(table)
+    print_table(f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
+                f"({result['images']} images)", ("restored by", "MSE", "PSNR", "SSIM"),
+                [(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}") for what, mse, psnr, ssim in comparison_rows(result)])
     out.print(f"convae gains {result['psnr'] - result['input_psnr']:+.2f} dB over the input and "
               f"{result['psnr'] - result['baseline_psnr']:+.2f} dB over the baseline")
-    out.print(f"[dim]{result['conventions']}[/]")
+    note(result["conventions"])
 
 
 def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path, device: str) -> None:
+    """The file verbs' contract: one line per written file, one error line per failed file, exit 2 if any."""
     from convae.applications.restore import restore_files  # noqa: PLC0415
 
     results = restore_files(run_dir, inputs, out_dir, task=task, device=device)
@@ -62,3 +58,19 @@ def colorize(
 ) -> None:
     """Colorize gray images: RGB PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
     _restore_command("colorize", run_dir, inputs, out_dir, device)
+
+
+@app.command()
+def reconstruct(
+    run_dir: Path = typer.Argument(..., help="a reconstruction run (from `convae train`)"),
+    inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the reconstructed PNGs (named after the inputs)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Reconstruct your images with an autoencoder run: PNGs into --out, at each image's own size.
+
+    \b
+    Example:  convae reconstruct runs/unpool photos/ --out recon/
+    Exit code 2 if any file failed (the rest are still written).
+    """
+    _restore_command("reconstruct", run_dir, inputs, out_dir, device)

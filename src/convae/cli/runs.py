@@ -9,9 +9,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
 
-from convae.cli._app import app, err, out, parse_classes, parse_image_size, read_toml
+from convae.cli._app import (
+    app,
+    data_dir_option,
+    err,
+    note,
+    open_run,
+    out,
+    parse_classes,
+    parse_image_size,
+    print_table,
+    read_toml,
+)
 from convae.core.errors import ConvaeError
 
 
@@ -125,18 +135,25 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     batch_size: int = typer.Option(256, help="evaluation batch size"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    dataset: Optional[str] = typer.Option(None, help="where the run's dataset is now, e.g. folder:NEW/PATH (default: the run's)"),
+    data_dir: Optional[Path] = data_dir_option(),
     rate: bool = typer.Option(False, "--rate", help="rate–distortion instead: bpp vs PSNR/SSIM per --bits setting next to PNG/JPEG/WebP"),
     rate_images: int = typer.Option(1000, "--rate-images", help="with --rate: a seeded random N images of the split"),
 ) -> None:
-    """Reconstruction metrics (MSE, RMSE, PSNR, SSIM, BCE) of a trained run."""
+    """Metrics of an autoencoder run: MSE, RMSE, PSNR, SSIM, BCE, L1 and the MSE per class.
+
+    \b
+    Example:  convae evaluate runs/unpool --json
+    """
     from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
 
+    run = open_run(run_dir, "autoencoder", "convae evaluate", data_dir=data_dir, dataset=dataset)
     if rate:
         from convae.cli.codes import print_rate  # noqa: PLC0415
 
-        print_rate(run_dir, split, rate_images, as_json, device)
+        print_rate(run, split, rate_images, as_json, device)
         return
-    result = evaluate_run(run_dir, split=split, batch_size=batch_size, device=device)
+    result = evaluate_run(run, split=split, batch_size=batch_size, device=device)
     if as_json:
         print(json.dumps(result))
         return
@@ -145,19 +162,12 @@ def evaluate(
 
         print_restoration(run_dir, split, result)
         return
-    table = Table(title=f"{run_dir} — {result['dataset']} {split} split ({result['images']} images)")
-    for name in ("metric", "value"):
-        table.add_column(name)
-    for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1"):
-        table.add_row(key.upper(), f"{result[key]:.5f}" if key != "psnr" else f"{result[key]:.2f} dB")
-    out.print(table)
-    per_class = Table(title="mean squared error per class")
-    per_class.add_column("class")
-    per_class.add_column("MSE")
-    for name, value in result["per_class_mse"].items():
-        per_class.add_row(name, f"{value:.5f}")
-    out.print(per_class)
-    out.print(f"[dim]{result['conventions']}[/]")
+    print_table(f"{run_dir} — {result['dataset']} {split} split ({result['images']} images)", ("metric", "value"),
+                [(key.upper(), f"{result[key]:.5f}" if key != "psnr" else f"{result[key]:.2f} dB")
+                 for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1")])
+    print_table("mean squared error per class", ("class", "MSE"),
+                [(name, f"{value:.5f}") for name, value in result["per_class_mse"].items()])
+    note(result["conventions"])
 
 
 @app.command()
@@ -166,17 +176,24 @@ def show(
     n: int = typer.Option(5, "-n", help="how many test images"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     latent: bool = typer.Option(False, "--latent", help="also draw the 2-D map of the test codes (PCA, t-SNE) and interpolation strips"),
+    dataset: Optional[str] = typer.Option(None, help="where the run's dataset is now, e.g. folder:NEW/PATH (default: the run's)"),
+    data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
-    """Draw originals, codes and reconstructions, and the loss curve, into RUN_DIR/figures/."""
+    """Draw originals, codes and reconstructions, and the loss curve, into RUN_DIR/figures/.
+
+    \b
+    Example:  convae show runs/unpool -n 8 --latent
+    """
     from convae.applications.show import show_run  # noqa: PLC0415
 
+    run = open_run(run_dir, "autoencoder", "convae show", data_dir=data_dir, dataset=dataset)
     if latent:
         from convae.applications.codes import show_latent  # noqa: PLC0415
 
-        for path in show_latent(run_dir, device=device):
-            out.print(f"wrote {path}")
-    for path in show_run(run_dir, n=n, device=device):
-        out.print(f"wrote {path}")
+        for path in show_latent(run, device=device):
+            out.print(f"wrote {path}", markup=False, highlight=False)
+    for path in show_run(run, n=n, device=device):
+        out.print(f"wrote {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -189,19 +206,26 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
 
 @app.command()
 def models() -> None:
-    """List the model presets with their parameters and code size for MNIST."""
+    """List every model preset (autoencoders and classifiers) with its parameters, size and training defaults."""
     import torch  # noqa: PLC0415
 
     from convae.models import PRESETS, build_model, code_values  # noqa: PLC0415
+    from convae.models.classifier import CLASSIFIERS, build_classifier  # noqa: PLC0415
 
-    table = Table(title="model presets (code size for a 1×28×28 input)")
-    for column in ("name", "parameters", "code", "weights", "what it is"):
-        table.add_column(column, overflow="fold")
+    def defaults(training: dict[str, Any]) -> str:
+        return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in training.items())
+
+    rows = []
     for name, preset in PRESETS.items():
         model = build_model(name, (1, 28, 28)).eval()
         with torch.no_grad():
             code = tuple(code_values(model.encode(torch.zeros(1, 1, 28, 28))).shape[1:])
         params = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in preset.params.items())
-        weights = sum(p.numel() for p in model.parameters())
-        table.add_row(name, params, "×".join(map(str, code)), f"{weights:,}", preset.summary)
-    out.print(table)
+        rows.append((name, "autoencoder", params or "—", "×".join(map(str, code)),
+                     f"{sum(p.numel() for p in model.parameters()):,}", defaults(preset.training), preset.summary))
+    for name, classifier in CLASSIFIERS.items():
+        model = build_classifier(name, (1, 28, 28), 10)
+        rows.append((name, "classifier (convae classify)", "—", "10 logits", f"{sum(p.numel() for p in model.parameters()):,}",
+                     defaults(classifier.training), classifier.summary))
+    print_table("model presets (code size and weights for a 1×28×28 input)",
+                ("name", "kind", "parameters", "code", "weights", "training defaults", "what it is"), rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from convae.core.errors import ConvaeError
@@ -47,6 +48,13 @@ def check(condition: bool, message: str) -> None:
     """Raise a one-line ConvaeError unless ``condition`` holds."""
     if not condition:
         raise ConvaeError(message)
+
+
+def absolute_data(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
+    """A run stores where its data is as absolute paths, so every verb finds it from any folder."""
+    if dataset.startswith("folder:"):
+        dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
+    return dataset, (str(Path(data_dir).expanduser().resolve()) if data_dir else data_dir)
 
 
 def check_device(device: str) -> None:
@@ -134,6 +142,7 @@ class TrainConfig(StoredConfig):
                 setattr(config, key, preset.training[key])
         if config.dataset is None:
             config.dataset = default_dataset(config.data_dir)
+        config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)
         known = dataset_names()
         check(not named_dataset or config.dataset in known or config.dataset.startswith("folder:"),
                f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)} or folder:PATH")
@@ -223,6 +232,7 @@ class ClassifyConfig(StoredConfig):
         """A copy with the preset's defaults filled in and every value checked (one-line errors)."""
         preset = get_classifier(self.model)
         config = dataclasses.replace(self, dataset=self.dataset or "mnist")
+        config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)
         for key in ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
             if getattr(config, key) is None:
                 setattr(config, key, preset.training[key])

@@ -8,6 +8,7 @@ Applications contribute their own section to the report through :func:`report_se
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -124,15 +125,30 @@ def _a(kind: str) -> str:
 class Run:
     """One run directory: config, model, splits, digest and artifacts."""
 
-    def __init__(self, path: Path, config: RunConfig) -> None:
+    def __init__(self, path: Path, config: RunConfig, *, data_dir: str | Path | None = None,
+                 dataset: str | None = None) -> None:
         self.path = path
         self.config = config
+        #: Where the run's data is now, when it moved since training (--data-dir, --dataset).
+        self.data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
+        self.dataset = dataset
 
     @classmethod
-    def open(cls, path: str | Path, *, kind: str | None = None, verb: str = "", weights: bool = True) -> "Run":
+    def of(cls, run: "str | Path | Run", *, kind: str | None = None, verb: str = "") -> "Run":
+        """``run`` itself when it is already open (checked to be of ``kind``), else :meth:`open` it."""
+        if isinstance(run, Run):
+            if kind is not None:
+                run.require(kind, verb)
+            return run
+        return cls.open(run, kind=kind, verb=verb)
+
+    @classmethod
+    def open(cls, path: str | Path, *, kind: str | None = None, verb: str = "", weights: bool = True,
+             data_dir: str | Path | None = None, dataset: str | None = None) -> "Run":
         """Open a run directory; ``kind`` refuses the other kind of run in one line naming ``verb``.
 
-        ``weights=False`` opens a run that has a config but no weights yet (shape tables).
+        ``weights=False`` opens a run that has a config but no weights yet (shape tables);
+        ``data_dir`` and ``dataset`` point at the run's data where it is now.
         """
         path = Path(path)
         if weights:
@@ -140,13 +156,18 @@ class Run:
         elif not (path / CONFIG).exists():
             raise RunError(f"{path}: not a run directory (no {CONFIG})" if path.is_dir()
                            else f"{path}: no such run directory")
-        run = cls(path, RunConfig(read_config(path), path / CONFIG))
-        if kind is not None and run.config.kind != kind:
-            found = run.config.kind
-            how = f"`{verb}` needs" if verb else "this needs"
-            raise RunError(f"{path}: {_a(found)} {found} run, not {_a(kind)} {kind} run; {how} one made by "
-                           f"`{MAKER[kind]}`")
+        run = cls(path, RunConfig(read_config(path), path / CONFIG), data_dir=data_dir, dataset=dataset)
+        if kind is not None:
+            run.require(kind, verb)
         return run
+
+    def require(self, kind: str, verb: str = "") -> None:
+        """Refuse, in one line, a run of the other kind than ``verb`` needs."""
+        found = self.config.kind
+        if found != kind:
+            how = f"`{verb}` needs" if verb else "this needs"
+            raise RunError(f"{self.path}: {_a(found)} {found} run, not {_a(kind)} {kind} run; {how} one made by "
+                           f"`{MAKER[kind]}`")
 
     # -- the model -------------------------------------------------------------------------
     def network(self, input_shape: tuple[int, ...] | None = None) -> torch.nn.Module:
@@ -175,12 +196,12 @@ class Run:
 
     # -- data ------------------------------------------------------------------------------
     def splits(self, data_dir: str | Path | None = None) -> Splits:
-        """The run's splits as its config describes them (``data_dir`` points at moved data)."""
+        """The run's splits as its config describes them, from where the data is now."""
         cfg = self.config.training
-        if data_dir is not None:
-            import dataclasses  # noqa: PLC0415
-
-            cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+        data_dir = data_dir if data_dir is not None else self.data_dir
+        if data_dir is not None or self.dataset is not None:
+            cfg = dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir is not None else cfg.data_dir,
+                                      dataset=self.dataset or cfg.dataset)
         return Splits(cfg)
 
     # -- artifacts -------------------------------------------------------------------------

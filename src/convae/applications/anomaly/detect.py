@@ -23,6 +23,7 @@ from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
 from convae.core.images import UniqueNames
 from convae.data.files import find_image_files, image_for_model
+from convae.run import Run
 
 NORMAL, ANOMALOUS, UNREADABLE = "normal", "anomalous", "unreadable"
 
@@ -54,7 +55,7 @@ class Detection:
 
 @torch.no_grad()
 def detect_paths(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     inputs: Sequence[str | Path],
     *,
     threshold: Threshold | None = None,
@@ -93,7 +94,7 @@ def detect_paths(
     if not loaded:
         raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
     if threshold is None:  # after reading the files: no fitting when there is nothing to score
-        threshold = resolve_threshold(run.path, value=threshold_value, score=score, device=device, log=log,
+        threshold = resolve_threshold(run, value=threshold_value, score=score, device=device, log=log,
                                       **fit_options)
     target = pick_device(device)
     model = run.model(target)

@@ -21,7 +21,7 @@ from convae.applications.anomaly.threshold import Threshold, resolve_threshold, 
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.data import ImageSet, load_dataset
-from convae.run import RunConfig
+from convae.run import Run, RunConfig
 
 
 def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray,
@@ -67,7 +67,7 @@ def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int
 
 
 def evaluate_detection(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     dataset: str | None = None,
     normal_classes: Sequence[int] | None = None,
@@ -96,7 +96,8 @@ def evaluate_detection(
         data = run.splits().test
     else:  # another dataset, converted to the run's input shape
         channels, height, width = config.input_shape
-        data = load_dataset(spec, "test", data_dir=cfg.data_dir, channels=channels, image_size=(height, width))
+        data = load_dataset(spec, "test", data_dir=run.data_dir or cfg.data_dir, channels=channels,
+                            image_size=(height, width))
     normal = _normal_indices(config, data, normal_classes, spec)
     known = data.labels >= 0
     if not bool(known.all()):
@@ -105,7 +106,7 @@ def evaluate_detection(
             log(f"left out {int((~known).sum())} unlabelled images")
     labels = (~torch.isin(data.labels, torch.tensor(normal, dtype=torch.int64))).numpy().astype(np.int64)
     if threshold is None:
-        threshold = resolve_threshold(run.path, value=threshold_value, score=score, device=device, log=log,
+        threshold = resolve_threshold(run, value=threshold_value, score=score, device=device, log=log,
                                       **fit_options)
     target = pick_device(device)
     model = run.model(target)

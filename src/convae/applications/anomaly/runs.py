@@ -14,7 +14,7 @@ from convae.run import AUTOENCODER, Run, Splits
 
 def open_detector_run(run_dir: str | Path | Run, verb: str = "convae detect") -> Run:
     """An autoencoder run that reconstructs its input (colorize runs do not)."""
-    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir, kind=AUTOENCODER, verb=verb)
+    run = Run.of(run_dir, kind=AUTOENCODER, verb=verb)
     if run.config.task == "colorize":
         raise ConvaeError(f"{run.path}: a colorize run does not reconstruct its input; anomaly scores need a "
                           "reconstruct or denoise run")

@@ -183,7 +183,7 @@ def validation_data(run_dir: str | Path | Run, *, with_anomalies: bool = False) 
 
 
 def fit_run_threshold(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     method: str = "quantile",
     quantile: float = 0.99,
@@ -233,7 +233,7 @@ def load_threshold(run_dir: str | Path) -> Threshold | None:
 
 
 def resolve_threshold(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     value: float | None = None,
     score: str | None = None,
@@ -249,7 +249,8 @@ def resolve_threshold(
     A stored threshold belongs to one score kind; asking for another kind without a value
     or a refit is an error rather than a silent refit.
     """
-    run_dir = Path(run_dir)
+    run = open_detector_run(run_dir)
+    run_dir = run.path
     stored = load_threshold(run_dir)
     if value is not None:
         if not math.isfinite(value):
@@ -265,7 +266,7 @@ def resolve_threshold(
                 f"refit with --fit --score {score} or pass --threshold"
             )
         return stored
-    threshold = fit_run_threshold(run_dir, method=method, quantile=quantile, k=k, score=score or DEFAULT_SCORE,
+    threshold = fit_run_threshold(run, method=method, quantile=quantile, k=k, score=score or DEFAULT_SCORE,
                                   device=device, log=log)
     if log:
         log(f"fitted threshold {threshold.describe()}; stored in {run_dir / THRESHOLD_FILE}")

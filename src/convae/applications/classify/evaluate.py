@@ -71,7 +71,7 @@ def evaluate_model(
 
 
 def evaluate_classifier(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     split: str = "test",
     data: ImageSet | None = None,
@@ -85,7 +85,7 @@ def evaluate_classifier(
     ``RUN_DIR/figures/confusion-SPLIT.png``.
     """
     target = pick_device(device)
-    run = Run.open(run_dir, kind=CLASSIFIER, verb="convae classify evaluate")
+    run = Run.of(run_dir, kind=CLASSIFIER, verb="convae classify evaluate")
     model, config = run.model(target), run.config
     if data is None:
         data = run.splits().split(split)
@@ -93,13 +93,13 @@ def evaluate_classifier(
         require_labels(data)
         if tuple(data.shape) != tuple(config["model"]["input_shape"]):
             raise DataError(
-                f"{data.name}: images are {'x'.join(map(str, data.shape))}, the model in {run_dir} takes "
+                f"{data.name}: images are {'x'.join(map(str, data.shape))}, the model in {run.path} takes "
                 f"{'x'.join(map(str, config['model']['input_shape']))}"
             )
     classes = config.get("classes") or data.classes
     if len(classes) != config["model"]["n_classes"]:
-        raise RunError(f"{Path(run_dir) / CONFIG}: {len(classes)} class names for {config['model']['n_classes']} outputs")
-    return evaluate_model(model, data, classes, target, Path(run_dir), split=split, figure=figure)
+        raise RunError(f"{run.path / CONFIG}: {len(classes)} class names for {config['model']['n_classes']} outputs")
+    return evaluate_model(model, data, classes, target, run.path, split=split, figure=figure)
 
 
 def confusion_text(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
@@ -145,5 +145,5 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
 
 def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
     """Shorthand for Python use: a classifier run's trained model in eval mode and its config."""
-    run = Run.open(run_dir, kind=CLASSIFIER, verb="load_classifier")
+    run = Run.of(run_dir, kind=CLASSIFIER, verb="load_classifier")
     return run.model(device), run.config

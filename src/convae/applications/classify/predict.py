@@ -30,28 +30,45 @@ def load_image_for(path: str | Path, input_shape: Sequence[int], *, invert: bool
 def predict_images(
     run_dir: str | Path, paths: Sequence[str | Path], *, invert: bool = False, device: str = "auto"
 ) -> list[dict[str, Any]]:
-    """Label and class probabilities for each image file, in the order given."""
+    """Label and class probabilities for each image file (folders: every image inside), in order.
+
+    A file that cannot be read gets ``{"path", "error"}`` instead, and the others are still labelled.
+    """
+    from convae.data.files import find_image_files  # noqa: PLC0415
+
     if not paths:
-        raise ConvaeError("predict needs at least one image file")
+        raise ConvaeError("predict needs at least one image file or folder")
     target = pick_device(device)
-    run = Run.open(run_dir, kind=CLASSIFIER, verb="convae classify predict")
+    run = Run.of(run_dir, kind=CLASSIFIER, verb="convae classify predict")
     model, config = run.model(target), run.config
     shape = config["model"]["input_shape"]
     classes = config.get("classes") or [str(i) for i in range(config["model"]["n_classes"])]
-    batch = torch.cat([load_image_for(p, shape, invert=invert) for p in paths]).to(target)
-    probabilities = torch.softmax(model(batch), dim=1).cpu()
-    results = []
-    for path, probs in zip(paths, probabilities):
-        index = int(probs.argmax())
-        results.append(
-            {
-                "path": str(path),
-                "label": str(classes[index]),
-                "class_index": index,
-                "probability": float(probs[index]),
-                "probabilities": {str(name): float(p) for name, p in zip(classes, probs)},
-            }
-        )
+    found = find_image_files(paths)
+    if not found:
+        raise ConvaeError("predict found no image files in " + ", ".join(map(str, paths)))
+    results: list[dict[str, Any]] = []
+    readable: list[tuple[dict[str, Any], torch.Tensor]] = []
+    for item in found:
+        entry: dict[str, Any] = {"path": str(item.path)}
+        results.append(entry)
+        try:
+            if item.error:
+                raise ConvaeError(item.error)
+            readable.append((entry, load_image_for(item.path, shape, invert=invert)))
+        except ConvaeError as error:
+            entry["error"] = str(error).removeprefix(f"{item.path}: ")
+    for start in range(0, len(readable), 256):
+        chunk = readable[start:start + 256]
+        probabilities = torch.softmax(model(torch.cat([x for _, x in chunk]).to(target)), dim=1).cpu()
+        for (entry, _), probs in zip(chunk, probabilities):
+            _label(entry, probs, classes)
     return results
+
+
+def _label(entry: dict[str, Any], probs: torch.Tensor, classes: Sequence[str]) -> None:
+    """Fill in one image's label, its probability and every class's probability."""
+    index = int(probs.argmax())
+    entry.update(label=str(classes[index]), class_index=index, probability=float(probs[index]),
+                 probabilities={str(name): float(p) for name, p in zip(classes, probs)})
 
 

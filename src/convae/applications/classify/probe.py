@@ -33,7 +33,7 @@ def _codes(model: torch.nn.Module, images: torch.Tensor, device: torch.device, b
 
 
 def probe_autoencoder(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     limit: int | None = None,
     max_iter: int = 500,
@@ -53,8 +53,7 @@ def probe_autoencoder(
     from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     say = log or (lambda message: None)
-    run_dir = Path(run_dir)
-    run = Run.open(run_dir, kind=AUTOENCODER, verb="convae classify probe")
+    run = Run.of(run_dir, kind=AUTOENCODER, verb="convae classify probe")
     check(limit is None or limit >= 2, f"--limit must be at least 2 images, got {limit}")
     check(max_iter >= 1, f"--max-iter must be at least 1, got {max_iter}")
     target = pick_device(device)
@@ -89,7 +88,7 @@ def probe_autoencoder(
     train_accuracy, test_accuracy, iterations = fit(train_codes, test_codes)
     counts = torch.bincount(test.labels, minlength=len(test.classes))
     result: dict[str, Any] = {
-        "run": str(run_dir),
+        "run": str(run.path),
         "model": config["model"]["name"],
         "dataset": spec,
         "code_size": int(train_codes.shape[1]),

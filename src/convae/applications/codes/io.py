@@ -35,7 +35,7 @@ from convae.run import AUTOENCODER, Run
 
 
 def open_code_run(run_dir: str | Path | Run, verb: str) -> Run:
-    return run_dir if isinstance(run_dir, Run) else Run.open(run_dir, kind=AUTOENCODER, verb=verb)
+    return Run.of(run_dir, kind=AUTOENCODER, verb=verb)
 
 
 def dataset_images(run: Run, dataset: str | None, split: str, limit: int | None = None) -> ImageSet:
@@ -49,7 +49,7 @@ def dataset_images(run: Run, dataset: str | None, split: str, limit: int | None 
             data = ImageSet(convert_images(data.images, channels, (height, width)), data.labels, data.classes,
                             data.split, data.name, data.ids)
     else:
-        data = load_dataset(dataset, split, data_dir=run.config.training.data_dir, channels=channels,
+        data = load_dataset(dataset, split, data_dir=run.data_dir or run.config.training.data_dir, channels=channels,
                             image_size=(height, width))
     if limit is not None:
         if limit < 1:
@@ -72,25 +72,34 @@ def sample_images(data: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
     return data.subset(torch.randperm(len(data), generator=generator)[:n].sort().values)
 
 
-def file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]) -> tuple[torch.Tensor, list[str], list[str], list[str]]:
-    """The user's files as uint8 N×C×H×W in the run's shape, their paths, output names and conversion notes."""
-    images, ids, names, notes = [], [], [], []
-    for found in find_image_files(inputs):
-        if found.error:
-            raise DataError(f"{found.path}: {found.error}")
-        image, note = image_for_model(found.path, input_shape)
+def file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
+                ) -> tuple[torch.Tensor, list[str], list[str], list[str], list[tuple[str, str]]]:
+    """The user's files as uint8 N×C×H×W in the run's shape: their paths, output names, conversion
+    notes, and (path, reason) of each file that could not be read (skipped, never fatal alone)."""
+    images, ids, names, notes, failed = [], [], [], [], []
+    found_files = find_image_files(inputs)
+    for found in found_files:
+        try:
+            if found.error:
+                raise DataError(found.error)
+            image, note = image_for_model(found.path, input_shape)
+        except ConvaeError as error:
+            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
+            continue
         images.append(image)
         ids.append(str(found.path))
         names.append(found.output_name().as_posix())
         notes.append(note)
     if not images:
-        raise ConvaeError("no images to encode")
+        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
+        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
+                          if found_files else "no images to encode")
     unique = UniqueNames()
-    return torch.stack(images), ids, [unique.take(name) for name in names], notes
+    return torch.stack(images), ids, [unique.take(name) for name in names], notes, failed
 
 
 def encode_run(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     out: str | Path,
     *,
     inputs: Sequence[str | Path] = (),
@@ -116,6 +125,7 @@ def encode_run(
     model, config = run.model(target), run.config
     input_shape = config.input_shape
     notes: list[str] = []
+    failed: list[tuple[str, str]] = []
     if dataset:
         data = dataset_images(run, dataset, split, limit)
         images, labels, classes = data.images, data.labels.numpy(), data.classes
@@ -123,7 +133,7 @@ def encode_run(
         names = None
         source = {"dataset": dataset, "split": split, "first": 0}
     else:
-        images, ids, names, notes = file_images(inputs, input_shape)
+        images, ids, names, notes, failed = file_images(inputs, input_shape)
         labels, classes, source = None, [], {}
     run_hash = run.digest
     values, switches = encode_batches(model, images, target)
@@ -134,10 +144,10 @@ def encode_run(
     pixels = len(codes) * input_shape[1] * input_shape[2]
     return {"out": str(out), "format": fmt, "images": len(codes), "bits": bits, "code_shape": list(codes.code_shape),
             "switch_levels": len(switches), "bytes": size, "bpp": 8 * size / pixels,
-            "weights_hash": run_hash[:16], "converted": sum(bool(n) for n in notes)}
+            "weights_hash": run_hash[:16], "converted": sum(bool(n) for n in notes), "failed": failed}
 
 
-def decode_file(run_dir: str | Path, codes_path: str | Path, out_dir: str | Path, *, device: str = "auto") -> list[Path]:
+def decode_file(run_dir: str | Path | Run, codes_path: str | Path, out_dir: str | Path, *, device: str = "auto") -> list[Path]:
     """Decode a code file with its run into PNGs under ``out_dir``; refuse another run's codes."""
     codes = read_codes(codes_path)
     run = open_code_run(run_dir, "convae decode")
@@ -161,7 +171,7 @@ def decode_file(run_dir: str | Path, codes_path: str | Path, out_dir: str | Path
     return written
 
 
-def embed_run(run_dir: str | Path, out: str | Path, *, dataset: str | None = None, split: str = "test",
+def embed_run(run_dir: str | Path | Run, out: str | Path, *, dataset: str | None = None, split: str = "test",
               limit: int | None = None, device: str = "auto") -> dict[str, Any]:
     """Float codes (flattened) with ids and labels, as .csv (one row per image) or .npz."""
     out = Path(out)

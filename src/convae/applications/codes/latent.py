@@ -12,6 +12,7 @@ from convae.applications.codes.io import dataset_images, open_code_run, sample_i
 from convae.applications.codes.quantize import encode_batches, flat_indices
 from convae.core.device import pick_device
 from convae.models import SwitchedCode
+from convae.run import Run
 
 
 def project_2d(flat: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -27,7 +28,7 @@ def project_2d(flat: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def show_latent(run_dir: str | Path, *, n: int = 2000, pairs: int = 4, steps: int = 8, tsne: bool = True,
+def show_latent(run_dir: str | Path | Run, *, n: int = 2000, pairs: int = 4, steps: int = 8, tsne: bool = True,
                 device: str = "auto") -> list[Path]:
     """figures/latent_pca.png (+ latent_tsne.png) of ``n`` (seeded random) test codes coloured by class, and
     figures/interpolations.png: ``pairs`` strips decoded along the line between two test codes."""

@@ -156,7 +156,7 @@ def rate_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def evaluate_rate(run_dir: str | Path, *, split: str = "test", limit: int | None = 1000,
+def evaluate_rate(run_dir: str | Path | Run, *, split: str = "test", limit: int | None = 1000,
                   bits: Sequence[int] = BITS_CHOICES, device: str = "auto") -> dict[str, Any]:
     """``convae evaluate --rate``: the table over (a seeded random ``limit`` images of) a split, saved as
     RUN_DIR/rate-SPLIT.json, and figures/rate_distortion.png."""

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from convae.applications.restore.corrupted import RESTORE_TASKS
+
+#: Every task whose run maps an image to an image of the same size: all take files the same way.
+FILE_TASKS = ("reconstruct", *RESTORE_TASKS)
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.core.images import UniqueNames, luma, write_png
@@ -84,14 +87,14 @@ def _model_input(image: torch.Tensor, task: str, channels: int) -> tuple[torch.T
 
 
 def restore_files(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
     task: str,
     device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Restore each image file (or every image in each folder) with a ``task`` run; write PNGs.
+    """Restore (or reconstruct) each image file, or every image in each folder, with a ``task`` run; write PNGs.
 
     Outputs are named after the inputs: ``OUT/<name>.png`` for a file, ``OUT/<path inside
     the folder>.png`` for a folder's files (``-2``, ``-3`` … appended when two inputs would
@@ -104,16 +107,16 @@ def restore_files(
     One dict per input file: ``input``, ``output`` (None on failure), ``ok``, ``error``,
     ``note``. A bad file is reported here and the others still go through.
     """
-    if task not in RESTORE_TASKS:
-        raise ConvaeError(f"unknown restoration task {task!r}")
+    if task not in FILE_TASKS:
+        raise ConvaeError(f"unknown task {task!r}; choose one of {', '.join(FILE_TASKS)}")
     if not inputs:
         raise ConvaeError(f"{task} needs at least one image file or folder")
     target = pick_device(device)
-    run = Run.open(run_dir, kind=AUTOENCODER, verb=f"convae {task}")
+    run = Run.of(run_dir, kind=AUTOENCODER, verb=f"convae {task}")
     model, config = run.model(target), run.config
     run_task = config.task
     if run_task != task:
-        hint = f"use `convae {run_task}`" if run_task in RESTORE_TASKS else f"train one with --task {task}"
+        hint = f"use `convae {run_task}`" if run_task in FILE_TASKS else f"train one with --task {task}"
         raise ConvaeError(f"{run_dir}: a {run_task} run, not a {task} run; {hint}")
     input_shape = tuple(int(v) for v in config["model"]["input_shape"])
     out_dir = Path(out_dir)
