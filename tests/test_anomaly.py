@@ -215,7 +215,7 @@ def test_detect_scores_files_writes_csv_and_heatmaps(cli, fresh_run: Path, input
     assert "fitted threshold" in err and (fresh_run / "threshold.json").exists()
     lines = {Path(line.split()[0]).name: line for line in out.strip().splitlines()}
     assert set(lines) == {"normal-a.png", "normal-b.png", "odd.png", "rgb.png"}
-    assert "RGB converted to gray; resized 20×24 → 16×16" in lines["rgb.png"]
+    assert "RGB converted to gray; resized 24×20 → 16×16" in lines["rgb.png"]  # H×W: 24 high, 20 wide
 
     rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "scores.csv").open())}
     assert list(rows["odd.png"]) == list(anomaly.CSV_COLUMNS)

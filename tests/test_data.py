@@ -589,7 +589,7 @@ def test_folder_mixed_sizes(tmp_path):
     with pytest.raises(DataError) as e:
         load_folder(tmp_path, "train")
     msg = one_line(e.value)
-    assert msg.startswith(str(odd)) and "7×9" in msg and "--image-size" in msg
+    assert msg.startswith(str(odd)) and "9×7 pixels (H×W)" in msg and "--image-size 8x8" in msg
     s = load_folder(tmp_path, "train", image_size=(5, 5))
     assert s.images.shape == (3, 3, 5, 5)
     assert s.labels.tolist() == [0, 0, 1]

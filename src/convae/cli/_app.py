@@ -53,11 +53,11 @@ def data_dir_option() -> Any:
 
 
 def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: Path | None = None,
-             dataset: str | None = None) -> Any:
+             dataset: str | None = None, weights: bool = True) -> Any:
     """The run at ``path`` (of ``kind``), reading its data from ``data_dir``/``dataset`` when given."""
     from convae.run import Run  # noqa: PLC0415
 
-    return Run.open(path, kind=kind, verb=verb, data_dir=data_dir, dataset=dataset)
+    return Run.open(path, kind=kind, verb=verb, data_dir=data_dir, dataset=dataset, weights=weights)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
@@ -73,31 +73,15 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     return (size[0], size[1])
 
 
-def parse_classes(text: str | None) -> list[int] | None:
+def parse_classes(text: str | None) -> list[int | str] | None:
+    """``0,2`` or ``cat,dog`` (or both): indices stay numbers, names are matched to the data's classes later."""
     if text is None:
         return None
-    try:
-        classes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConvaeError(f"--normal-classes {text!r} must be class indices like 0,1,2") from None
+    classes: list[int | str] = [int(part) if part.strip().isdigit() else part.strip()
+                                for part in text.split(",") if part.strip()]
     if not classes:
-        raise ConvaeError("--normal-classes needs at least one class index")
+        raise ConvaeError("--normal-classes needs at least one class, as an index or a name (e.g. 0,1 or cat,dog)")
     return classes
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib  # noqa: PLC0415
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # noqa: PLC0415
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConvaeError(f"{path}: config file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConvaeError(f"{path}: not valid TOML ({error})") from None
-    return data.get("train", data)
-
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app, data_dir_option, err, fail_files, open_run, out, parse_image_size
+from convae.cli.settings import refuse_conflicts
 from convae.core.errors import ConvaeError
 
 classify_app = typer.Typer(
@@ -22,8 +24,8 @@ app.add_typer(classify_app, name="classify")
 
 @classify_app.command("train")
 def classify_train(
-    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist, cifar10, mnist-sample or folder:PATH"),
-    model: str = typer.Option("cnn", help="cnn (the reference) or cnn-deep"),
+    dataset: Optional[str] = typer.Option(None, help="mnist (default), fashion-mnist, cifar10, mnist-sample or folder:PATH"),
+    model: Optional[str] = typer.Option(None, help="cnn (the reference, default) or cnn-deep"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's)"),
     batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's; cnn 256)"),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: the preset's; cnn 0.01)"),
@@ -32,39 +34,62 @@ def classify_train(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="weight decay"),
     schedule: Optional[str] = typer.Option(None, help="learning-rate schedule: none, onecycle or cosine"),
     augment: Optional[str] = typer.Option(None, help="none or shift (random ±2 px translations)"),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="share of the training split held out for validation"),
-    split_seed: int = typer.Option(0, "--split-seed", help="seed of the train/val split"),
-    seed: int = typer.Option(0, help="one seed for Python, NumPy and torch"),
-    deterministic: bool = typer.Option(False, "--deterministic", help="deterministic algorithms (bit-identical reruns)"),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="share of the training split held out for validation (default 0.2)"),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="seed of the train/val split (default 0)"),
+    seed: Optional[int] = typer.Option(None, help="one seed for Python, NumPy and torch (default 0)"),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="deterministic algorithms (bit-identical reruns)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/classify-MODEL-DATASET-TIME)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/"),
     channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
     image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, help="auto (default), cpu or cuda"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (quick checks)"),
-    checkpoint_every: int = typer.Option(0, help="also checkpoint every N steps (0: per epoch only)"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0, the default: per epoch only)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
-    """Train a classifier into a run directory (config.json, model.safetensors, metrics.jsonl)."""
-    from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: PLC0415
+    """Train a classifier into a run directory (config.json, model.safetensors, metrics.jsonl).
 
-    cfg = ClassifyConfig(
+    \b
+    Examples:  convae classify train --dataset mnist --model cnn-deep --out runs/cnn-deep
+               convae classify train --dataset mnist --model cnn-deep --out runs/cnn-deep --resume
+    The same command with --resume continues a run (a larger --epochs extends it).
+    """
+    from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: PLC0415
+    from convae.run.config import RUNTIME  # noqa: PLC0415
+
+    flags = dict(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, channels=channels,
         image_size=parse_image_size(image_size), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule, augment=augment,
         val_fraction=val_fraction, split_seed=split_seed, seed=seed, deterministic=deterministic,
         device=device, threads=threads, limit=limit, checkpoint_every=checkpoint_every,
     )
-    if out_dir is None:
-        if resume:
+    given = {key: value for key, value in flags.items() if value is not None}
+    if resume:
+        if out_dir is None:
             raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
-        name = dataset.replace(":", "-").replace("/", "_")
-        out_dir = Path("runs") / f"classify-{model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not (out_dir / "config.json").exists():
+            raise ConvaeError(f"{out_dir}: nothing to resume (no config.json there); train without --resume first")
+        stored = ClassifyConfig.from_stored(open_run(out_dir, "classifier", "convae classify train --resume",
+                                                     weights=False).config.raw)
+        refuse_conflicts(stored.conflicts(given), out_dir)
+        cfg = dataclasses.replace(stored, **{key: given[key] for key in RUNTIME if key in given})
+    else:
+        cfg = ClassifyConfig(**given)
+        optimizer_used = cfg.resolved().optimizer
+        if momentum is not None and optimizer_used != "sgd":  # a flag that would silently do nothing
+            raise ConvaeError(f"--momentum {momentum} has no effect with --optimizer {optimizer_used}; "
+                              "add --optimizer sgd")
+    if out_dir is None:
+        name = (cfg.dataset or "mnist").replace(":", "-").replace("/", "_")
+        out_dir = Path("runs") / f"classify-{cfg.model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = train_classifier(cfg, out_dir, log=lambda line: err.print(line, markup=False, highlight=False),
                               resume=resume, progress=progress)
-    out.print(f"done: {out_dir}  (test accuracy {100 * result['test_accuracy']:.2f}%)", markup=False, highlight=False)
+    if result.get("test_accuracy") is not None:
+        out.print(f"done: {out_dir}  (test accuracy {100 * result['test_accuracy']:.2f}%)", markup=False,
+                  highlight=False)
 
 
 @classify_app.command("evaluate")

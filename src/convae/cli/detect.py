@@ -27,7 +27,7 @@ def detect(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset for --eval (default: the run's)"),
     data_dir: Optional[Path] = data_dir_option(),
     evaluate: bool = typer.Option(False, "--eval", help="AUROC, AP, F1 on the test split; ROC + histograms into RUN_DIR/figures"),
-    normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="for --eval: class indices counted as normal (default: the run's)"),
+    normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="for --eval: classes counted as normal, as indices or names (default: the run's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (one object per image, or the --eval result)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
@@ -82,7 +82,8 @@ def detect(
                                             threshold=fitted, **how)
         from convae.report.page import write_report  # noqa: PLC0415
 
-        result["report"] = str(write_report(run_dir))
+        if result["file"].endswith(anomaly.EVAL_FILE):  # the run's own evaluation: its report section changed
+            result["report"] = str(write_report(run_dir))
         if as_json:
             print(json.dumps(result))
         else:
@@ -92,7 +93,7 @@ def detect(
             print(f"AUROC {result['auroc']:.4f}  average precision {result['average_precision']:.4f}")
             print(f"at threshold {result['threshold']:.6g}: F1 {result['f1']:.4f}  precision {result['precision']:.4f}  "
                   f"recall {result['recall']:.4f}  normal flagged {100 * result['false_positive_rate']:.1f}%")
-            for path in result.get("figures", []) + [result.get("report")]:
+            for path in result.get("figures", []) + [result.get("file"), result.get("report")]:
                 if path:
                     print(f"wrote {path}")
     if inputs and found.unreadable:

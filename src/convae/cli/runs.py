@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -20,8 +21,8 @@ from convae.cli._app import (
     parse_classes,
     parse_image_size,
     print_table,
-    read_toml,
 )
+from convae.cli.settings import read_settings, refuse_conflicts, toml_text
 from convae.core.errors import ConvaeError
 
 
@@ -40,7 +41,8 @@ def train(
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="use deterministic algorithms (bit-identical reruns on CPU)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/MODEL-DATASET-TIME)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options (flags win)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options, or a run's config.json to repeat it (flags win)"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the resolved settings as TOML and exit"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/ (default: $CONVAE_DATA, then the cache)"),
     channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
     image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
@@ -49,7 +51,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
-    normal_classes: Optional[str] = typer.Option(None, help="train only on these class indices, e.g. 0,1,2 (anomaly detection)"),
+    normal_classes: Optional[str] = typer.Option(None, help="train only on these classes, as indices or names, e.g. 0,1 or cat,dog (anomaly detection)"),
     color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA[:GAIN]] (default chroma:4:0.6: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px and scaled by GAIN at inference) or rgb"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
     precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; a win on recent GPUs, not on CPUs without bf16 units)"),
@@ -59,15 +61,22 @@ def train(
 ) -> None:
     """Train an autoencoder into a run directory.
 
-    Under ``torchrun --nproc_per_node=N -m convae train --out RUN ...`` the processes train one
-    model together (DistributedDataParallel; --batch-size is the global batch).
+    \b
+    Examples:  convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool
+               convae train --dataset folder:photos --image-size 64 --out runs/photos
+               convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool --resume
+               convae train --config runs/unpool/config.json --out runs/again
+    The same command with --resume continues a run (a larger --epochs extends it).
+    Under torchrun --nproc_per_node=N -m convae train --out RUN ... the processes train one model
+    together (DistributedDataParallel; --batch-size is the global batch).
     """
     from convae.models import parse_model_args  # noqa: PLC0415
+    from convae.run.config import RUNTIME  # noqa: PLC0415
     from convae.training import TrainConfig, Trainer  # noqa: PLC0415
 
     if channels is not None and channels not in (1, 3):
         raise ConvaeError(f"--channels must be 1 or 3, got {channels}")
-    settings: dict[str, Any] = read_toml(config) if config else {}
+    settings: dict[str, Any] = read_settings(config) if config else {}
     flags = {
         "dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "loss": loss, "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed, "deterministic": deterministic,
@@ -78,44 +87,50 @@ def train(
         "color_output": color_output, "precision": precision, "compile": compile_model,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
-    raw_args = settings.pop("model_args", {})
+    raw_args = settings.pop("model_args", {}) or {}
     out_path = Path(out_dir or settings.pop("out", "") or "")
     settings.pop("out", None)
     unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
     if unknown:
         raise ConvaeError(f"{config}: unknown option(s) {', '.join(unknown)}")
-    if "image_size" in settings and settings["image_size"] is not None:
+    if settings.get("image_size") is not None:
         settings["image_size"] = tuple(settings["image_size"])
-    model_name = settings.get("model", "conv")
-    pairs = [f"{k}={v}" for k, v in raw_args.items()] + list(model_arg or [])
-    settings["model_args"] = parse_model_args(model_name, pairs)
-    cfg = TrainConfig(**settings)
-    if cfg.dataset is None and not resume:
-        from convae.data import default_dataset  # noqa: PLC0415
-
-        cfg.dataset = default_dataset(cfg.data_dir)
+    pairs = [f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in raw_args.items()]
+    pairs += list(model_arg or [])
     if resume:
         if not out_dir:
             raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
-        fixed = [flag for flag, value in (("--model", model), ("--model-arg", model_arg), ("--dataset", dataset),
-                                          ("--config", config), ("--task", task), ("--noise", noise),
-                                          ("--color-output", color_output)) if value]
-        if fixed:
-            raise ConvaeError(f"--resume continues the stored run as it was configured; drop {', '.join(fixed)}")
-    elif not out_dir:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
-    if resume and epochs is None:
-        from convae.run import read_config  # noqa: PLC0415
+        if not (out_path / "config.json").exists():
+            raise ConvaeError(f"{out_path}: nothing to resume (no config.json there); train without --resume first")
+        stored = TrainConfig.from_stored(open_run(out_path, "autoencoder", "convae train --resume",
+                                                  weights=False).config.raw)
+        if pairs:
+            settings["model_args"] = parse_model_args(settings.get("model", stored.model), pairs)
+        refuse_conflicts(stored.conflicts(settings), out_path)
+        cfg = dataclasses.replace(stored, **{key: settings[key] for key in RUNTIME if key in settings})
+    else:
+        model_name = settings.get("model", "conv")
+        settings["model_args"] = parse_model_args(model_name, pairs)
+        cfg = TrainConfig(**settings)
+        if cfg.dataset is None:
+            from convae.data import default_dataset  # noqa: PLC0415
 
-        cfg.epochs = read_config(out_path)["training"]["epochs"]
+            cfg.dataset = default_dataset(cfg.data_dir)
+        if not out_dir and not print_config:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
+    if print_config:
+        print(toml_text(cfg.resolved().to_dict()), end="")
+        return
     trainer = Trainer(cfg, out_path, progress=progress, console=err)
     last = trainer.fit(resume=resume)
     if not trainer.ranks.is_main:
         return  # under torchrun, rank 0 reports for all
-    out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})")
+    if not trainer.already_complete:
+        out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
+                  markup=False, highlight=False)
     if then_report:
         from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
         from convae.applications.show import show_run  # noqa: PLC0415

@@ -56,3 +56,23 @@ def fits_on_device(images: torch.Tensor, device: torch.device) -> bool:
         return False
     free, _total = torch.cuda.mem_get_info(device)
     return images.numel() * images.element_size() < free // 4
+
+
+def free_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device`` (None when the system does not say)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def gib(size: float) -> str:
+    """A byte count for messages: '3.2 GiB', '512 MiB'."""
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"

@@ -68,6 +68,13 @@ def resize_images(images: torch.Tensor, image_size: Sequence[int] | int | None) 
         return images
     from torchvision.transforms.v2 import functional as F
 
+    from convae.core.device import free_memory, gib
+
+    n, c = images.shape[:2]
+    need, free = n * c * size[0] * size[1], free_memory()
+    if free is not None and need > free // 2:
+        raise DataError(f"--image-size {size[0]}x{size[1]}: {n:,} images of {c}×{size[0]}×{size[1]} take "
+                        f"{gib(need)} as uint8, and {gib(free)} of memory are free; use a smaller --image-size")
     out = F.resize(images, list(size), antialias=True)
     return out.contiguous()
 

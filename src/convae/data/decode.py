@@ -69,6 +69,10 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     return np.asarray(im.convert("RGB"), dtype=np.uint8), True
 
 
+#: Smaller images carry no picture an autoencoder can learn from or be judged on: skipped as bad files.
+MIN_SIDE = 2
+
+
 def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
     """Decode ``path`` to (uint8 array, is_colour); raise :class:`BadImage` with a reason."""
     try:
@@ -76,10 +80,12 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> 
             w, h = im.size
             if w * h > max_pixels:
                 raise BadImage(
-                    f"{w}×{h} = {w * h} pixels is more than the {max_pixels}-pixel limit"
+                    f"{h}×{w} (H×W) = {w * h} pixels is more than the {max_pixels}-pixel limit"
                 )
             if w == 0 or h == 0:
-                raise BadImage(f"image has no pixels ({w}×{h})")
+                raise BadImage(f"image has no pixels ({h}×{w}, H×W)")
+            if min(w, h) < MIN_SIDE:
+                raise BadImage(f"image is too small to use ({h}×{w} pixels, H×W; each side needs {MIN_SIDE} or more)")
             im.load()
             return _to_array(im)
     except BadImage:

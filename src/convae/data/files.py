@@ -87,7 +87,7 @@ def conversion_note(have: Sequence[int], want: Sequence[int]) -> str:
     if have[0] != want[0]:
         notes.append(f"{'RGB' if have[0] == 3 else 'gray'} converted to {'gray' if want[0] == 1 else 'RGB'}")
     if tuple(have[1:]) != tuple(want[1:]):
-        notes.append(f"resized {have[2]}×{have[1]} → {want[2]}×{want[1]}")
+        notes.append(f"resized {have[1]}×{have[2]} → {want[1]}×{want[2]}")
     return "; ".join(notes)
 
 

@@ -286,11 +286,18 @@ def _decode_all(
             h, w = arrays[i][0].shape[:2]  # type: ignore[index]
             if (h, w) != (h0, w0):
                 raise DataError(
-                    f"{paths[i]}: image is {w}×{h} pixels but {paths[first]} is {w0}×{h0}; "
-                    "all images must have the same size (pass --image-size H W to resize them)"
+                    f"{paths[i]}: image is {h}×{w} pixels (H×W) but {paths[first]} is {h0}×{w0}; "
+                    f"all images must have the same size (pass --image-size {h0}x{w0} to resize them)"
                 )
     target_c = channels or (3 if any(arrays[i][1] for i in ok) else 1)  # type: ignore[index]
     out_h, out_w = size or (h0, w0)
+    stretched = sorted({(h, w) for h, w in (arrays[i][0].shape[:2] for i in ok)  # type: ignore[index]
+                        if abs(h / w - out_h / out_w) > 0.01 * out_h / out_w})
+    if stretched:  # said once per load, not once per image
+        h, w = stretched[0]
+        more = f" (and {len(stretched) - 1} other size(s))" if len(stretched) > 1 else ""
+        warnings.warn(f"{root}: resizing {h}×{w} images{more} to {out_h}×{out_w} (H×W) changes their aspect ratio",
+                      DataWarning, stacklevel=4)
 
     groups: dict[tuple[int, int, bool], list[int]] = {}
     for pos, i in enumerate(ok):

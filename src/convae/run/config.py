@@ -29,6 +29,9 @@ PRECISIONS = ("fp32", "bf16")
 CLASSIFY_OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "shift")
 T = TypeVar("T")
+#: How a run is carried out, not what it computes: these may change when a run is resumed
+#: (epochs extends it).
+RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile"})
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -83,6 +86,20 @@ class StoredConfig:
         """The training settings of a whole config.json."""
         return config_from_dict(cls, config.get("training", {}))
 
+    def conflicts(self, given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(setting, this run's value, the given value) for each given setting that would change the run.
+
+        Both sides are resolved the same way (preset defaults, absolute paths, canonical
+        specs), so ``--dataset folder:tiles`` from the training folder matches the stored path.
+        Settings of how a run is carried out, not what it computes (RUNTIME), never conflict.
+        """
+        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        given = {k: v for k, v in given.items() if k in known and k not in RUNTIME}
+        base = self.resolved()  # type: ignore[attr-defined]
+        candidate = dataclasses.replace(self, **given).resolved()  # type: ignore[type-var, attr-defined]
+        return [(key, getattr(base, key), getattr(candidate, key)) for key in given
+                if getattr(base, key) != getattr(candidate, key)]
+
 
 @dataclass
 class TrainConfig(StoredConfig):
@@ -109,7 +126,7 @@ class TrainConfig(StoredConfig):
     threads: int | None = None
     task: str = "reconstruct"
     noise: str | None = None
-    normal_classes: list[int] | None = None
+    normal_classes: list[int | str] | None = None  # indices or class names; config.json keeps indices
     val_fraction: float | None = None
     #: colorize only: "chroma[:SIGMA[:GAIN]]" (default chroma:4:0.6: the gray input's luma + a
     #: smoothed predicted colour, shrunk by GAIN at inference, see convae.models.heads) or "rgb".
@@ -154,6 +171,8 @@ class TrainConfig(StoredConfig):
         check(config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}")
         check(config.lr > 0 and math.isfinite(config.lr), f"--lr must be a positive number, got {config.lr}")
         check(config.task in TASKS, f"--task must be one of {', '.join(TASKS)}, got {config.task!r}")
+        check(config.noise is None or config.task != "reconstruct",
+              f"--noise {config.noise} has no effect on a reconstruction run; add --task denoise to train a denoiser")
         if config.task == "denoise" and config.noise is None:
             config.noise = "gaussian:0.5"
         if config.task == "colorize":

@@ -9,6 +9,7 @@ decodes the training split.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Sequence
 
 import torch
 
@@ -55,6 +56,35 @@ def require_labels(data: ImageSet) -> None:
             f"{data.name}/{data.split}: images without class labels; classification needs labelled data "
             f"(for a folder dataset, one sub-folder per class)"
         )
+
+
+def class_indices(wanted: list[int | str], classes: list[str], dataset: str) -> list[int]:
+    """Class indices from indices or class names (as --normal-classes takes them), or one clear error."""
+    listing = _listing(classes, range(len(classes))) or "none (the data has no classes)"
+    indices = []
+    for item in wanted:
+        if isinstance(item, str) and item in classes:
+            indices.append(classes.index(item))
+        elif isinstance(item, int) or str(item).isdigit():
+            index = int(item)
+            if not 0 <= index < len(classes):
+                raise ConvaeError(f"--normal-classes {index} is not a class of {dataset} (its classes: {listing})")
+            indices.append(index)
+        else:
+            raise ConvaeError(f"--normal-classes {item!r} is not a class of {dataset} (its classes: {listing})")
+    return sorted(set(indices))
+
+
+def class_listing(classes: list[str], chosen: list[int] | None = None) -> str:
+    """``classes: 0 airplane, 1 automobile, …; normal: 0 airplane`` for messages."""
+    text = "classes: " + _listing(classes, range(len(classes)))
+    if chosen is not None:
+        text += "; normal: " + _listing(classes, chosen)
+    return text
+
+
+def _listing(classes: list[str], indices: Sequence[int]) -> str:
+    return ", ".join(classes[i] if classes[i] == str(i) else f"{i} {classes[i]}" for i in indices)
 
 
 class Splits:
@@ -124,13 +154,15 @@ class Splits:
     @cached_property
     def normal(self) -> ImageSet:
         """The training images of the run's normal classes (all of them without --normal-classes)."""
-        train, classes = self.train_all, getattr(self.config, "normal_classes", None)
-        if classes is None:
-            return train
-        bad = [c for c in classes if not 0 <= c < len(train.classes)]
-        if bad:
-            raise ConvaeError(f"--normal-classes {bad[0]} is not a class of {train.name} (0..{len(train.classes) - 1})")
-        return train.select_classes(classes)
+        indices = self.normal_indices()
+        return self.train_all if indices is None else self.train_all.select_classes(indices)
+
+    def normal_indices(self) -> list[int] | None:
+        """The run's normal classes as indices (they may be given as names), or None for all."""
+        wanted = getattr(self.config, "normal_classes", None)
+        if wanted is None:
+            return None
+        return class_indices(list(wanted), list(self.train_all.classes), self.train_all.name)
 
     @property
     def train(self) -> ImageSet:
@@ -143,7 +175,7 @@ class Splits:
     @cached_property
     def anomalies(self) -> ImageSet:
         cfg = self.config
-        classes = getattr(cfg, "normal_classes", None)
+        classes = self.normal_indices()
         if classes is None:
             raise ConvaeError("the run was trained on every class, so it has no held-out anomalies")
         train = self.train_all

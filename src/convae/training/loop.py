@@ -33,6 +33,7 @@ from convae.run.config import ClassifyConfig, TrainConfig
 from convae.run.files import (
     CONFIG,
     LOCK,
+    METRICS,
     STATE,
     WEIGHTS,
     check_state_dict,
@@ -46,6 +47,7 @@ from convae.run.files import (
     write_metrics,
 )
 from convae.run.splits import Splits
+from convae.training.memory import check_step_fits
 from convae.training.progress import EpochProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
@@ -99,6 +101,8 @@ class Trainer:
         self.device = pick_device(self.config.device, self.ranks.local_rank)
         self.model: torch.nn.Module | None = None
         self.task: Task | None = None
+        #: True when a resumed run had already trained every epoch asked for.
+        self.already_complete = False
 
     # -- the loop -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -130,6 +134,8 @@ class Trainer:
             splits = Splits(cfg, train_set=self.train_set, test_set=self.test_set)
             task = self.task = self.task_type(cfg, splits, self.device)
             images, labels = task.train_tensors()
+            check_step_fits(task.build_model, task.input_shape(), max(cfg.batch_size // self.ranks.world, 1),
+                            self.device, cfg.model)
             model = task.build_model().to(self.device)
             optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, device=self.device, **task.optimizer_settings())
             net = self.ranks.wrap(model, self.device)
@@ -148,13 +154,18 @@ class Trainer:
                 metrics = list(state["metrics"]) if "metrics" in state else [r for r in metrics if r["epoch"] <= epoch]
                 if self.ranks.is_main:
                     write_metrics(self.run_dir, metrics)
-                self.say(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
+                if epoch < cfg.epochs:
+                    self.say(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
             else:
                 self.say(task.start_line(self.run_dir)
                          + (f", on {self.ranks.world} processes" if self.ranks.world > 1 else ""))
                 if self.ranks.is_main:
                     write_json(self.run_dir / CONFIG, task.config_json(model))
             self.model = model
+            self.already_complete = epoch >= cfg.epochs
+            if self.already_complete:
+                self.say(f"{self.run_dir} is already complete: it has trained {epoch} epoch(s) and --epochs is "
+                         f"{cfg.epochs}; give a larger --epochs to train further")
             if fits_on_device(images, self.device):
                 images = images.to(self.device)
                 labels = labels.to(self.device) if labels is not None else None
@@ -238,17 +249,25 @@ class Trainer:
         Temporary files a killed process left behind are removed here, under the lock.
         """
         remove_stale_temps(self.run_dir)
-        has_run = (self.run_dir / CONFIG).exists() or (self.run_dir / WEIGHTS).exists()
+        has_run = (self.run_dir / WEIGHTS).exists() or (self.run_dir / STATE).exists()
         if not resume:
             if has_run:
                 raise RunError(f"{self.run_dir}: already holds a run; add --resume to continue it or pick a new --out")
+            # A start that failed before its first checkpoint (out of memory, Ctrl-C, bad data)
+            # left at most a config: it never blocks the name.
+            for name in (CONFIG, METRICS):
+                (self.run_dir / name).unlink(missing_ok=True)
             return None
         has_state = (self.run_dir / STATE).exists()
         if not has_state and not (self.run_dir / CONFIG).exists():
             raise RunError(f"{self.run_dir}: nothing to resume (no {STATE}); train without --resume first")
-        saved = type(self.config).from_stored(read_config(self.run_dir))
-        saved = saved.resolved(named_dataset=self.train_set is None)
-        self.config = dataclasses.replace(saved, epochs=self.config.epochs, device=self.config.device)
+        stored = read_config(self.run_dir)
+        saved = type(self.config).from_stored(stored).resolved(named_dataset=self.train_set is None)
+        self.config = dataclasses.replace(saved, epochs=self.config.epochs, device=self.config.device,
+                                          threads=self.config.threads)
+        if self.config.epochs > saved.epochs and self.ranks.is_main:  # --epochs extends the run: say so in config.json
+            stored["training"]["epochs"] = self.config.epochs
+            write_json(self.run_dir / CONFIG, stored)
         return load_state(self.run_dir / STATE) if has_state else None
 
     def _restore(self, state: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

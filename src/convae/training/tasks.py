@@ -22,7 +22,7 @@ from convae.data.corrupt import Corruption, batch_generator
 from convae.metrics import ReconstructionMetrics
 from convae.models import build_model, code_values
 from convae.run.config import ClassifyConfig, TrainConfig
-from convae.run.splits import Splits
+from convae.run.splits import Splits, class_listing
 from convae.training.schedule import loss_function
 
 #: The generator of one batch's randomness (corruption, augmentation): a pure function of
@@ -55,6 +55,10 @@ class Task:
         raise NotImplementedError
 
     def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """C×H×W of one model input."""
         raise NotImplementedError
 
     def loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None,
@@ -132,6 +136,9 @@ class ReconstructTask(Task):
     def train_tensors(self) -> tuple[torch.Tensor, None]:
         return self.splits.train.images, None
 
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.config.model_shapes(self.splits.train.shape)[0]
+
     def build_model(self) -> torch.nn.Module:
         cfg = self.config
         input_shape, out_channels = cfg.model_shapes(self.splits.train.shape)
@@ -166,9 +173,11 @@ class ReconstructTask(Task):
 
     def start_line(self, run_dir):
         cfg, train, test = self.config, self.splits.train, self.splits.test
+        classes = self.splits.train_all.classes
+        listing = f"\n{class_listing(list(classes), self.splits.normal_indices())}" if 1 < len(classes) <= 100 else ""
         return (f"training {cfg.model} on {cfg.dataset} ({len(train):,} train / {len(test):,} test images, "
-                f"{'×'.join(map(str, train.shape))}) for {cfg.epochs} epochs (batch {cfg.batch_size}, lr {cfg.lr}, "
-                f"loss {cfg.loss}) into {run_dir}")
+                f"{'×'.join(map(str, train.shape))} C×H×W) for {cfg.epochs} epochs (batch {cfg.batch_size}, "
+                f"lr {cfg.lr}, loss {cfg.loss}) into {run_dir}{listing}")
 
     def config_json(self, model):
         cfg, train, test = self.config, self.splits.train, self.splits.test
@@ -190,6 +199,6 @@ class ReconstructTask(Task):
                 "color_output": cfg.color_output,
                 "code_shape": list(code.shape[1:]),
             },
-            "training": cfg.to_dict(),
+            "training": {**cfg.to_dict(), "normal_classes": self.splits.normal_indices()},
             "conventions": {"pixels": "float32 in [0, 1], NCHW", "loss_reduction": "mean per pixel"},
         }

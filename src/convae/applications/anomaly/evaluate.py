@@ -22,6 +22,7 @@ from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.data import ImageSet, load_dataset
 from convae.run import Run, RunConfig
+from convae.run.splits import class_indices, class_listing
 
 
 def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray,
@@ -70,7 +71,7 @@ def evaluate_detection(
     run_dir: str | Path | Run,
     *,
     dataset: str | None = None,
-    normal_classes: Sequence[int] | None = None,
+    normal_classes: Sequence[int | str] | None = None,
     threshold: Threshold | None = None,
     threshold_value: float | None = None,
     score: str | None = None,
@@ -99,6 +100,18 @@ def evaluate_detection(
         data = load_dataset(spec, "test", data_dir=run.data_dir or cfg.data_dir, channels=channels,
                             image_size=(height, width))
     normal = _normal_indices(config, data, normal_classes, spec)
+    own = config.normal_class_names()
+    chosen = [data.classes[i] for i in normal]
+    eval_file = EVAL_FILE
+    if normal_classes is not None and chosen != own:
+        # Another question than the run's own: answered beside the stored evaluation, never over it.
+        eval_file = EVAL_FILE.replace(".json", f"-normal-{'-'.join(map(str, normal))}.json")
+        if log:
+            log(f"warning: evaluating with normal classes {', '.join(chosen)}, not the run's own "
+                f"({', '.join(own) if own else 'every class'}); writing {run.path / eval_file}, the stored "
+                f"evaluation is kept")
+    if log:
+        log(class_listing(list(data.classes), normal))
     known = data.labels >= 0
     if not bool(known.all()):
         data = data.subset(known)
@@ -131,19 +144,16 @@ def evaluate_detection(
             keep = mask | normal_mask
             per_class[name] = float(roc_auc_score(labels[keep], scores[keep]))
     result["auroc_per_anomalous_class"] = per_class
-    if figures:
+    if figures and eval_file == EVAL_FILE:
         result["figures"] = [str(p) for p in detection_figures(scores, labels, threshold, run.figures,
                                                               title=f"{config.model_name} on {spec}")]
-    run.write_json(EVAL_FILE, result)
+    result["file"] = str(run.write_json(eval_file, result))
     return result
 
 
-def _normal_indices(config: RunConfig, data: ImageSet, given: Sequence[int] | None, spec: str) -> list[int]:
+def _normal_indices(config: RunConfig, data: ImageSet, given: Sequence[int | str] | None, spec: str) -> list[int]:
     if given is not None:
-        bad = [c for c in given if not 0 <= c < len(data.classes)]
-        if bad:
-            raise ConvaeError(f"--normal-classes {bad[0]} is not a class of {spec} (0..{len(data.classes) - 1})")
-        return sorted(set(int(c) for c in given))
+        return class_indices(list(given), list(data.classes), spec)
     names = config.normal_class_names()
     if names is None:
         raise ConvaeError("the run was trained on every class, so nothing marks images as anomalous; "

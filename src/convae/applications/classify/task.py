@@ -59,6 +59,9 @@ class ClassifyTask(Task):
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.splits.train.images, self.splits.train.labels
 
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.splits.train_all.shape)  # type: ignore[return-value]
+
     def build_model(self) -> torch.nn.Module:
         return build_classifier(self.config.model, self.splits.train_all.shape, len(self.splits.train_all.classes))
 
