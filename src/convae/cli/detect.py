@@ -33,6 +33,10 @@ def detect(
 ) -> None:
     """Anomaly detection: score images by reconstruction error and flag those above the threshold.
 
+    \b
+    Examples:  convae detect runs/mnist-3 photos/ --csv scores.csv --heatmaps heat/
+               convae detect runs/mnist-3 --eval
+
     The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).
     """
     from convae.applications import anomaly  # noqa: PLC0415

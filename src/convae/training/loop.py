@@ -48,7 +48,7 @@ from convae.run.files import (
 )
 from convae.run.splits import Splits
 from convae.training.memory import check_step_fits
-from convae.training.progress import EpochProgress, StopOnCtrlC
+from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
 from convae.training.tasks import ReconstructTask, Task
@@ -148,7 +148,8 @@ class Trainer:
                 self._restore(state, model, optimizer)
                 epoch, step = state["epoch"], state["step"]
                 resumed_seen = state.get("epoch_seen", 0)
-                resumed_sums = [state.get("epoch_loss_sum", 0.0), *state.get("epoch_extra_sums", [0.0] * task.extra_sums)]
+                extra = state.get("epoch_extra_sums", [0.0] * task.extra_sums)
+                resumed_sums = [state.get("epoch_loss_sum", 0.0), *extra]
                 # The state's own copy of the rows wins: a kill between state.pt and
                 # metrics.jsonl must neither lose nor repeat an epoch.
                 metrics = list(state["metrics"]) if "metrics" in state else [r for r in metrics if r["epoch"] <= epoch]
@@ -171,71 +172,77 @@ class Trainer:
                 labels = labels.to(self.device) if labels is not None else None
             check_every = 1 if self.device.type == "cpu" else 25
 
-            while epoch < cfg.epochs:
-                # The global batch is split across torchrun processes: same math as one process.
-                batches = Batches(images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=labels,
-                                  start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world))
-                model.train()
-                # A resumed epoch's partial totals are global ones: rank 0 carries them.
-                if not self.ranks.is_main:
+            steps = len(Batches(images, cfg.batch_size, shuffle=False, seed=0, labels=labels,
+                                shard=(self.ranks.rank, self.ranks.world)))
+            with RunProgress(self.console, cfg.epochs, steps, epoch * steps + step, self.progress,
+                             self.say) as progress:
+                while epoch < cfg.epochs:
+                    # The global batch is split across torchrun processes: same math as one process.
+                    batches = Batches(images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=labels,
+                                      start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world))
+                    model.train()
+                    # A resumed epoch's partial totals are global ones: rank 0 carries them.
+                    if not self.ranks.is_main:
+                        resumed_sums, resumed_seen = [0.0] * len(resumed_sums), 0
+                    started, seen = time.perf_counter(), resumed_seen
+                    sums = torch.tensor(resumed_sums, dtype=torch.float64, device=self.device)
                     resumed_sums, resumed_seen = [0.0] * len(resumed_sums), 0
-                started, seen = time.perf_counter(), resumed_seen
-                sums = torch.tensor(resumed_sums, dtype=torch.float64, device=self.device)
-                resumed_sums, resumed_seen = [0.0] * len(resumed_sums), 0
-                self._epoch_totals = lambda: self.ranks.total(sums, seen)
-                with self._progress_bar(epoch, len(batches), step) as advance, \
-                        StopOnCtrlC(enabled=self.ranks.world == 1) as stop:
-                    try:
-                        for batch in batches:
-                            x, y = batch if labels is not None else (batch, None)
-                            shard_step = step * self.ranks.world + self.ranks.rank
-                            generator = lambda: batch_generator(cfg.seed, epoch, shard_step, self.device)  # noqa: E731
-                            loss, extra = task.loss(net, x, y, generator, autocast)
-                            optimizer.zero_grad(set_to_none=True)
-                            loss.backward()
-                            if task.schedule != "none":
-                                set_lr(optimizer, scheduled_lr(task.schedule, cfg.lr, epoch * len(batches) + step,
-                                                               cfg.epochs * len(batches)))
-                            optimizer.step()
-                            step += 1
-                            fault_point("step")
-                            seen += x.shape[0]
-                            sums[0] += loss.detach().double() * x.shape[0]
-                            if extra is not None:
-                                sums[1:] += extra.detach().double()
-                            if step % check_every == 0 or step == len(batches):
-                                value = loss.item()
-                                if not math.isfinite(value):
-                                    raise NonFiniteLoss(
-                                        f"loss became {value} at epoch {epoch + 1}, step {step}; kept the last "
-                                        f"good checkpoint in {self.run_dir}; try a lower --lr (now {cfg.lr})"
+                    self._epoch_totals = lambda: self.ranks.total(sums, seen)
+                    with StopOnCtrlC(enabled=self.ranks.world == 1) as stop:
+                        try:
+                            for batch in batches:
+                                x, y = batch if labels is not None else (batch, None)
+                                shard_step = step * self.ranks.world + self.ranks.rank
+                                generator = lambda: batch_generator(  # noqa: E731
+                                    cfg.seed, epoch, shard_step, self.device)
+                                loss, extra = task.loss(net, x, y, generator, autocast)
+                                optimizer.zero_grad(set_to_none=True)
+                                loss.backward()
+                                if task.schedule != "none":
+                                    set_lr(optimizer, scheduled_lr(task.schedule, cfg.lr, epoch * len(batches) + step,
+                                                                   cfg.epochs * len(batches)))
+                                optimizer.step()
+                                step += 1
+                                fault_point("step")
+                                seen += x.shape[0]
+                                sums[0] += loss.detach().double() * x.shape[0]
+                                if extra is not None:
+                                    sums[1:] += extra.detach().double()
+                                if step % check_every == 0 or step == len(batches):
+                                    value = loss.item()
+                                    if not math.isfinite(value):
+                                        raise NonFiniteLoss(
+                                            f"loss became {value} at epoch {epoch + 1}, step {step}; kept the last "
+                                            f"good checkpoint in {self.run_dir}; try a lower --lr (now {cfg.lr})"
+                                        )
+                                    progress.update(epoch * len(batches) + step, value,
+                                                    seen / max(time.perf_counter() - started, 1e-9))
+                                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
+                                    self._checkpoint(model, optimizer, epoch, step, metrics)
+                                if stop.requested:
+                                    self._checkpoint(model, optimizer, epoch, step, metrics)
+                                    raise TrainingInterrupted(
+                                        f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
+                                        f"continue with: {task.command} --out {self.run_dir} --resume"
                                     )
-                                advance(value, seen / (time.perf_counter() - started))
-                            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
-                                self._checkpoint(model, optimizer, epoch, step, metrics)
-                            if stop.requested:
-                                self._checkpoint(model, optimizer, epoch, step, metrics)
-                                raise TrainingInterrupted(
-                                    f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
-                                    f"continue with: {task.command} --out {self.run_dir} --resume"
-                                )
-                    except KeyboardInterrupt:
-                        # Raised mid-step (second Ctrl-C, or not in the main thread): the model
-                        # may be half-updated, so the last checkpoint on disk is the one to keep.
-                        raise TrainingInterrupted(
-                            f"interrupted at epoch {epoch + 1}, step {step}; kept the last checkpoint; "
-                            f"continue with: {task.command} --out {self.run_dir} --resume"
-                        ) from None
-                seconds = time.perf_counter() - started
-                totals, seen = self.ranks.total(sums, seen)
-                train_loss = totals[0] / max(seen, 1)
-                epoch, step = epoch + 1, 0
-                if self.ranks.is_main:
-                    row = task.row(model, epoch, train_loss, totals[1:], seen, seconds, optimizer.param_groups[0]["lr"])
-                    metrics.append(row)
-                self._checkpoint(model, optimizer, epoch, 0, metrics, write_rows=True)
-                if self.ranks.is_main:
-                    self.say(task.epoch_line(row))
+                        except KeyboardInterrupt:
+                            # Raised mid-step (second Ctrl-C, or not in the main thread): the model
+                            # may be half-updated, so the last checkpoint on disk is the one to keep.
+                            raise TrainingInterrupted(
+                                f"interrupted at epoch {epoch + 1}, step {step}; kept the last checkpoint; "
+                                f"continue with: {task.command} --out {self.run_dir} --resume"
+                            ) from None
+                    seconds = time.perf_counter() - started
+                    totals, seen = self.ranks.total(sums, seen)
+                    train_loss = totals[0] / max(seen, 1)
+                    epoch, step = epoch + 1, 0
+                    if self.ranks.is_main:
+                        lr = optimizer.param_groups[0]["lr"]
+                        row = task.row(model, epoch, train_loss, totals[1:], seen, seconds, lr)
+                        metrics.append(row)
+                    self._checkpoint(model, optimizer, epoch, 0, metrics, write_rows=True)
+                    if self.ranks.is_main:
+                        self.say(task.epoch_line(row))
             last = metrics[-1] if metrics else {}
             return task.finish(model, self.run_dir, last) if self.ranks.is_main else last
 
@@ -331,6 +338,3 @@ class Trainer:
 
     def _epoch_totals(self) -> tuple[list[float], int]:
         return [0.0], 0
-
-    def _progress_bar(self, epoch: int, total: int, start: int) -> EpochProgress:
-        return EpochProgress(self.console, f"epoch {epoch + 1}/{self.config.epochs}", total, start, self.progress)

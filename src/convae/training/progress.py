@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any, Callable
 
 from rich.console import Console
@@ -40,34 +41,64 @@ class StopOnCtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class EpochProgress:
-    """A rich progress bar showing loss and images/s, or nothing when disabled."""
+class RunProgress:
+    """What a training run shows while it trains: the same in every training verb.
 
-    def __init__(self, console: Console, label: str, total: int, start: int, enabled: bool) -> None:
-        self.enabled = enabled and console.is_terminal
+    On a terminal, one bar for the whole run (every epoch's steps) with the epoch, the loss,
+    images/s and the time left for the run. In a log file (stderr not a terminal), a plain
+    line at least every ``every`` seconds instead. Before the first step there is no loss
+    to show, so none is shown.
+    """
+
+    def __init__(self, console: Console, epochs: int, steps_per_epoch: int, done: int, enabled: bool,
+                 say: Callable[[str], None], every: float = 30.0) -> None:
+        self.epochs, self.steps = epochs, max(steps_per_epoch, 1)
+        self.total, self.done = epochs * self.steps, done
+        self.terminal = enabled and console.is_terminal
+        self.lines = enabled and not console.is_terminal
+        self.say, self.every = say, every
+        self.started = self.last_line = time.monotonic()
+        self.start_done = done
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.5f}"),
-            TextColumn("{task.fields[rate]:,.0f} img/s"),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("run ETA"),
             TimeRemainingColumn(),
             console=console,
             transient=True,
-            disable=not self.enabled,
+            disable=not self.terminal,
         )
-        self.task = self.bar.add_task(label, total=total, completed=start, loss=float("nan"), rate=0.0)
-        self.last = start
+        self.task = self.bar.add_task(self._label(done), total=self.total, completed=done, loss="", rate="")
 
-    def __enter__(self) -> Callable[[float, float], None]:
+    def _label(self, done: int) -> str:
+        return f"epoch {min(done // self.steps + 1, self.epochs)}/{self.epochs}"
+
+    def update(self, done: int, loss: float, rate: float) -> None:
+        """``done`` steps of the run are finished; ``loss`` is the last step's."""
+        self.done = done
+        self.bar.update(self.task, completed=done, description=self._label(done), loss=f"loss {loss:.5f}",
+                        rate=f"{rate:,.0f} img/s")
+        now = time.monotonic()
+        if self.lines and now - self.last_line >= self.every:
+            self.last_line = now
+            per_step = (now - self.started) / max(done - self.start_done, 1)
+            left = per_step * (self.total - done)
+            self.say(f"{self._label(done)}  step {done - (done - 1) // self.steps * self.steps}/{self.steps}  "
+                     f"loss {loss:.5f}  {rate:,.0f} img/s  run ETA {_duration(left)}")
+
+    def __enter__(self) -> "RunProgress":
         self.bar.start()
-
-        def advance(loss: float, rate: float) -> None:
-            self.bar.update(self.task, loss=loss, rate=rate, advance=1)
-
-        return advance
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
