@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -76,18 +76,18 @@ def embed(
               highlight=False, soft_wrap=True)
 
 
-def print_rate(run_dir: Path, split: str, images: int, as_json: bool, device: str) -> None:
+def print_rate(run: Any, split: str, images: int, as_json: bool, device: str) -> None:
     """`convae evaluate --rate`: the rate–distortion table, and where its JSON and figure went."""
     import json  # noqa: PLC0415
 
     from convae.applications.codes import evaluate_rate, rate_table_rows  # noqa: PLC0415
 
-    result = evaluate_rate(run_dir, split=split, limit=images, device=device)
+    result = evaluate_rate(run, split=split, limit=images, device=device)
     if as_json:
         print(json.dumps(result))
         return
-    print_table(f"{run_dir} — rate–distortion on {result['images']} {result['dataset']} {split} images "
+    print_table(f"{run.path} — rate–distortion on {result['images']} {result['dataset']} {split} images "
                 f"({'×'.join(map(str, result['image_shape']))}, code {'×'.join(map(str, result['code_shape']))})",
                 ("codec", "setting", "bpp per image", "bpp amortised", "PSNR", "SSIM"), rate_table_rows(result))
     note(result["conventions"])
-    out.print(f"wrote {Path(run_dir) / f'rate-{split}.json'} and {result['figure']}", markup=False, highlight=False)
+    out.print(f"wrote {run.path / f'rate-{split}.json'} and {result['figure']}", markup=False, highlight=False)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from convae.core.device import pick_device
-from convae.core.errors import ConvaeError
+from convae.core.errors import ConvaeError, DataError
 from convae.run import CLASSIFIER, Run
 
 
@@ -57,6 +57,11 @@ def predict_images(
             readable.append((entry, load_image_for(item.path, shape, invert=invert)))
         except ConvaeError as error:
             entry["error"] = str(error).removeprefix(f"{item.path}: ")
+    if not readable:  # nothing to label: one error, as for a single bad file
+        first = results[0]
+        raise DataError(f"{first['path']}: {first['error']}" if len(results) == 1 else
+                        f"none of the {len(results)} file(s) could be read as an image "
+                        f"(first: {first['path']}: {first['error']})")
     for start in range(0, len(readable), 256):
         chunk = readable[start:start + 256]
         probabilities = torch.softmax(model(torch.cat([x for _, x in chunk]).to(target)), dim=1).cpu()
