@@ -78,3 +78,17 @@ def bar_image(rng: np.random.Generator, vertical: bool, size: int = 16, low: int
         else:
             image[at:at + 2, :] = value
     return image
+
+
+def write_bars(root: Path, counts: dict[str, int], seed: int, *, size: int = 16, low: int = 150) -> Path:
+    """A folder dataset ROOT/{split}/{horizontal,vertical}/i.png of bar images, ``counts[split]`` per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        for name in ("horizontal", "vertical"):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(bar_image(rng, name == "vertical", size, low=low)).save(folder / f"{i}.png")
+    return root

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bar_image
+from conftest import bar_image, write_bars
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,14 +22,7 @@ FAST = ("--threads", "1", "--no-progress", "--epochs", "1", "--batch-size", "16"
 
 
 def _bars(root: Path, train: int = 24, test: int = 8) -> Path:
-    rng = np.random.default_rng(3)
-    for split, count in (("train", train), ("test", test)):
-        for name in ("horizontal", "vertical"):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                Image.fromarray(bar_image(rng, name == "vertical", 16)).save(folder / f"{i}.png")
-    return root
+    return write_bars(root, {"train": train, "test": test}, seed=3)
 
 
 @pytest.fixture(scope="module")

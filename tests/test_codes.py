@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import bar_image
+from conftest import bar_image, write_bars
 from PIL import Image
 
 from convae.applications import codes as app
@@ -34,15 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("code-bars")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 96), ("test", 30)):
-        for name in ("horizontal", "vertical"):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(bar_image(rng, name == "vertical")).save(folder / f"{i}.png")
-    return root
+    return write_bars(tmp_path_factory.mktemp("code-bars"), {"train": 96, "test": 30}, seed=0)
 
 
 def _train(bars: Path, where: Path, model: str, args: dict) -> Path:

@@ -99,3 +99,28 @@ def test_torchrun_without_out_is_a_one_line_error(cli, monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = cli("train", "--dataset", "mnist-sample", "--epochs", "1")
     assert code == 2 and "under torchrun, give --out" in err
+
+
+@pytest.mark.slow
+def test_classifier_runs_train_under_torchrun_too(tmp_path: Path, cli) -> None:
+    """Classifier runs share the loop, so they get DDP: two processes match one with the same global batch."""
+    images = _folder(tmp_path / "images")
+    # 36 training images, 4 held out for validation: 32 = 4 batches of 8, each split evenly over the two
+    # processes (an uneven last batch would average two unequal means: close, not equal).
+    args = ["classify", "train", "--dataset", f"folder:{images}", "--model", "cnn", "--optimizer", "sgd",
+            "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.125", "--seed", "5", "--no-progress"]
+    work = tmp_path / "work"
+    work.mkdir()
+    done = _torchrun(work, [*args, "--out", str(work / "ddp")])
+    assert "on 2 processes" in done.stderr and done.stdout.count("done: ") == 1
+    code, _, err = cli(*args, "--out", tmp_path / "single", "--threads", "1")
+    assert code == 0, err
+    ddp, single = read_metrics(work / "ddp"), read_metrics(tmp_path / "single")
+    assert [row["epoch"] for row in ddp] == [1, 2]
+    for a, b in zip(ddp, single):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
+    weights_ddp = load_weights(work / "ddp" / "model.safetensors")
+    weights_single = load_weights(tmp_path / "single" / "model.safetensors")
+    assert all(torch.allclose(weights_ddp[k], weights_single[k], atol=1e-5) for k in weights_single)
+    assert json.loads((work / "ddp" / "eval-test.json").read_text())["images"] == 4

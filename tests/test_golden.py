@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import bar_image
+from conftest import bar_image, write_bars
 from PIL import Image
 
 EXPECTED = Path(__file__).parent / "expected"
@@ -59,15 +59,7 @@ def _compare(expected: Any, actual: Any, where: str, rel: float, abs_: float) ->
 @pytest.fixture(scope="module")
 def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16×16 gray bars: class 0 horizontal (normal), class 1 vertical."""
-    root = tmp_path_factory.mktemp("golden-bars")
-    rng = np.random.default_rng(7)
-    for split, count in (("train", 48), ("test", 12)):
-        for name in ("horizontal", "vertical"):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(bar_image(rng, name == "vertical", 16, low=180)).save(folder / f"{i}.png")
-    return root
+    return write_bars(tmp_path_factory.mktemp("golden-bars"), {"train": 48, "test": 12}, seed=7, low=180)
 
 
 @pytest.fixture(scope="module")
