@@ -16,11 +16,16 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from convae.core.atomic import atomic_write_bytes  # noqa: E402
 
 
-def save_figure(fig: "plt.Figure", path: Path) -> Path:
+def figure_png(fig: "plt.Figure") -> bytes:
+    """The figure as PNG bytes (closed afterwards): for pages that embed it without a file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(fig: "plt.Figure", path: Path) -> Path:
+    atomic_write_bytes(Path(path), figure_png(fig))
     return Path(path)
 
 
@@ -47,7 +52,8 @@ def code_picture(code: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_figure(
-    originals: torch.Tensor, codes: torch.Tensor, outputs: torch.Tensor, path: Path, title: str = ""
+    originals: torch.Tensor, codes: torch.Tensor, outputs: torch.Tensor, path: Path, title: str = "",
+    labels: list[str] | None = None,
 ) -> Path:
     """Rows of originals, codes and reconstructions, as in the reference figure."""
     count = originals.shape[0]
@@ -67,17 +73,22 @@ def reconstruction_figure(
             axis.set_yticks([])
             if column == 0:
                 axis.set_ylabel(label)
+            if row == 0 and labels:
+                axis.set_title(labels[column], fontsize=9)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
 
 
 def loss_figure(rows: list[dict[str, Any]], path: Path, loss_name: str = "loss") -> Path:
-    """Train and test loss per epoch."""
+    """Train, validation and test loss per epoch (classifier runs: train and validation)."""
     fig, axis = plt.subplots(figsize=(5.5, 3.6))
     epochs = [row["epoch"] for row in rows]
-    axis.plot(epochs, [row["train_loss"] for row in rows], "o-", label="train")
-    axis.plot(epochs, [row["test_loss"] for row in rows], "s-", label="test")
+    for key, marker, label in (("train_loss", "o-", "train"), ("val_loss", "^-", "validation"),
+                               ("test_loss", "s-", "test")):
+        values = [row.get(key) for row in rows]
+        if any(v is not None for v in values):
+            axis.plot(epochs, [float("nan") if v is None else v for v in values], marker, label=label)
     axis.set_xlabel("epoch")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(f"{loss_name} (mean per pixel)")

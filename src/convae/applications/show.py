@@ -27,16 +27,35 @@ def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> 
 
         paths = [show_restoration(run, model, data, run.figures / "restorations.png", n, target)]
     else:
-        count = min(n, len(data))
-        images = data.images[:count].to(target).float().div(255)
+        picked = pick_examples(data.labels.tolist(), n)
+        count = len(picked)
+        images = data.images[picked].to(target).float().div(255)
+        names = [data.classes[label] if 0 <= label < len(data.classes) else "" for label in data.labels[picked].tolist()]
         with torch.no_grad():
             codes = code_values(model.encode(images)).float().cpu()
             outputs = model(images).float().clamp(0, 1).cpu()
         paths = [viz.reconstruction_figure(
             images.cpu(), codes, outputs, run.figures / "reconstructions.png",
-            title=f"{config.model_name} on {config['dataset']['spec']}: first {count} test images",
+            title=f"{config.model_name} on {config['dataset']['spec']}: {count} test images", labels=names,
         )]
     rows = run.metrics()
     if rows:
         paths.append(viz.loss_figure(rows, run.figures / "loss.png", loss_name=config["training"].get("loss", "loss")))
     return paths
+
+
+def pick_examples(labels: list[int], n: int) -> list[int]:
+    """Which test images to draw: the first ``n`` (as the reference figures do) when they show
+    enough classes, else the first image of each class in turn (a folder split sorted by class
+    would otherwise show one class only)."""
+    n = min(n, len(labels))
+    classes = sorted({label for label in labels if label >= 0})
+    if len({label for label in labels[:n] if label >= 0}) >= min(n, len(classes)):
+        return list(range(n))
+    by_class = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    picked: list[int] = []
+    for rank in range(n):
+        for c in classes:
+            if len(picked) < n and rank < len(by_class[c]):
+                picked.append(by_class[c][rank])
+    return sorted(picked)

@@ -48,6 +48,7 @@ def classify_train(
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0, the default: per epoch only)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    logger: Optional[str] = typer.Option(None, "--logger", help="tensorboard,csv (default), one of them, or none"),
 ) -> None:
     """Train a classifier into a run directory (config.json, model.safetensors, metrics.jsonl).
 
@@ -64,7 +65,7 @@ def classify_train(
         image_size=parse_image_size(image_size), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule, augment=augment,
         val_fraction=val_fraction, split_seed=split_seed, seed=seed, deterministic=deterministic,
-        device=device, threads=threads, limit=limit, checkpoint_every=checkpoint_every,
+        device=device, threads=threads, limit=limit, checkpoint_every=checkpoint_every, logger=logger,
     )
     given = {key: value for key, value in flags.items() if value is not None}
     if resume:

@@ -57,6 +57,7 @@ def train(
     precision: Optional[str] = typer.Option(None, help="fp32 (default) or bf16 (autocast; a win on recent GPUs, not on CPUs without bf16 units)"),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model before training"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    logger: Optional[str] = typer.Option(None, "--logger", help="tensorboard,csv (default: RUN/tb/ for `tensorboard --logdir runs`, and metrics.csv), one of them, or none"),
     then_report: bool = typer.Option(False, "--report", help="afterwards evaluate, draw the figures and write report.html"),
 ) -> None:
     """Train an autoencoder into a run directory.
@@ -84,7 +85,7 @@ def train(
         "image_size": parse_image_size(image_size), "device": device,
         "checkpoint_every": checkpoint_every, "threads": threads, "task": task, "noise": noise,
         "normal_classes": parse_classes(normal_classes), "val_fraction": val_fraction,
-        "color_output": color_output, "precision": precision, "compile": compile_model,
+        "color_output": color_output, "precision": precision, "compile": compile_model, "logger": logger,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     raw_args = settings.pop("model_args", {}) or {}
@@ -212,11 +213,61 @@ def show(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Write RUN_DIR/report.html: config, metrics and figures on one self-contained page."""
+def report(
+    run_dir: Path = typer.Argument(..., help="run directory (any kind)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (to evaluate and draw what is missing)"),
+    data_dir: Optional[Path] = data_dir_option(),
+) -> None:
+    """Write RUN_DIR/report.html: a summary, each application's results and figures, the settings, on one page.
+
+    What the page needs and the run lacks (the test evaluation, the reconstructions and the loss
+    curve) is computed first; what `detect --eval`, `evaluate --rate` and `show --latent` stored is
+    shown in their sections.
+
+    \b
+    Example:  convae report runs/unpool && xdg-open runs/unpool/report.html
+    """
     from convae.report.page import write_report  # noqa: PLC0415
 
-    out.print(f"wrote {write_report(run_dir)}")
+    run = open_run(run_dir, data_dir=data_dir)
+    if not run.artifact("eval-test.json").exists():
+        if run.config.kind == "classifier":
+            from convae.applications.classify import evaluate_classifier  # noqa: PLC0415
+
+            evaluate_classifier(run, device=device)
+        else:
+            from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
+
+            evaluate_run(run, device=device)
+    if run.config.kind != "classifier" and not (run.figures / "loss.png").exists():
+        from convae.applications.show import show_run  # noqa: PLC0415
+
+        show_run(run, device=device)
+    out.print(f"wrote {write_report(run)}", markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="two or more run directories"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="also write this HTML page (e.g. compare.html)"),
+    images: int = typer.Option(6, help="test images reconstructed by each run on the page"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Runs side by side: their numbers, the settings that differ, and (with --out) loss curves and pictures.
+
+    \b
+    Example:  convae compare runs/unpool runs/unpool-3maps --out compare.html
+    """
+    from convae.applications.compare import compare_runs  # noqa: PLC0415
+
+    result = compare_runs(run_dirs, out=out_path, images=images, device=device)
+    print_table("numbers", ["", *result["names"]], result["metrics"])
+    if result["differences"]:
+        print_table("settings that differ", ["setting", *result["names"]], result["differences"])
+    else:
+        note("the runs have the same settings")
+    if out_path is not None:
+        out.print(f"wrote {result['page']}", markup=False, highlight=False)
 
 
 @app.command()

@@ -1,56 +1,113 @@
-"""A self-contained HTML report of a run: summary, each application's section, training, figures, config."""
+"""The HTML report of a run: one self-contained page that a reader can open on its own.
+
+At the top, a summary: what was trained, on what, when, for how long, the code size and
+the headline numbers with their units. Then each application's section (registered with
+``convae.run.report_section``: evaluation, training, restoration, anomaly detection, codes,
+classification), the figures no section showed, and the settings as a short table with
+the raw config.json folded away.
+"""
 
 from __future__ import annotations
 
-import base64
 import html
+import json
+import re
+import time
 from pathlib import Path
 
 # Each application registers its section when imported; these are the ones the page shows.
 from convae.applications import evaluate_report  # noqa: F401
 from convae.applications.anomaly import report as anomaly_report  # noqa: F401
+from convae.applications.classify import report as classify_report  # noqa: F401
 from convae.applications.codes import report as codes_report  # noqa: F401
+from convae.applications.restore import report as restore_report  # noqa: F401
 from convae.core.atomic import atomic_write_text
-from convae.report.html import table
-from convae.run import CONFIG, FIGURES, REPORT, Run
-from convae.run.run import REPORT_SECTIONS
+from convae.report.html import escape, figure, rows_table
+from convae.run import CONFIG, REPORT, Run
+from convae.run.run import REPORT_SECTIONS, report_section
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}.summary{background:#f3f6fa;padding:.8em 1em;border-radius:6px}"
+    ".headline td{font-size:1.15em}img{max-width:100%}figure{margin:1em 0}figcaption{color:#666;font-size:.9em}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto}details{margin:1em 0}"
+)
+#: The settings a reader wants first; the rest stay in the folded config.json.
+SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
+            "deterministic", "noise", "normal_classes", "val_fraction", "image_size", "channels", "schedule",
+            "augment", "limit")
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path | Run) -> Path:
     """Write RUN_DIR/report.html and return its path."""
-    run = Run.open(run_dir)
-    run_dir, config, metrics = run.path, run.config, run.metrics()
-    sections = [f"<h1>convae run: {html.escape(run_dir.name)}</h1>"]
-    model = config["model"]
-    sections.append(
-        f"<p><b>{html.escape(model['name'])}</b> on <b>{html.escape(str(config['dataset']['spec']))}</b>, "
-        f"input {'×'.join(map(str, model['input_shape']))}, code {'×'.join(map(str, model.get('code_shape', [])))}"
-        f" · {html.escape(config.get('conventions', {}).get('loss_reduction', ''))}</p>"
-    )
+    run = Run.of(run_dir)
+    parts = [f"<h1>convae run: {escape(run.path.name)}</h1>", summary(run)]
     for _order, _name, section in REPORT_SECTIONS:
         part = section(run)
         if part:
-            sections.append(part)
-    if metrics:
-        sections.append("<h2>Training</h2>")
-        sections.append(table(metrics, [c for c in metrics[0] if c != "loss"]))
-    figures = sorted((run_dir / FIGURES).glob("*.png")) if (run_dir / FIGURES).is_dir() else []
-    if figures:
-        sections.append("<h2>Figures</h2>")
-    for figure in figures:
-        data = base64.b64encode(figure.read_bytes()).decode("ascii")
-        sections.append(
-            f"<figure><img alt='{html.escape(figure.stem)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(figure.name)}</figcaption></figure>"
-        )
-    sections.append(f"<h2>Config</h2><pre>{html.escape((run_dir / CONFIG).read_text(encoding='utf-8'))}</pre>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>convae report</title><style>"
-        "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}"
-        "</style></head><body>" + "\n".join(sections) + "</body></html>\n"
-    )
-    path = run_dir / REPORT
+            parts.append(part)
+    shown = set(re.findall(r"data-name='([^']+)'", "\n".join(parts)))
+    others = [p for p in sorted(run.figures.glob("*.png")) if p.name not in shown] if run.figures.is_dir() else []
+    if others:
+        parts.append("<h2>Other figures</h2>" + "".join(figure(p) for p in others))
+    parts.append(settings(run))
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>convae report: "
+            f"{escape(run.path.name)}</title><style>{STYLE}</style></head><body>" + "\n".join(parts)
+            + "</body></html>\n")
+    path = run.path / REPORT
     atomic_write_text(path, page)
     return path
+
+
+def summary(run: Run) -> str:
+    config, rows = run.config, run.metrics()
+    model, dataset = config["model"], config.get("dataset", {})
+    kind = "classifier" if config.kind == "classifier" else f"autoencoder ({config.task})"
+    shape = "×".join(map(str, model["input_shape"]))
+    created = config.get("created") or time.strftime("%Y-%m-%d %H:%M", time.localtime(run.artifact(CONFIG).stat().st_mtime))
+    seconds = sum(row.get("seconds") or 0 for row in rows)
+    code = model.get("code_shape")
+    code_text = ""
+    if code:
+        values = 1
+        for v in code:
+            values *= int(v)
+        inputs = 1
+        for v in model["input_shape"]:
+            inputs *= int(v)
+        code_text = f" · code {'×'.join(map(str, code))} = {values:,} values ({inputs / values:.1f}× fewer than the input)"
+    lines = [
+        f"<b>{escape(model['name'])}</b> {escape(kind)} on <b>{escape(dataset.get('spec', ''))}</b>: "
+        f"{dataset.get('train_size', 0):,} training / {dataset.get('test_size', 0):,} test images of {shape} (C×H×W)"
+        f"{escape(code_text)}",
+        f"trained {escape(created)}, {len(rows)} epoch(s) in {_duration(seconds)}"
+        + (f" · last train loss {rows[-1]['train_loss']:.5g}" if rows else ""),
+    ]
+    return "<div class='summary'>" + "<br>".join(lines) + "</div>"
+
+
+def settings(run: Run) -> str:
+    training = run.config.raw.get("training", {})
+    rows = [[key.replace("_", " "), json.dumps(training[key]) if isinstance(training[key], (dict, list)) else
+             training[key]] for key in SETTINGS if training.get(key) is not None]
+    raw = run.artifact(CONFIG).read_text(encoding="utf-8")
+    return ("<h2>Settings</h2>" + rows_table(["setting", "value"], rows) +
+            f"<details><summary>config.json</summary><pre>{html.escape(raw)}</pre></details>")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+@report_section("training", order=40)
+def training_section(run: Run) -> str | None:
+    rows = run.metrics()
+    if not rows:
+        return None
+    columns = [c for c in rows[0] if c not in ("loss",)]
+    return ("<h2>Training</h2>" + figure(run.figures / "loss.png", "loss per epoch: train, validation and test")
+            + rows_table([c.replace("_", " ") for c in columns], [[row.get(c) for c in columns] for row in rows]))

@@ -31,7 +31,7 @@ AUGMENTS = ("none", "shift")
 T = TypeVar("T")
 #: How a run is carried out, not what it computes: these may change when a run is resumed
 #: (epochs extends it).
-RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile"})
+RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger"})
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -58,6 +58,20 @@ def absolute_data(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
     if dataset.startswith("folder:"):
         dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
     return dataset, (str(Path(data_dir).expanduser().resolve()) if data_dir else data_dir)
+
+
+LOGGERS = ("tensorboard", "csv")
+
+
+def parse_loggers(spec: str) -> tuple[str, ...]:
+    """``tensorboard,csv`` (the default), one of them, or ``none``."""
+    names = tuple(part.strip() for part in str(spec).split(",") if part.strip())
+    if names == ("none",):
+        return ()
+    unknown = [name for name in names if name not in LOGGERS]
+    if unknown or not names:
+        raise ConvaeError(f"--logger must be tensorboard, csv, both (tensorboard,csv) or none, got {spec!r}")
+    return names
 
 
 def check_device(device: str) -> None:
@@ -138,6 +152,8 @@ class TrainConfig(StoredConfig):
     precision: str = "fp32"
     #: torch.compile the model for training (costs compile time up front).
     compile: bool = False
+    #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
+    logger: str = "tensorboard,csv"
 
     @classmethod
     def from_stored(cls, config: dict[str, Any]) -> "TrainConfig":
@@ -192,8 +208,9 @@ class TrainConfig(StoredConfig):
         check(0.0 <= config.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {config.val_fraction}")
         check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
         check(config.precision in PRECISIONS,
-               f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+              f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
         check_device(config.device)
+        parse_loggers(config.logger)
         if config.loss == "bce" and config.model_args.get("out_activation") == "none":
             raise ConvaeError(
                 f"--loss bce needs outputs in [0,1]; use --model-arg out_activation=sigmoid with {config.model}"
@@ -246,6 +263,7 @@ class ClassifyConfig(StoredConfig):
     checkpoint_every: int = 0
     precision: str = "fp32"
     compile: bool = False
+    logger: str = "tensorboard,csv"
 
     def resolved(self, named_dataset: bool = True) -> "ClassifyConfig":
         """A copy with the preset's defaults filled in and every value checked (one-line errors)."""
@@ -271,6 +289,7 @@ class ClassifyConfig(StoredConfig):
         check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
         check(config.precision in PRECISIONS,
               f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+        parse_loggers(config.logger)
         return config
 
 

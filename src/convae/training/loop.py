@@ -16,7 +16,7 @@ import math
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import batch_generator
-from convae.run.config import ClassifyConfig, TrainConfig
+from convae.run.config import ClassifyConfig, TrainConfig, parse_loggers
 from convae.run.files import (
     CONFIG,
     LOCK,
@@ -47,6 +47,7 @@ from convae.run.files import (
     write_metrics,
 )
 from convae.run.splits import Splits
+from convae.training.logs import TrainingLogs
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
@@ -174,8 +175,10 @@ class Trainer:
 
             steps = len(Batches(images, cfg.batch_size, shuffle=False, seed=0, labels=labels,
                                 shard=(self.ranks.rank, self.ranks.world)))
+            logs = TrainingLogs(self.run_dir, parse_loggers(cfg.logger), epoch * steps + step,
+                                enabled=self.ranks.is_main and epoch < cfg.epochs)
             with RunProgress(self.console, cfg.epochs, steps, epoch * steps + step, self.progress,
-                             self.say) as progress:
+                             self.say) as progress, closing(logs):
                 while epoch < cfg.epochs:
                     # The global batch is split across torchrun processes: same math as one process.
                     batches = Batches(images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=labels,
@@ -217,6 +220,7 @@ class Trainer:
                                         )
                                     progress.update(epoch * len(batches) + step, value,
                                                     seen / max(time.perf_counter() - started, 1e-9))
+                                    logs.step(epoch * len(batches) + step, value, optimizer.param_groups[0]["lr"])
                                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
                                     self._checkpoint(model, optimizer, epoch, step, metrics)
                                 if stop.requested:
@@ -242,6 +246,7 @@ class Trainer:
                         metrics.append(row)
                     self._checkpoint(model, optimizer, epoch, 0, metrics, write_rows=True)
                     if self.ranks.is_main:
+                        logs.epoch(metrics, task.preview(model) if logs.writer is not None else None)
                         self.say(task.epoch_line(row))
             last = metrics[-1] if metrics else {}
             return task.finish(model, self.run_dir, last) if self.ranks.is_main else last

@@ -11,6 +11,7 @@ lives with the classifier application (convae.applications.classify.task).
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable
 
 import torch
@@ -80,14 +81,19 @@ class Task:
     def config_json(self, model: torch.nn.Module) -> dict[str, Any]:
         raise NotImplementedError
 
+    def preview(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A picture of what the model does now (C×H×W in [0, 1]) for the TensorBoard log, or None."""
+        return None
+
     def finish(self, model: torch.nn.Module, run_dir: Any, last: dict[str, Any]) -> dict[str, Any]:
         """Called once after the last epoch; returns what ``fit`` returns."""
         return last
 
 
 def versions() -> dict[str, str]:
+    """What config.json records of where and when a run was made."""
     return {"convae_version": __version__, "torch_version": torch.__version__,
-            "python_version": sys.version.split()[0]}
+            "python_version": sys.version.split()[0], "created": time.strftime("%Y-%m-%d %H:%M")}
 
 
 @torch.no_grad()
@@ -165,6 +171,20 @@ class ReconstructTask(Task):
             "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
             "loss": self.config.loss,
         }
+
+    @torch.no_grad()
+    def preview(self, model):
+        """Rows of up to 8 test images: the model's input, its output and the target."""
+        from torchvision.utils import make_grid  # noqa: PLC0415
+
+        was_training = model.training
+        model.eval()
+        x = self.splits.test.images[:8].to(self.device).float().div(255)
+        x_in = self.corruption(x, batch_generator(self.config.seed, -1, 0, self.device)) if self.corruption else x
+        output = model(x_in).float().clamp(0, 1)
+        model.train(was_training)
+        rgb = lambda t: t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t[:, :3]  # noqa: E731
+        return make_grid(torch.cat([rgb(x_in), rgb(output), rgb(x)]).cpu(), nrow=len(x), padding=1, pad_value=1.0)
 
     def epoch_line(self, row):
         cfg = self.config

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from convae.applications.anomaly.figures import detection_figures
+from convae.applications.anomaly.figures import detection_figures, gallery_figure
 from convae.applications.anomaly.report import EVAL_FILE
 from convae.applications.anomaly.runs import open_detector_run
 from convae.applications.anomaly.scores import HYBRID, run_code_index, score_images
@@ -147,6 +147,9 @@ def evaluate_detection(
     if figures and eval_file == EVAL_FILE:
         result["figures"] = [str(p) for p in detection_figures(scores, labels, threshold, run.figures,
                                                               title=f"{config.model_name} on {spec}")]
+        result["figures"].append(str(gallery_figure(
+            model, data.images, scores, labels, list(data.classes), data.labels.numpy(), threshold,
+            run.figures / "detect-gallery.png", index=code_index, device=target)))
     result["file"] = str(run.write_json(eval_file, result))
     return result
 

@@ -82,3 +82,46 @@ def detection_figures(scores: np.ndarray, labels: np.ndarray, threshold: Thresho
     axis.legend(fontsize=8)
     hist_path = save_figure(fig, folder / "detect-scores.png")
     return [roc_path, hist_path]
+
+
+def overlay(image: torch.Tensor, error: torch.Tensor, scale: float) -> np.ndarray:
+    """H×W×3: the gray input with the error map over it in 'inferno', opacity growing with the error."""
+    from matplotlib import colormaps  # noqa: PLC0415
+
+    t = image.float().clamp(0, 1)
+    base = (t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3]).permute(1, 2, 0).numpy()
+    gray = base.mean(2, keepdims=True).repeat(3, 2)
+    level = np.clip(error.float().numpy() / max(scale, 1e-12), 0.0, 1.0)
+    alpha = (0.25 + 0.75 * level)[..., None]
+    return (1 - alpha) * gray + alpha * colormaps["inferno"](level)[..., :3]
+
+
+@torch.no_grad()
+def gallery_figure(model: torch.nn.Module, images: torch.Tensor, scores: np.ndarray, labels: np.ndarray,
+                   classes: list[str], class_labels: np.ndarray, threshold: Threshold, path: Path, *,
+                   index: object = None, count: int = 6, device: torch.device | str = "cpu") -> Path:
+    """The ``count`` most and least anomalous images of a split, each with its error map over it."""
+    from convae.applications.anomaly.scores import error_maps  # noqa: PLC0415
+    from convae.viz import plt, save_figure  # noqa: PLC0415
+
+    order = np.argsort(scores)
+    count = min(count, len(order) // 2 or 1)
+    picked = np.concatenate([order[::-1][:count], order[:count]])
+    x = images[torch.from_numpy(picked.copy())].to(device).float().div(255)
+    _, maps, _ = error_maps(model, x, threshold.score, index)
+    scale = threshold.heatmap_scale or float(maps.max().clamp(min=1e-8))
+    fig, axes = plt.subplots(2, count, figsize=(1.9 * count, 4.6), squeeze=False)
+    for slot, i in enumerate(picked):
+        axis = axes[slot // count][slot % count]
+        axis.imshow(overlay(x[slot].cpu(), maps[slot].cpu(), scale), interpolation="nearest")
+        truth = classes[class_labels[i]] if 0 <= class_labels[i] < len(classes) else "?"
+        flagged = bool(scores[i] > threshold.value)
+        right = flagged == bool(labels[i] == 1)
+        axis.set_title(f"{scores[i]:.3g} · {truth}\n{'anomalous' if flagged else 'normal'}, {'right' if right else 'wrong'}",
+                       fontsize=7)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[0][0].set_ylabel("most anomalous", fontsize=8)
+    axes[1][0].set_ylabel("least anomalous", fontsize=8)
+    fig.suptitle(f"{threshold.score} score; threshold {threshold.value:.4g}", fontsize=9)
+    return save_figure(fig, path)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from convae.report.html import escape, table
+from convae.report.html import escape, figure, rows_table
 from convae.run import Run, report_section
 
 EVAL_FILE = "detect-eval.json"
 
 
-@report_section("anomaly", order=30)
+@report_section("anomaly", order=18)
 def anomaly_section(run: Run) -> str | None:
     result = run.read_json(EVAL_FILE)
     if not result:
@@ -18,10 +18,16 @@ def anomaly_section(run: Run) -> str | None:
         f"<h2>Anomaly detection ({escape(result.get('dataset'))} test split: "
         f"{result.get('normal_images')} normal ({escape(', '.join(result.get('normal_classes', [])))}), "
         f"{result.get('anomalous_images')} anomalous; {escape(result.get('score'))} score)</h2>",
-        table([result], ["auroc", "average_precision", "threshold", "f1", "precision", "recall",
-                         "false_positive_rate"]),
+        rows_table(["AUROC", "average precision", "threshold", "F1", "precision", "recall", "normal flagged"],
+                   [[f"{result['auroc']:.4f}", f"{result['average_precision']:.4f}", f"{result['threshold']:.4g}",
+                     f"{result['f1']:.4f}", f"{result['precision']:.4f}", f"{result['recall']:.4f}",
+                     f"{100 * result['false_positive_rate']:.2f} %"]]),
         f"<p>threshold: {escape(fit.get('method'))}"
         f"{' q=' + str(fit['quantile']) if fit.get('quantile') is not None else ''}"
         f"{' k=' + str(fit['k']) if fit.get('k') is not None else ''}"
         f" · fitted on {escape(fit.get('fitted_on', ''))}</p>",
+        figure(run.figures / "detect-gallery.png", "the most and the least anomalous test images, with their error "
+                                                   "maps over the input"),
+        figure(run.figures / "detect-roc.png", "ROC curve with the threshold's operating point"),
+        figure(run.figures / "detect-scores.png", "scores of normal and anomalous test images"),
     ])

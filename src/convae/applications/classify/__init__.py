@@ -1,5 +1,6 @@
 """Classification: train and use the CNN classifiers, and probe what an autoencoder's code knows."""
 
+from convae.applications.classify import report as _report  # noqa: F401 - registers the report section
 from convae.applications.classify.evaluate import (
     class_scores,
     confusion_figure,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convae.report.html import escape, table
+from convae.report.html import escape, figure, table
 from convae.run import Run, report_section
 
 
@@ -12,8 +12,20 @@ def rate_section(run: Run) -> str | None:
     if not result:
         return None
     return "\n".join([
-        f"<h2>Rate–distortion ({result.get('images')} test images; see rate_distortion.png)</h2>",
+        f"<h2>Rate–distortion ({result.get('images')} test images)</h2>",
         table(result.get("rows", []), ["codec", "setting", "bpp_per_image", "bpp_amortised", "psnr", "ssim",
                                        "header_bytes"]),
-        f"<p>{escape(result.get('conventions', ''))}</p>",
+        "<p>PSNR in dB; bpp: bits per pixel position. " + escape(result.get("conventions", "")) + "</p>",
+        figure(run.figures / "rate_distortion.png", "bits per pixel against PSNR and SSIM, next to PNG/JPEG/WebP"),
     ])
+
+
+@report_section("latent", order=25)
+def latent_section(run: Run) -> str | None:
+    """The code space, where `convae show --latent` drew it."""
+    parts = [figure(run.figures / name, caption) for name, caption in (
+        ("latent_pca.png", "test codes, PCA, coloured by class"),
+        ("latent_tsne.png", "test codes, t-SNE, coloured by class"),
+        ("interpolations.png", "decoded along the line between two test codes"))]
+    parts = [p for p in parts if p]
+    return "<h2>The code space</h2>" + "".join(parts) if parts else None

@@ -7,6 +7,7 @@ baselines.py, with the split corrupted exactly as in training: corrupted.py);
 restore your own files (files.py).
 """
 
+from convae.applications.restore import report as _report  # noqa: F401 - registers the report section
 from convae.applications.restore.baselines import (
     COLOUR_LEVELS,
     GAUSSIAN_SIGMAS,
