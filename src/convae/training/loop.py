@@ -200,7 +200,11 @@ class Trainer:
                                     cfg.seed, epoch, shard_step, self.device)
                                 loss, extra = task.loss(net, x, y, generator, autocast)
                                 optimizer.zero_grad(set_to_none=True)
-                                loss.backward()
+                                # DDP averages the processes' gradients; when a last batch splits unevenly,
+                                # weigh each process's mean by its share so the step is the global mean's.
+                                whole = min(cfg.batch_size, len(images) - step * cfg.batch_size)
+                                share = self.ranks.world * x.shape[0] / whole
+                                (loss * share if x.shape[0] != whole else loss).backward()
                                 if task.schedule != "none":
                                     set_lr(optimizer, scheduled_lr(task.schedule, cfg.lr, epoch * len(batches) + step,
                                                                    cfg.epochs * len(batches)))
