@@ -33,7 +33,7 @@ from convae.run import load_model, load_state, load_weights, read_config, read_m
 
 STEPS, EPOCHS, EVERY = 16, 3, 5  # 128 images / batch 8; --epochs; --checkpoint-every
 TOTAL = STEPS * EPOCHS
-KNOWN = {"config.json", "model.safetensors", "state.pt", "metrics.jsonl", ".lock"}
+KNOWN = {"config.json", "model.safetensors", "state.pt", "metrics.jsonl", ".lock", "metrics.csv", "tb"}
 TRAIN_ARGS = [
     "train", "--dataset", "mnist", "--model", "conv-pool", "--model-arg", "channels=4,4",
     "--epochs", str(EPOCHS), "--batch-size", "8", "--seed", "3", "--deterministic", "--threads", "1",
@@ -113,6 +113,7 @@ def _assert_same_as_reference(run: Path, reference: Path) -> None:
         assert (row["train_loss"], row["test_loss"]) == (ref["train_loss"], ref["test_loss"])
     assert load_state(run / "state.pt")["epoch"] == EPOCHS
     assert sorted(p.name for p in run.iterdir()) == sorted(KNOWN), "temporary files were left behind"
+    assert _csv_epochs(run) == list(range(1, EPOCHS + 1))  # the CSV log caught up with every epoch
 
 
 def _assert_consistent(run: Path) -> None:
@@ -128,6 +129,20 @@ def _assert_consistent(run: Path) -> None:
         epochs = [r["epoch"] for r in read_metrics(run)]
         assert epochs == list(range(1, len(epochs) + 1))
         assert len(epochs) <= position // STEPS
+        # The CSV log is written after each checkpoint: whole, and at most the recorded epochs.
+        assert _csv_epochs(run) == list(range(1, len(_csv_epochs(run)) + 1))
+        assert len(_csv_epochs(run)) <= len(epochs)
+    if (run / "tb").exists():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        EventAccumulator(str(run / "tb")).Reload()  # the event log of a killed process still reads
+
+
+def _csv_epochs(run: Path) -> list[int]:
+    import csv
+
+    path = run / "metrics.csv"
+    return [int(row["epoch"]) for row in csv.DictReader(path.open())] if path.exists() else []
 
 
 def _position(run: Path) -> int:
