@@ -54,7 +54,8 @@ def differences(runs: list[Run]) -> list[list[str]]:
     for run in runs:
         config = run.config.raw
         values = {f"model.{k}": v for k, v in config.get("model", {}).get("params", {}).items()}
-        values.update({k: v for k, v in config.get("training", {}).items() if k not in ("threads", "device")})
+        values.update({k: v for k, v in config.get("training", {}).items()
+                       if k not in ("threads", "device", "model_args")})  # model_args: the model.* rows
         values["model"] = config.get("model", {}).get("name")
         flat.append(values)
     keys = sorted({key for values in flat for key in values})
