@@ -438,3 +438,20 @@ def test_a_runs_config_json_repeats_it_and_print_config_round_trips(cli, runs: d
     from convae.run import Run
 
     assert Run.open(tmp_path / "r2").digest == Run.open(runs["ae"]).digest  # the same weights: the run repeated
+
+
+def test_resume_takes_new_runtime_settings(cli, bars: Path, tmp_path: Path) -> None:
+    """--logger, --checkpoint-every, --data-dir change how a run goes on, not what it computes: taken, not refused."""
+    from convae.run.config import TrainConfig
+
+    command = ["train", "--dataset", f"folder:{bars}", "--model", "conv-pool", "--out", tmp_path / "r",
+               "--threads", "1", "--no-progress", "--batch-size", "16"]
+    assert cli(*command, "--epochs", "1", "--logger", "none")[0] == 0
+    assert not (tmp_path / "r" / "metrics.csv").exists()
+    code, _, err = cli(*command, "--epochs", "2", "--resume", "--logger", "csv", "--checkpoint-every", "1")
+    assert code == 0, err
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]  # the new logger took effect
+    stored = TrainConfig(dataset="mnist-sample", model="unpool", data_dir=str(tmp_path)).resolved()
+    assert stored.conflicts({"data_dir": str(tmp_path / "moved"), "logger": "none"}) == []
+    assert stored.conflicts({"lr": 0.5})[0][0] == "lr"

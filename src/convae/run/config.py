@@ -30,8 +30,8 @@ CLASSIFY_OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "shift")
 T = TypeVar("T")
 #: How a run is carried out, not what it computes: these may change when a run is resumed
-#: (epochs extends it).
-RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger"})
+#: (epochs extends it; data_dir says where the same data is now).
+RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir"})
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -29,7 +29,7 @@ from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import batch_generator
-from convae.run.config import ClassifyConfig, TrainConfig, parse_loggers
+from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers
 from convae.run.files import (
     CONFIG,
     LOCK,
@@ -259,8 +259,9 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> dict[str, Any] | None:
         """Refuse to overwrite a finished run; on resume, adopt its config and state.
 
-        A resumed run continues the stored run exactly; only the epoch target (and the
-        device) come from the caller. A run killed after writing config.json but before its
+        A resumed run continues the stored run exactly; only how it is carried out (the epoch
+        target, device, threads, checkpoints, logs, where the data is now: RUNTIME) comes from
+        the caller. A run killed after writing config.json but before its
         first checkpoint resumes by starting over from that config (same seed, same run).
         Temporary files a killed process left behind are removed here, under the lock.
         """
@@ -279,8 +280,11 @@ class Trainer:
             raise RunError(f"{self.run_dir}: nothing to resume (no {STATE}); train without --resume first")
         stored = read_config(self.run_dir)
         saved = type(self.config).from_stored(stored).resolved(named_dataset=self.train_set is None)
-        self.config = dataclasses.replace(saved, epochs=self.config.epochs, device=self.config.device,
-                                          threads=self.config.threads)
+        # How to carry the run out comes from the caller; a data_dir only when one was given.
+        given = {key: getattr(self.config, key) for key in RUNTIME}
+        if given["data_dir"] is None:
+            del given["data_dir"]
+        self.config = dataclasses.replace(saved, **given)
         if self.config.epochs > saved.epochs and self.ranks.is_main:  # --epochs extends the run: say so in config.json
             stored["training"]["epochs"] = self.config.epochs
             write_json(self.run_dir / CONFIG, stored)
