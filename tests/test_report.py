@@ -120,12 +120,15 @@ def test_anomaly_report_has_galleries(cli, bars: Path, tmp_path: Path) -> None:
         assert gallery.size[0] > 400
 
 
-def test_restoration_report_shows_before_after_target(cli, bars: Path, tmp_path: Path) -> None:
-    run = tmp_path / "dn"
-    assert cli("train", "--dataset", f"folder:{bars}", "--model", "conv-pool", "--task", "denoise",
+@pytest.mark.parametrize(("task", "data", "title"), [("denoise", "bars", "Denoising"),
+                                                     ("colorize", "colour", "Colorization")])
+def test_restoration_report_shows_before_after_target(cli, request, tmp_path: Path, task: str, data: str,
+                                                       title: str) -> None:
+    run = tmp_path / task
+    assert cli("train", "--dataset", f"folder:{request.getfixturevalue(data)}", "--model", "conv-pool", "--task", task,
                "--out", run, *FAST)[0] == 0
     page = _report(cli, run)
-    assert "Denoising" in _sections(page) and "data-name='restorations.png'" in page
+    assert title in _sections(page) and "data-name='restorations.png'" in page
     assert "<td>convae</td>" in page and "baseline: " in page
 
 
@@ -143,14 +146,6 @@ def test_classifier_report(cli, bars: Path, tmp_path: Path) -> None:
     page = _report(cli, run)
     assert "Classification " in _sections(page) and " %</td>" in page
     assert "data-name='confusion-test.png'" in page and "<td>vertical</td>" in page
-
-
-def test_colorize_report(cli, colour: Path, tmp_path: Path) -> None:
-    run = tmp_path / "co"
-    assert cli("train", "--dataset", f"folder:{colour}", "--model", "conv-pool", "--task", "colorize",
-               "--out", run, *FAST)[0] == 0
-    page = _report(cli, run)
-    assert "Colorization" in _sections(page) and "data-name='restorations.png'" in page
 
 
 # -- runs side by side -------------------------------------------------------------------------------------
