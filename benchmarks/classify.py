@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,6 +119,8 @@ def main() -> None:
         "runs": runs,
         "command": shlex.join(["python", "benchmarks/classify.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip() or None,
     }
     write_json(args.out, report)
     for run in runs:
