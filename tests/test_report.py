@@ -101,7 +101,8 @@ def test_autoencoder_report(cli, bars: Path, tmp_path: Path) -> None:
     assert _sections(page)[:3] == ["Reconstruction ", "The code space", "Training"]
     assert " dB</td>" in page  # PSNR has its unit
     assert "<h3>Per class</h3>" in page and "<td>horizontal</td>" in page and "<td>vertical</td>" in page
-    for name in ("reconstructions.png", "loss.png", "latent_pca.png", "interpolations.png"):
+    for name in ("reconstructions.png", "reconstructions-per-class.png", "loss.png", "latent_pca.png",
+                 "interpolations.png"):
         assert f"data-name='{name}'" in page
     assert "<td></td>" not in page  # no empty cells
 

@@ -29,7 +29,10 @@ def evaluation_section(run: Run) -> str | None:
             parts.append("<h3>Per class</h3>" + rows_table(["class", "MSE", "RMSE"],
                                                              [[name, f"{v:.5f}", f"{v ** 0.5:.4f}"]
                                                               for name, v in per_class.items()]))
-    shown = figure(run.figures / "reconstructions.png", "originals, codes and reconstructions of test images")
-    if shown:
-        parts.append(shown)
+    for name, caption in (("reconstructions-per-class.png", "one test image of each class: original, code, "
+                                                            "reconstruction"),
+                          ("reconstructions.png", "originals, codes and reconstructions of test images")):
+        shown = figure(run.figures / name, caption)
+        if shown:
+            parts.append(shown)
     return "\n".join(parts) or None

@@ -59,3 +59,29 @@ def pick_examples(labels: list[int], n: int) -> list[int]:
             if len(picked) < n and rank < len(by_class[c]):
                 picked.append(by_class[c][rank])
     return sorted(picked)
+
+
+@torch.no_grad()
+def show_classes(run_dir: str | Path | Run, *, device: str = "auto", most: int = 20) -> Path | None:
+    """figures/reconstructions-per-class.png: the first test image of every class (up to ``most``),
+    its code and its reconstruction. None for data without classes or runs that do not reconstruct."""
+    from convae import viz  # noqa: PLC0415
+
+    run = Run.of(run_dir, kind=AUTOENCODER, verb="convae report")
+    if run.config.task != "reconstruct":
+        return None
+    data = run.splits().test
+    labels = data.labels.tolist()
+    firsts = [labels.index(c) for c in range(len(data.classes)) if c in labels][:most]
+    if len(firsts) < 2:
+        return None
+    target = pick_device(device)
+    model = run.model(target)
+    images = data.images[firsts].to(target).float().div(255)
+    codes = code_values(model.encode(images)).float().cpu()
+    outputs = model(images).float().clamp(0, 1).cpu()
+    return viz.reconstruction_figure(
+        images.cpu(), codes, outputs, run.figures / "reconstructions-per-class.png",
+        title=f"{run.config.model_name} on {run.config['dataset']['spec']}: one test image of each class",
+        labels=[data.classes[labels[i]] for i in firsts],
+    )

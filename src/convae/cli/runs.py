@@ -134,13 +134,15 @@ def train(
                   markup=False, highlight=False)
     if then_report:
         from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
-        from convae.applications.show import show_run  # noqa: PLC0415
+        from convae.applications.show import show_classes, show_run  # noqa: PLC0415
         from convae.report.page import write_report  # noqa: PLC0415
 
         result = evaluate_run(out_path, device=trainer.config.device)
         out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
-        for path in show_run(out_path, device=trainer.config.device):
-            out.print(f"wrote {path}")
+        for path in [*show_run(out_path, device=trainer.config.device),
+                     show_classes(out_path, device=trainer.config.device)]:
+            if path is not None:
+                out.print(f"wrote {path}", markup=False, highlight=False)
         out.print(f"wrote {write_report(out_path)}")
 
 
@@ -239,10 +241,13 @@ def report(
             from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
 
             evaluate_run(run, device=device)
-    if run.config.kind != "classifier" and not (run.figures / "loss.png").exists():
-        from convae.applications.show import show_run  # noqa: PLC0415
+    if run.config.kind != "classifier":
+        from convae.applications.show import show_classes, show_run  # noqa: PLC0415
 
-        show_run(run, device=device)
+        if not (run.figures / "loss.png").exists():
+            show_run(run, device=device)
+        if not (run.figures / "reconstructions-per-class.png").exists():
+            show_classes(run, device=device)
     out.print(f"wrote {write_report(run)}", markup=False, highlight=False)
 
 
