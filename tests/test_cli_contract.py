@@ -85,6 +85,7 @@ VERBS = {
     "evaluate": ([NOWHERE], ["{ae}", "--split", "nope"]),
     "show": ([NOWHERE], ["{ae}", "-n", "0"]),
     "report": ([NOWHERE], ["{ae}", "--frobnicate"]),
+    "compare": ([NOWHERE, NOWHERE], ["{ae}", "{classifier}", "--images", "six"]),
     "models": (["--frobnicate"], ["extra-argument"]),
     "solve-deconv": (["7"], ["seven", "14"]),
     "shapes": ([NOWHERE], ["conv", "--input", "1x0x5"]),
@@ -117,6 +118,18 @@ def test_every_verb_keeps_the_contract(cli, runs: dict[str, Path], tmp_path: Pat
     args = [a.format(**fill) for a in VERBS[verb][0 if case == "wrong path" else 1]]
     code, out, err = cli(*verb.split(), *args)
     _one_error_line(code, err)
+
+
+def test_the_table_covers_every_verb() -> None:
+    import typer
+
+    from convae.cli import app
+
+    def leaves(command, prefix=""):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from leaves(sub, f"{prefix}{name} ") if getattr(sub, "commands", None) else [f"{prefix}{name}"]
+
+    assert sorted(leaves(typer.main.get_command(app))) == sorted(VERBS)
 
 
 def test_main_verbs_show_an_example(cli) -> None:
