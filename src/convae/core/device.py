@@ -11,12 +11,17 @@ import torch
 from convae.core.errors import ConvaeError
 
 
+def check_device_name(name: str) -> str:
+    """auto, cpu, cuda or cuda:N, or one line saying so (whether CUDA is there is pick_device's)."""
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise ConvaeError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """auto: CUDA when present, else CPU. Under torchrun, plain "cuda" means this process's GPU."""
-    if name == "auto":
+    if check_device_name(name) == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if not (name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise ConvaeError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConvaeError(f"--device {name}: CUDA is not available on this machine")
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)

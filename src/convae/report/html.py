@@ -18,11 +18,8 @@ def fmt(value: object) -> str:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """``columns`` of each dict in ``rows``, one table row per dict."""
+    return rows_table(columns, [[row.get(c) for c in columns] for row in rows])
 
 
 def figure(path: Path, caption: str = "") -> str:

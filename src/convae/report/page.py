@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -70,12 +71,7 @@ def summary(run: Run) -> str:
     code = model.get("code_shape")
     code_text = ""
     if code:
-        values = 1
-        for v in code:
-            values *= int(v)
-        inputs = 1
-        for v in model["input_shape"]:
-            inputs *= int(v)
+        values, inputs = math.prod(int(v) for v in code), math.prod(int(v) for v in model["input_shape"])
         code_text = f" · code {'×'.join(map(str, code))} = {values:,} values ({inputs / values:.1f}× fewer than the input)"
     lines = [
         f"<b>{escape(model['name'])}</b> {escape(kind)} on <b>{escape(dataset.get('spec', ''))}</b>: "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from convae.core.device import check_device_name
 from convae.core.errors import ConvaeError
 from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
@@ -72,11 +73,6 @@ def parse_loggers(spec: str) -> tuple[str, ...]:
     if unknown or not names:
         raise ConvaeError(f"--logger must be tensorboard, csv, both (tensorboard,csv) or none, got {spec!r}")
     return names
-
-
-def check_device(device: str) -> None:
-    check(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
-          f"--device must be auto, cpu or cuda, got {device!r}")
 
 
 class StoredConfig:
@@ -209,7 +205,7 @@ class TrainConfig(StoredConfig):
         check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
         check(config.precision in PRECISIONS,
               f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-        check_device(config.device)
+        check_device_name(config.device)
         parse_loggers(config.logger)
         if config.loss == "bce" and config.model_args.get("out_activation") == "none":
             raise ConvaeError(
@@ -284,7 +280,7 @@ class ClassifyConfig(StoredConfig):
         check(config.weight_decay >= 0, f"--weight-decay must be non-negative, got {config.weight_decay}")
         check(0 <= config.val_fraction < 1, f"--val-fraction must be in [0, 1), got {config.val_fraction}")
         check(config.limit is None or config.limit >= 2, f"--limit must be at least 2 images, got {config.limit}")
-        check_device(config.device)
+        check_device_name(config.device)
         check(config.threads is None or config.threads >= 1, f"--threads must be at least 1, got {config.threads}")
         check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
         check(config.precision in PRECISIONS,

@@ -76,10 +76,6 @@ class RunConfig:
         return tuple(int(v) for v in self.raw["model"]["input_shape"])  # type: ignore[return-value]
 
     @property
-    def classes(self) -> list[str]:
-        return list(self.raw.get("classes") or self.raw.get("dataset", {}).get("classes") or [])
-
-    @property
     def dataset_spec(self) -> str:
         return str(self.raw.get("dataset", {}).get("spec") or self.training.dataset)
 

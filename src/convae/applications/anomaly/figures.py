@@ -21,7 +21,6 @@ def write_heatmap(
     of per-pixel errors on normal validation images), blended over the gray input with an
     opacity that grows with the error, so heat means "worse than almost any normal pixel".
     """
-    from matplotlib import colormaps  # noqa: PLC0415
     from PIL import Image, ImageDraw  # noqa: PLC0415
 
     def rgb(t: torch.Tensor) -> np.ndarray:
@@ -30,15 +29,11 @@ def write_heatmap(
         return t.permute(1, 2, 0).numpy()
 
     base = rgb(image)
-    gray = base.mean(2, keepdims=True).repeat(3, 2)
-    level = np.clip(error.float().numpy() / max(scale, 1e-12), 0.0, 1.0)
-    heat = colormaps["inferno"](level)[..., :3]
-    alpha = (0.25 + 0.75 * level)[..., None]
-    overlay = (1 - alpha) * gray + alpha * heat
-    height, width = level.shape
+    heat = overlay(image, error, scale)
+    height, width = heat.shape[:2]
     zoom = max(1, math.ceil(112 / max(height, width)))
     gap = np.ones((height, max(1, width // 14), 3))
-    strip = np.concatenate([base, gap, rgb(output), gap, overlay], axis=1)
+    strip = np.concatenate([base, gap, rgb(output), gap, heat], axis=1)
     picture = Image.fromarray((strip * 255).round().astype(np.uint8))
     picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
     if caption:
