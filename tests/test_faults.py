@@ -186,7 +186,7 @@ def _remaining(run: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_kills_in_the_narrow_windows_resume_bit_identical(tmp_path: Path, data_dir: Path, reference: Path) -> None:
-    """Eight deterministic kills, each in a window a random kill would rarely hit."""
+    """Nine deterministic kills, each in a window a random kill would rarely hit."""
     run = tmp_path / "run"
     plan = [
         "write:config.json:1",  # before anything exists: the next start is a fresh one
@@ -197,6 +197,8 @@ def test_kills_in_the_narrow_windows_resume_bit_identical(tmp_path: Path, data_d
         "write:metrics.jsonl:2",  # epoch 1's state and weights saved, its metrics row not yet
         "step:20",  # mid epoch 2
         "write:state.pt:4",  # the very last checkpoint, temp file written, not renamed
+        # the resume rewrites metrics.csv (write 1); epoch 3 is checkpointed, its CSV row not yet (write 2)
+        "write:metrics.csv:2",
     ]
     for fault in plan:
         _run_killed(run, data_dir, fault)

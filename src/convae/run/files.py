@@ -28,6 +28,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 METRICS = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"  # the spreadsheet copy of METRICS, rewritten after each epoch
 LOCK = ".lock"
 FIGURES = "figures"
 REPORT = "report.html"
@@ -187,7 +188,7 @@ def remove_stale_temps(run_dir: Path) -> list[Path]:
     writing its own files is never disturbed.
     """
     removed = []
-    for name in (CONFIG, WEIGHTS, STATE, METRICS):
+    for name in (CONFIG, WEIGHTS, STATE, METRICS, METRICS_CSV):
         for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

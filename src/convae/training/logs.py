@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import torch
 
 from convae.core.atomic import atomic_write_text
+from convae.run.files import METRICS_CSV
 
 TB_DIR = "tb"
-CSV_FILE = "metrics.csv"
+CSV_FILE = METRICS_CSV
 
 
 class TrainingLogs:

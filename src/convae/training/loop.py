@@ -47,7 +47,7 @@ from convae.run.files import (
     write_metrics,
 )
 from convae.run.splits import Splits
-from convae.training.logs import TrainingLogs
+from convae.training.logs import CSV_FILE, TrainingLogs, write_csv
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
@@ -156,6 +156,9 @@ class Trainer:
                 metrics = list(state["metrics"]) if "metrics" in state else [r for r in metrics if r["epoch"] <= epoch]
                 if self.ranks.is_main:
                     write_metrics(self.run_dir, metrics)
+                    # A kill after the checkpoint but before the CSV: the spreadsheet catches up too.
+                    if metrics and "csv" in parse_loggers(cfg.logger):
+                        write_csv(self.run_dir / CSV_FILE, metrics)
                 if epoch < cfg.epochs:
                     self.say(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
             else:
