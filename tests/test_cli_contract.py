@@ -98,6 +98,7 @@ VERBS = {
                                                                       "--out", "{tmp}/c.npz", "--bits", "5"]),
     "decode": ([NOWHERE, "c.cvc", "--out", "o"], ["{ae}", "{tmp}/missing.cvc", "--out", "{tmp}/o"]),
     "embed": ([NOWHERE, "--out", "e.npz"], ["{ae}", "--out", "{tmp}/e.txt"]),
+    "export": ([NOWHERE, "--out", "m.onnx"], ["{ae}", "--out", "{tmp}/m.onnx", "--what", "logits"]),
     "classify train": (["--dataset", "folder:/nonexistent/photos"], ["--optimizer", "rmsprop"]),
     "classify evaluate": ([NOWHERE], ["{classifier}", "--split", "nope"]),
     "classify predict": ([NOWHERE, "x.png"], ["{classifier}", "/nonexistent/x.png"]),

@@ -17,6 +17,7 @@ from PIL import Image
 
 import convae.data.folder as folder_mod
 import convae.data.sources as sources
+from convae.core.decode import BadImage, decode_image
 from convae.core.errors import ConvaeError, DataError
 from convae.data import (
     Batches,
@@ -30,7 +31,6 @@ from convae.data import (
 )
 from convae.data.batches import epoch_permutation
 from convae.data.convert import convert_images, resize_images, rgb_to_gray, to_channels
-from convae.data.decode import BadImage, decode_image
 from convae.data.idx import read_idx_images, read_idx_labels
 
 

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "convae"
 #: The layer of each top-level part of the package; a module may import its own layer and below.
 LAYERS = {
     "convae": 0, "core": 0,
-    "data": 1, "models": 1, "shapes": 1,
+    "data": 1, "models": 1, "shapes": 1, "runtime": 1,
     "run": 2,
     "training": 3, "metrics": 3,
     "applications": 4, "report": 4, "viz": 4, "bench": 4,

@@ -24,6 +24,37 @@ def ssim_kernel(height: int, width: int) -> int:
     return size if size % 2 else size - 1
 
 
+#: torchmetrics' Gaussian SSIM window: σ 1.5, 11 taps (int(3.5σ + 0.5)·2 + 1), whatever kernel_size says.
+SSIM_SIGMA, SSIM_TAPS = 1.5, 11
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # (k·data range)², data range 1
+
+
+def ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Local SSIM per pixel and channel (N×C×H×W), exactly torchmetrics' ``return_full_image`` map.
+
+    Why a second spelling of torchmetrics' formula: anomaly maps go into exported ONNX
+    graphs, and torchmetrics builds its window from the traced channel count, which the
+    exporter cannot turn into a convolution. Here the window is a constant of the known
+    channel count. tests/test_export.py checks that both agree on every pixel.
+    """
+    channels = int(output.shape[1])
+    half = (SSIM_TAPS - 1) // 2
+    steps = torch.arange((1 - SSIM_TAPS) / 2, (1 + SSIM_TAPS) / 2, step=1, dtype=output.dtype, device=output.device)
+    gauss = torch.exp(-torch.pow(steps / SSIM_SIGMA, 2) / 2)
+    gauss = (gauss / gauss.sum()).unsqueeze(0)
+    window = torch.matmul(gauss.t(), gauss).expand(channels, 1, SSIM_TAPS, SSIM_TAPS)
+    x = F.pad(output, (half, half, half, half), mode="reflect")
+    y = F.pad(target, (half, half, half, half), mode="reflect")
+    n = output.shape[0]
+    moments = F.conv2d(torch.cat((x, y, x * x, y * y, x * y)), window, groups=channels)
+    mu_x, mu_y, xx, yy, xy = moments.reshape(5, n, *moments.shape[1:]).unbind(0)  # not split(n): n is dynamic
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x, var_y = torch.clamp(xx - mu_xx, min=0.0), torch.clamp(yy - mu_yy, min=0.0)
+    upper = 2 * (xy - mu_xy) + SSIM_C2
+    lower = var_x + var_y + SSIM_C2
+    return ((2 * mu_xy + SSIM_C1) * upper) / ((mu_xx + mu_yy + SSIM_C1) * lower)
+
+
 def batch_ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM per image (a vector of length N), data range 1."""
     kernel = max(ssim_kernel(*target.shape[-2:]), 1)

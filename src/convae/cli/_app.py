@@ -52,6 +52,12 @@ def data_dir_option() -> Any:
                         "FashionMNIST/, CIFAR10-png/; default: where it was when the run was trained)")
 
 
+def engine_options() -> tuple[Any, Any]:
+    """``--engine`` and ``--onnx``, the same on every verb that can run an exported file."""
+    return (typer.Option(None, "--engine", help="torch (default) or onnx: run the exported --onnx file with onnxruntime"),
+            typer.Option(None, "--onnx", help="an .onnx file made from this run by `convae export` (implies --engine onnx)"))
+
+
 def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: Path | None = None,
              dataset: str | None = None, weights: bool = True) -> Any:
     """The run at ``path`` (of ``kind``), reading its data from ``data_dir``/``dataset`` when given."""

@@ -4,8 +4,8 @@
 :class:`Batches` turns their images into shuffled float32 batches in [0, 1].
 """
 
+from convae.core.decode import DataWarning
 from convae.data.batches import Batches
-from convae.data.decode import DataWarning
 from convae.data.folder import load_folder
 from convae.data.imageset import ImageSet
 from convae.data.sources import (

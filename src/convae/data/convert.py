@@ -10,11 +10,10 @@ from typing import Sequence
 
 import torch
 
+from convae.core.decode import LUMA_B as _LUMA_B
+from convae.core.decode import LUMA_G as _LUMA_G
+from convae.core.decode import LUMA_R as _LUMA_R
 from convae.core.errors import DataError
-
-# ITU-R 601-2 luma in 16-bit fixed point, exactly as Pillow's convert("L") computes it,
-# so converting in the loader gives the same bytes as converting the file with Pillow.
-_LUMA_R, _LUMA_G, _LUMA_B = 19595, 38470, 7471
 
 
 def check_channels(channels: int | None) -> int | None:

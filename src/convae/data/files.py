@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convae.core.decode import IMAGE_EXTENSIONS, BadImage, decode_image
 from convae.core.errors import DataError
-from convae.data.decode import IMAGE_EXTENSIONS, BadImage, decode_image
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convae.core.decode import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    BadImage,
+    DataWarning,
+    decode_image,
+)
 from convae.core.errors import DataError
 from convae.data import folder_cache
 from convae.data.convert import (
@@ -39,13 +46,6 @@ from convae.data.convert import (
     check_image_size,
     resize_images,
     to_channels,
-)
-from convae.data.decode import (
-    IMAGE_EXTENSIONS,
-    MAX_PIXELS,
-    BadImage,
-    DataWarning,
-    decode_image,
 )
 from convae.data.imageset import ImageSet
 from convae.data.paths import cache_root

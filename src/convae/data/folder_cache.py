@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import torch
 
 from convae.core.atomic import atomic_write
-from convae.data.decode import DataWarning
+from convae.core.decode import DataWarning
 
 #: Bump when the decoding rules change, so old cache files are no longer used.
 CACHE_VERSION = 1

@@ -72,8 +72,24 @@ class UnpoolWithSwitches(nn.Module):
 
     def forward(self, x: SwitchedCode) -> torch.Tensor | SwitchedCode:
         (indices, size), *outer = x.switches
-        values = self.unpool(x.values, indices, output_size=size)
+        if torch.onnx.is_in_onnx_export():
+            values = scatter_unpool(x.values, indices, size)
+        else:
+            values = self.unpool(x.values, indices, output_size=size)
         return SwitchedCode(values, tuple(outer)) if outer else values
+
+
+def scatter_unpool(values: torch.Tensor, indices: torch.Tensor, size: Size2 | torch.Size) -> torch.Tensor:
+    """MaxUnpool2d as a scatter into a zero plane: what an ONNX graph can hold.
+
+    torch's ONNX exporter cannot trace ``max_unpool2d`` (a data-dependent check), but the
+    switches of a non-overlapping max-pool are distinct positions per plane, so scattering
+    the values to them gives the same tensor. tests/test_export.py checks it bit for bit.
+    """
+    n, c = values.shape[0], int(values.shape[1])
+    h, w = (int(v) for v in size)
+    plane = values.new_zeros((n, c, h * w))
+    return plane.scatter(2, indices.flatten(2), values.flatten(2)).reshape(n, c, h, w)
 
 
 class Reshape(nn.Module):

@@ -66,13 +66,16 @@ def detect_paths(
     device: str = "auto",
     batch_size: int = 256,
     log: Callable[[str], None] | None = None,
+    engine: Any = None,
     **fit_options: Any,
 ) -> Detection:
     """Score image files and folders with a run; unreadable files are reported, never fatal.
 
     Returns every file's score and verdict in input order. ``csv_path`` gets one row per
     file (unreadable ones included, with the reason); ``heatmaps`` gets one PNG per scored
-    image: the input, its reconstruction and the error map over the input.
+    image: the input, its reconstruction and the error map over the input. ``engine`` (an
+    exported detect graph, convae.applications.export.OnnxModel) scores in place of the torch
+    model, with the threshold and score kind that are inside it.
     """
     run = open_detector_run(run_dir)
     files = find_image_files(inputs)
@@ -93,18 +96,22 @@ def detect_paths(
         results.append(result)
     if not loaded:
         raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
-    if threshold is None:  # after reading the files: no fitting when there is nothing to score
+    if engine is not None:
+        exported = engine.exported
+        threshold = Threshold(value=float(exported.threshold), score=str(exported.score_kind), method="exported",
+                              fitted_on=f"inside {exported.path}", heatmap_scale=exported.heatmap_scale)
+    elif threshold is None:  # after reading the files: no fitting when there is nothing to score
         threshold = resolve_threshold(run, value=threshold_value, score=score, device=device, log=log,
                                       **fit_options)
-    target = pick_device(device)
-    model = run.model(target)
-    code_index = run_code_index(run, model, device=target, log=log) if threshold.score == HYBRID else None
+    target = pick_device(device) if engine is None else torch.device("cpu")
+    model = run.model(target) if engine is None else None
+    code_index = run_code_index(run, model, device=target, log=log) if model and threshold.score == HYBRID else None
     images = torch.stack([image for _, image in loaded])
     heat_dir = Path(heatmaps) if heatmaps is not None else None
     names = UniqueNames()
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(target).float().div_(255)
-        scores, maps, outputs = error_maps(model, x, threshold.score, code_index)
+        scores, maps, outputs = error_maps(model, x, threshold.score, code_index) if engine is None else engine.detect(x)
         if not bool(torch.isfinite(scores).all()):
             raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
         for offset in range(x.shape[0]):

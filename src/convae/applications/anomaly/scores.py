@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from convae.applications.anomaly.index import (
     CodeIndex,
@@ -26,7 +25,7 @@ from convae.applications.anomaly.index import (
 from convae.applications.anomaly.runs import normal_splits, open_detector_run
 from convae.core.errors import ConvaeError
 from convae.data import Batches
-from convae.metrics import ssim_kernel
+from convae.metrics import ssim_map
 from convae.run import Run
 
 PIXEL_KINDS = ("ssim", "mse", "l1")  # the mean of an error map; need nothing but the model
@@ -92,11 +91,7 @@ def maps_from(output: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
         return (output - x).abs().mean(1)
     if kind not in ("ssim", HYBRID):
         check_score_kind(kind)
-    kernel = max(ssim_kernel(*x.shape[-2:]), 1)
-    _, full = structural_similarity_index_measure(
-        output.clamp(0, 1), x, data_range=1.0, kernel_size=kernel, reduction="none", return_full_image=True
-    )
-    return 1.0 - full.mean(1)
+    return 1.0 - ssim_map(output.clamp(0, 1), x).mean(1)
 
 
 @torch.no_grad()

@@ -28,9 +28,13 @@ def load_image_for(path: str | Path, input_shape: Sequence[int], *, invert: bool
 
 @torch.no_grad()
 def predict_images(
-    run_dir: str | Path, paths: Sequence[str | Path], *, invert: bool = False, device: str = "auto"
+    run_dir: str | Path | Run, paths: Sequence[str | Path], *, invert: bool = False, device: str = "auto",
+    engine: Any = None,
 ) -> list[dict[str, Any]]:
     """Label and class probabilities for each image file (folders: every image inside), in order.
+
+    ``engine`` (an exported classify graph, convae.applications.export.OnnxModel) computes the
+    logits in place of the torch model.
 
     A file that cannot be read gets ``{"path", "error"}`` instead, and the others are still labelled.
     """
@@ -38,9 +42,9 @@ def predict_images(
 
     if not paths:
         raise ConvaeError("predict needs at least one image file or folder")
-    target = pick_device(device)
+    target = pick_device(device) if engine is None else torch.device("cpu")
     run = Run.of(run_dir, kind=CLASSIFIER, verb="convae classify predict")
-    model, config = run.model(target), run.config
+    model, config = engine or run.model(target), run.config
     shape = config["model"]["input_shape"]
     classes = config.get("classes") or [str(i) for i in range(config["model"]["n_classes"])]
     found = find_image_files(paths)

@@ -93,6 +93,7 @@ def restore_files(
     *,
     task: str,
     device: str = "auto",
+    engine: Any = None,
 ) -> list[dict[str, Any]]:
     """Restore (or reconstruct) each image file, or every image in each folder, with a ``task`` run; write PNGs.
 
@@ -105,15 +106,17 @@ def restore_files(
     run's 1 or 3; colorize: RGB to gray); denoise writes the model's channels, colorize RGB.
 
     One dict per input file: ``input``, ``output`` (None on failure), ``ok``, ``error``,
-    ``note``. A bad file is reported here and the others still go through.
+    ``note``. A bad file is reported here and the others still go through. ``engine`` (an
+    exported reconstruct graph, convae.applications.export.OnnxModel) stands in for the torch
+    model; it takes the run's own size only, so other sizes are resized to it and back.
     """
     if task not in FILE_TASKS:
         raise ConvaeError(f"unknown task {task!r}; choose one of {', '.join(FILE_TASKS)}")
     if not inputs:
         raise ConvaeError(f"{task} needs at least one image file or folder")
-    target = pick_device(device)
+    target = pick_device(device) if engine is None else torch.device("cpu")
     run = Run.of(run_dir, kind=AUTOENCODER, verb=f"convae {task}")
-    model, config = run.model(target), run.config
+    model, config = engine or run.model(target), run.config
     run_task = config.task
     if run_task != task:
         hint = f"use `convae {run_task}`" if run_task in FILE_TASKS else f"train one with --task {task}"
@@ -140,7 +143,7 @@ def restore_files(
             h, w = x.shape[-2:]
             plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
             if plan.how == "resize":
-                extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({config['model']['name']} takes one size only)"
+                extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({'the exported graph' if engine else config['model']['name']} takes one size only)"
                 note = f"{note}; {extra}" if note else extra
             restored = restore_tensor(model, x.to(target), plan)[0]
             write_png(destination, restored)

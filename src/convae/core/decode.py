@@ -69,6 +69,17 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     return np.asarray(im.convert("RGB"), dtype=np.uint8), True
 
 
+# ITU-R 601-2 luma in 16-bit fixed point, exactly as Pillow's convert("L") computes it,
+# so converting in the loader gives the same bytes as converting the file with Pillow.
+LUMA_R, LUMA_G, LUMA_B = 19595, 38470, 7471
+
+
+def gray_from_rgb(array: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 → H×W with Pillow's integer luma (the torch loaders use the same constants)."""
+    x = array.astype(np.int64)
+    return ((x[..., 0] * LUMA_R + x[..., 1] * LUMA_G + x[..., 2] * LUMA_B + 0x8000) >> 16).astype(np.uint8)
+
+
 #: Smaller images carry no picture an autoencoder can learn from or be judged on: skipped as bad files.
 MIN_SIDE = 2
 
