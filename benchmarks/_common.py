@@ -26,6 +26,12 @@ def data_root() -> Path:
     return root
 
 
+def commit() -> str:
+    from convae.bench.provenance import commit as source_commit  # noqa: PLC0415
+
+    return source_commit(REPO)
+
+
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),

@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from _common import commit  # noqa: E402
 
 from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: E402
 from convae.core.atomic import read_json, write_json  # noqa: E402
@@ -119,8 +120,7 @@ def main() -> None:
         "runs": runs,
         "command": shlex.join(["python", "benchmarks/classify.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
-        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip() or None,
+        "commit": commit(),
     }
     write_json(args.out, report)
     for run in runs:

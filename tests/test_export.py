@@ -315,6 +315,7 @@ def test_runtime_reads_other_sizes_and_colours_like_the_verbs(runs: dict[str, Pa
     results = exported.__class__.load(export_run(runs["conv-pool"], tmp_path / "a.onnx", "detect").path).detect(
         [photo, broken])
     assert "score" in results[0] and "not a readable image" in results[1]["error"]
+    assert runtime.Exported.load(tmp_path / "a.onnx").detect([tmp_path / "absent.png"])[0]["error"] == "no such file"
     with pytest.raises(ConvaeError, match="--what reconstruct"):
         runtime.Exported.load(tmp_path / "a.onnx").restore(photo)
 

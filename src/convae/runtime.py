@@ -195,6 +195,8 @@ class Exported:
 def read_image(path: str | os.PathLike[str], input_shape: Iterable[int]) -> tuple[np.ndarray, str, tuple[int, int]]:
     """One file as float32 C×H×W in [0, 1] of ``input_shape``, what was converted, and its own H×W."""
     channels, height, width = (int(v) for v in input_shape)
+    if not Path(path).is_file():
+        raise ConvaeError(f"{path}: {'not a file' if Path(path).exists() else 'no such file'}")
     try:
         array, colour = decode_image(path)
     except BadImage as error:

@@ -268,14 +268,15 @@ class Trainer:
         first checkpoint resumes by starting over from that config (same seed, same run).
         Temporary files a killed process left behind are removed here, under the lock.
         """
-        remove_stale_temps(self.run_dir)
+        if self.ranks.is_main:  # only rank 0 writes (and holds the lock): another rank would race its writes
+            remove_stale_temps(self.run_dir)
         has_run = (self.run_dir / WEIGHTS).exists() or (self.run_dir / STATE).exists()
         if not resume:
             if has_run:
                 raise RunError(f"{self.run_dir}: already holds a run; add --resume to continue it or pick a new --out")
             # A start that failed before its first checkpoint (out of memory, Ctrl-C, bad data)
             # left at most a config: it never blocks the name.
-            for name in (CONFIG, METRICS):
+            for name in (CONFIG, METRICS) if self.ranks.is_main else ():
                 (self.run_dir / name).unlink(missing_ok=True)
             return None
         has_state = (self.run_dir / STATE).exists()
