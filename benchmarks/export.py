@@ -39,11 +39,13 @@ SINGLE_IMAGES = 200  # images timed one at a time per round (batch 1)
 BATCHED_IMAGES = 2048  # images timed per round at batch 256
 
 
-def train_run(preset: str, dataset: str, root: Path, data_dir: str, limit: int) -> Run:
-    config = TrainConfig(dataset=dataset, model=preset, epochs=1, limit=limit, seed=0, device="cpu",
-                         data_dir=data_dir)
-    Trainer(config, root / preset, progress=False).fit()
-    return Run.open(root / preset)
+def train_run(preset: str, dataset: str, root: Path, data_dir: str, limit: int) -> tuple[Run, np.ndarray]:
+    """A one-epoch run on the first ``limit`` training images, and the test images as floats."""
+    train, test = load_splits(dataset, data_dir=data_dir)
+    config = TrainConfig(dataset=dataset, model=preset, epochs=1, seed=0, device="cpu", data_dir=data_dir)
+    Trainer(config, root / preset, train_set=train.subset(range(limit)), test_set=test.subset(range(1000)),
+            progress=False).fit()
+    return Run.open(root / preset), test.images[:BATCHED_IMAGES].float().div(255).numpy()
 
 
 def engines(run: Run, onnx_path: Path, threads: int) -> dict[str, Callable[[np.ndarray], Any]]:
@@ -133,10 +135,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset, dataset in CASES:
-            run = train_run(preset, dataset, Path(tmp), data_dir, args.limit)
+            run, images = train_run(preset, dataset, Path(tmp), data_dir, args.limit)
             onnx_path = export_run(run, Path(tmp) / f"{preset}.onnx", "reconstruct").path
-            test = load_splits(dataset, data_dir=data_dir)[1]
-            images = test.images[:BATCHED_IMAGES].float().div(255).numpy()
             rows += measure(run, onnx_path, images, threads)
     result = {"commit": commit(), "threads": threads, "rows": rows, "machine": machine()}
     print(f"wrote {write_results(args.name + '.json', result)}")
