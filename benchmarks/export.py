@@ -11,11 +11,11 @@ benchmarks/results/export.json and export.md with the commit.
 
 from __future__ import annotations
 
+import convae  # noqa: F401 - first, before torch: its OpenMP wait policy, as in the `convae` command
+
+# isort: split
 import argparse
 import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `convae` command does
-
 import statistics
 import tempfile
 import time

@@ -8,11 +8,10 @@ installed command runs the same thing.
 
 from __future__ import annotations
 
-import argparse
-import os
+import convae  # noqa: F401 - first, before torch: its OpenMP wait policy, as in the `convae` command
 
-# As the `convae` command does (see convae/__init__.py); must precede the first torch import.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# isort: split
+import argparse
 
 from _common import RESULTS, data_root, machine, write_results
 

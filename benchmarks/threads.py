@@ -4,7 +4,8 @@ OpenMP worker threads spin-wait for each other at every parallel region; when an
 process holds one of the cores, a 2-thread step waits for a thread that is not running
 and can end up many times slower than 1 thread. This script times the same training
 steps (fc and conv-pool, the Trainer's own batch path) in fresh processes with 1 thread,
-all cores, and all cores with OMP_WAIT_POLICY=PASSIVE, each alone and beside a busy
+all cores, all cores with OMP_WAIT_POLICY=PASSIVE, and PASSIVE with a short spin first
+(GOMP_SPINCOUNT, which libgomp honours over the policy), each alone and beside a busy
 competitor process that holds one core, alternating and repeating; it writes
 benchmarks/results/threads.json.
 
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine, write_results
+from _common import commit, machine, write_results
 
 WORKER = r"""
 import json, sys, time, torch, torch.nn.functional as F
@@ -43,16 +44,15 @@ for i in range(steps): step(i)
 print(json.dumps({"ms_per_step": (time.perf_counter() - started) / steps * 1000}))
 """
 
+#: Spin-then-sleep budgets (GNU OpenMP iterations) tried between "sleep at once" (PASSIVE) and spinning.
+SPINCOUNTS = (2_000, 20_000, 200_000)
+
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
 
-def measure(threads: int, passive: bool, model: str, steps: int) -> float:
-    env = dict(os.environ)
-    env.pop("OMP_NUM_THREADS", None)
-    if passive:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    else:
-        env.pop("OMP_WAIT_POLICY", None)
+def measure(threads: int, policy: dict[str, str], model: str, steps: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(policy)
     out = subprocess.run([sys.executable, "-c", WORKER, str(threads), model, str(steps)], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["ms_per_step"]
@@ -64,8 +64,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    variants = [("1 thread", 1, False), (f"{cores} threads", cores, False),
-                (f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", cores, True)]
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    variants = [("1 thread", 1, {}), (f"{cores} threads", cores, {}),
+                (f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", cores, passive)]
+    variants += [(f"{cores} threads, PASSIVE + GOMP_SPINCOUNT={n}", cores, {**passive, "GOMP_SPINCOUNT": str(n)})
+                 for n in SPINCOUNTS]
     rows = []
     # With the machine already loaded by others, a spinning competitor adds nothing to learn.
     phases = (False,) if os.getloadavg()[0] > cores else (False, True)
@@ -78,8 +81,8 @@ def main() -> None:
                 loads = []
                 for repeat in range(args.repeats):
                     order = variants if repeat % 2 == 0 else variants[::-1]
-                    for label, threads, passive in order:
-                        times[label].append(measure(threads, passive, model, args.steps))
+                    for label, threads, policy in order:
+                        times[label].append(measure(threads, policy, model, args.steps))
                     loads.append(round(os.getloadavg()[0], 2))
                 row = {"model": model, "busy_competitor": competitor, "load_average_1min": loads,
                        "ms_per_step_median": {k: round(statistics.median(v), 2) for k, v in times.items()},
@@ -89,7 +92,7 @@ def main() -> None:
         finally:
             if spinner is not None:
                 spinner.kill()
-    print(f"wrote {write_results('threads.json', {'benchmark': 'threads', 'cores': cores, 'steps': args.steps, 'rows': rows, 'machine': machine()})}")
+    print(f"wrote {write_results('threads.json', {'benchmark': 'threads', 'commit': commit(), 'cores': cores, 'steps': args.steps, 'rows': rows, 'machine': machine()})}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ Run: ``python benchmarks/trainer_options.py [--steps 30 --repeats 3]``.
 
 from __future__ import annotations
 
+import convae  # noqa: F401 - first, before torch: its OpenMP wait policy, as in the `convae` command
+
+# isort: split
 import argparse
 import os
 import statistics
 import time
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
