@@ -228,3 +228,26 @@ def test_scheduled_lr_shapes() -> None:
 def test_unknown_lr_schedule_is_a_one_line_error(tmp_path: Path, digits) -> None:
     with pytest.raises(ConvaeError, match="--lr-schedule"):
         _fit(tmp_path / "r", digits, lr_schedule="step")
+
+
+def test_training_bce_is_torchs_bce_in_value_and_gradient() -> None:
+    """convae.training.losses.binary_cross_entropy (the fast one training uses) against F.binary_cross_entropy."""
+    import torch.nn.functional as F
+
+    from convae.training.losses import binary_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(124, 784, generator=g)
+    p[0, :6] = torch.tensor([0.0, 1.0, 1e-30, 1 - 1e-7, 0.5, 1e-8])  # the clamps and the gradient floor
+    x = torch.rand(124, 784, generator=g)
+    x[0, :6] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.3, 1.0])
+    grads = []
+    for loss_fn in (F.binary_cross_entropy, binary_cross_entropy):
+        leaf = p.clone().requires_grad_(True)
+        loss = loss_fn(leaf, x)
+        loss.backward()
+        grads.append((loss.detach(), leaf.grad))
+    (want, want_grad), (got, got_grad) = grads
+    assert torch.allclose(got, want, rtol=1e-6, atol=0)
+    assert torch.allclose(got_grad, want_grad, rtol=1e-5, atol=1e-12)
+    assert torch.isfinite(got_grad).all() and abs(float(got_grad[0, 0])) > 1e6  # the 1e-12 floor, not Inf

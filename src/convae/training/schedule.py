@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from convae.training.losses import binary_cross_entropy
+
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, *, momentum: float = 0.9,
                    weight_decay: float = 0.0, device: torch.device | None = None) -> torch.optim.Optimizer:
@@ -27,7 +29,7 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, *, momentum: fl
 
 def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Mean per pixel, so numbers compare across image sizes and with the references."""
-    return {"mse": F.mse_loss, "l1": F.l1_loss, "bce": F.binary_cross_entropy}[name]
+    return {"mse": F.mse_loss, "l1": F.l1_loss, "bce": binary_cross_entropy}[name]
 
 
 def scheduled_lr(schedule: str, lr: float, position: int, total: int) -> float:
