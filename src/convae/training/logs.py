@@ -2,7 +2,7 @@
 
 ``metrics.jsonl`` (the run's own record, written with every checkpoint) stays the source
 of truth; these are for the tools people already use: ``tensorboard --logdir runs`` and a
-spreadsheet. TensorBoard gets the loss and learning rate per step (as often as the loop
+spreadsheet. TensorBoard gets the loss and learning rate every ``STEP_EVERY`` steps (when the loop
 reads the loss anyway, so logging adds no device sync), every number of the epoch's
 metrics row, and a grid of reconstructions per epoch. ``--logger none`` turns both off.
 """
@@ -21,6 +21,8 @@ from convae.run.files import METRICS_CSV
 
 TB_DIR = "tb"
 CSV_FILE = METRICS_CSV
+#: Per-step scalars go to TensorBoard every this many steps (plus each epoch's last step).
+STEP_EVERY = 10
 
 
 class TrainingLogs:
@@ -36,8 +38,10 @@ class TrainingLogs:
             # purge_step: a resumed run drops what a killed process logged after its last checkpoint.
             self.writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=start_step or None)
 
-    def step(self, step: int, loss: float, lr: float) -> None:
-        if self.writer is not None:
+    def step(self, step: int, loss: float, lr: float, last: bool = False) -> None:
+        """Every ``STEP_EVERY``-th step (and an epoch's last): writing a TensorBoard event each
+        step cost 8% of an fc epoch on 2 CPU cores, and the curve looks the same."""
+        if self.writer is not None and (step % STEP_EVERY == 0 or last):
             self.writer.add_scalar("train/loss_per_step", loss, step)
             self.writer.add_scalar("train/lr", lr, step)
 

@@ -227,7 +227,8 @@ class Trainer:
                                         )
                                     progress.update(epoch * len(batches) + step, value,
                                                     seen / max(time.perf_counter() - started, 1e-9))
-                                    logs.step(epoch * len(batches) + step, value, optimizer.param_groups[0]["lr"])
+                                    logs.step(epoch * len(batches) + step, value, optimizer.param_groups[0]["lr"],
+                                              last=step == len(batches))
                                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
                                     self._checkpoint(model, optimizer, epoch, step, metrics)
                                 if stop.requested:
