@@ -19,6 +19,8 @@ from convae.core.errors import ConvaeError
 
 #: Headroom kept free for the data, the optimizer's temporaries and everything else.
 MARGIN = 0.8
+#: Bytes of a step per input value below which no estimate is needed (the presets keep 20–150).
+OBVIOUS_FIT = 2_000
 
 
 def step_bytes(build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], batch: int) -> int | None:
@@ -50,9 +52,17 @@ def step_bytes(build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...
 
 def check_step_fits(build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], batch: int,
                     device: torch.device, what: str) -> None:
-    """Refuse, in one line, a step that cannot fit on ``device``: input size, batch, estimate, a batch that would."""
-    need = step_bytes(build, input_shape, batch)
+    """Refuse, in one line, a step that cannot fit on ``device``: input size, batch, estimate, a batch that would.
+
+    The first forward pass on ``meta`` loads torch's meta kernels, 2.8 s of a command's start-up,
+    so a step that is small beside the free memory even at ``OBVIOUS_FIT`` bytes per input value
+    (far more than any preset keeps) is not estimated at all.
+    """
     free = free_memory(device)
+    values = batch * int(torch.tensor(input_shape).prod())
+    if free is not None and values * OBVIOUS_FIT <= MARGIN * free:
+        return
+    need = step_bytes(build, input_shape, batch)
     if need is None or free is None or need <= MARGIN * free:
         return
     c, h, w = input_shape
