@@ -131,3 +131,23 @@ def test_conv_options_change_the_network_and_are_checked() -> None:
         build_model("conv", (1, 28, 28), {"act": "tanhh"})
     with pytest.raises(ModelError, match="blocks"):
         build_model("conv", (1, 28, 28), {"blocks": -1})
+
+
+def test_conv_scales_its_depth_and_code_with_the_input() -> None:
+    """Deep enough for the input (to ≤ 8 px), bounded work per level, a spatial code at large sizes."""
+    from convae.models.presets import auto_levels
+    from convae.shapes.table import table_for_preset
+
+    assert [auto_levels(s, s) for s in (6, 16, 28, 32, 64, 256, 1000)] == [2, 2, 2, 2, 3, 5, 7]
+    big = build_model("conv", (3, 256, 256)).eval()
+    with torch.no_grad():
+        code = big.encode(torch.rand(1, 3, 256, 256))
+        assert tuple(code.shape) == (1, 8, 8, 8)  # spatial: code_channels × 8 × 8
+        assert big.decode(code).shape == (1, 3, 256, 256)
+    macs = table_for_preset("conv", (3, 256, 256)).total_macs
+    assert macs <= 0.3e9, macs
+    assert sum(p.numel() for p in big.parameters()) < 1_000_000
+    # Small images keep the dense bottleneck and the architecture they had (CIFAR-10 too).
+    cifar = build_model("conv", (3, 32, 32))
+    assert cifar.encoder[-1].out_features == 32 and isinstance(cifar.encoder[-2], torch.nn.Flatten)
+    assert tuple(cifar.encoder[-1].weight.shape) == (32, 64 * 8 * 8)

@@ -155,6 +155,22 @@ def build_strided(input_shape: Shape, out_channels: int, *, channels: tuple[int,
     return AutoEncoder(nn.Sequential(*encoder), nn.Sequential(*decoder))
 
 
+#: ``levels`` 0 downsamples (stride 2) until the feature map's larger side is at most this.
+AUTO_SIDE = 8
+#: The fewest channels a high-resolution level of an automatically deep ``conv`` keeps.
+MIN_WIDTH = 8
+
+
+def auto_levels(height: int, width: int) -> int:
+    """Stride-2 levels that bring an input to at most ``AUTO_SIDE`` px, and at least the 2 every
+    smaller input always had (so their models are what they were): 16 → 2, 28 → 2, 64 → 3, 256 → 5."""
+    levels = 0
+    while max(height, width) > AUTO_SIDE:
+        height, width = conv2d_out(height, 3, 2, 1), conv2d_out(width, 3, 2, 1)
+        levels += 1
+    return max(levels, 2)
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leaky": lambda: nn.LeakyReLU(0.1)}
 
 
@@ -188,9 +204,11 @@ def _extra_blocks(channels: int, count: int, residual: bool, act: str) -> list[n
 
 @register(
     "conv",
-    params={"latent_dim": 32, "width": 32, "levels": 2, "blocks": 1, "residual": False, "hidden": 0, "act": "relu"},
+    params={"latent_dim": 32, "width": 32, "levels": 0, "blocks": 1, "residual": False, "hidden": 0, "act": "relu",
+            "code_channels": 8, "spatial_from": 64},
     training={"loss": "mse", "batch_size": 128, "epochs": 10, "lr": 2e-3},
-    summary="convae's default: BatchNorm conv blocks, strided downsampling, dense bottleneck of latent_dim",
+    summary="convae's default: BatchNorm conv blocks, strided downsampling to ~8 px (levels 0 = by input size), "
+            "dense bottleneck of latent_dim; above spatial_from px a spatial code of code_channels",
 )
 def build_conv(
     input_shape: Shape,
@@ -203,17 +221,32 @@ def build_conv(
     residual: bool = False,
     hidden: int = 0,
     act: str = "relu",
+    code_channels: int = 8,
+    spatial_from: int = 64,
 ) -> AutoEncoder:
     """``blocks`` conv blocks follow each down/upsampling (``residual`` wraps them as x + f(x));
     ``hidden`` > 0 puts a dense layer of that size on each side of the code. The defaults
-    (1 plain block, no hidden layer, ReLU) are the original architecture, weight for weight."""
+    (1 plain block, no hidden layer, ReLU) are the original architecture, weight for weight,
+    at 28×28 and 32×32.
+
+    Why it scales: with a fixed depth, a 256×256 input kept a 64×128×128 map and fed a
+    262,144 → 32 dense layer (17 M parameters, 2.75 G multiply-adds an image). ``levels`` 0
+    downsamples until the map is at most ``AUTO_SIDE`` px; the two deepest levels keep the
+    small-image widths and each level above them halves its channels (at least
+    ``MIN_WIDTH``), so the work per level stays about the same. Above ``spatial_from`` px the
+    code is a ``code_channels``-channel map (fully convolutional) instead of a dense vector;
+    below, the dense bottleneck stays, where it reconstructs better.
+    """
     in_channels, height, width_px = input_shape
-    if levels < 1:
-        raise ModelError(f"conv needs at least 1 level, got levels={levels}")
-    if blocks < 0 or hidden < 0 or latent_dim < 1 or width < 1:
-        raise ModelError(f"conv needs latent_dim, width >= 1 and blocks, hidden >= 0 (got {latent_dim}, {width}, "
-                         f"{blocks}, {hidden})")
-    widths = [width * 2 ** min(level, 1) for level in range(levels + 1)]
+    auto = levels == 0
+    if levels < 0:
+        raise ModelError(f"conv needs levels >= 1 (or 0: from the input size), got levels={levels}")
+    if blocks < 0 or hidden < 0 or latent_dim < 1 or width < 1 or code_channels < 1:
+        raise ModelError(f"conv needs latent_dim, width, code_channels >= 1 and blocks, hidden >= 0 (got {latent_dim}, "
+                         f"{width}, {code_channels}, {blocks}, {hidden})")
+    levels = auto_levels(height, width_px) if auto else levels
+    shift = max(levels - 2, 0) if auto else 0
+    widths = [max(MIN_WIDTH if shift else 1, int(width * 2.0 ** min(level - shift, 1))) for level in range(levels + 1)]
     sizes = [(height, width_px)]
     encoder: list[nn.Module] = [_conv_block(in_channels, widths[0], act=act)]
     for level in range(levels):
@@ -222,10 +255,13 @@ def build_conv(
         sizes.append(_shrink(sizes[-1], lambda s: conv2d_out(s, 3, 2, 1), f"strided conv level {level + 1}"))
     code_map = (widths[-1], *sizes[-1])
     flat = code_map[0] * code_map[1] * code_map[2]
-    if hidden:
+    if max(height, width_px) > spatial_from:
+        encoder.append(nn.Conv2d(widths[-1], code_channels, 1))
+        decoder: list[nn.Module] = [nn.Conv2d(code_channels, widths[-1], 1), _activation(act)]
+    elif hidden:
         encoder += [nn.Flatten(), nn.Linear(flat, hidden), _activation(act), nn.Linear(hidden, latent_dim)]
-        decoder: list[nn.Module] = [nn.Linear(latent_dim, hidden), _activation(act), nn.Linear(hidden, flat),
-                                    _activation(act), Reshape(code_map)]
+        decoder = [nn.Linear(latent_dim, hidden), _activation(act), nn.Linear(hidden, flat),
+                   _activation(act), Reshape(code_map)]
     else:
         encoder += [nn.Flatten(), nn.Linear(flat, latent_dim)]
         decoder = [nn.Linear(latent_dim, flat), _activation(act), Reshape(code_map)]
