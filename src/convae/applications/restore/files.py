@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from convae.applications.restore.corrupted import RESTORE_TASKS
 
+#: Images of one size restored in one model call (and at most this many input values: big photos go alone).
+BATCH, BATCH_VALUES = 256, 16_000_000
 #: Every task whose run maps an image to an image of the same size: all take files the same way.
 FILE_TASKS = ("reconstruct", *RESTORE_TASKS)
 from convae.core.device import pick_device
@@ -128,6 +130,34 @@ def restore_files(
     results: list[dict[str, Any]] = []
     names = UniqueNames()
     plans: dict[tuple[int, int], SizePlan] = {}
+    # Images of one size go through the model together, BATCH at a time: one call per
+    # image cost 2 ms of model overhead each (24 of 30 s for 10,000 MNIST PNGs).
+    pending: list[tuple[dict[str, Any], Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        h, w = pending[0][2].shape[-2:]
+        plan = plans[(h, w)]
+        try:
+            restored = restore_tensor(model, torch.cat([x for _, _, x in pending]).to(target), plan)
+        except (RuntimeError, ValueError) as error:  # out of memory, ...: each file says so
+            for entry, _, _ in pending:
+                entry["error"] = " ".join(str(error).split()) or type(error).__name__
+            pending.clear()
+            return
+        for (entry, destination, _), image in zip(pending, restored):
+            try:
+                write_png(destination, image)
+            except ConvaeError as error:
+                entry["error"] = str(error)
+                continue
+            except (OSError, ValueError) as error:  # unwritable --out, ...
+                entry["error"] = " ".join(str(error).split()) or type(error).__name__
+                continue
+            entry.update(output=str(destination), ok=True)
+        pending.clear()
+
     for found in find_image_files(inputs):
         path = found.path
         entry: dict[str, Any] = {"input": str(path), "output": None, "ok": False, "error": found.error, "note": ""}
@@ -145,13 +175,16 @@ def restore_files(
             if plan.how == "resize":
                 extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({'the exported graph' if engine else config['model']['name']} takes one size only)"
                 note = f"{note}; {extra}" if note else extra
-            restored = restore_tensor(model, x.to(target), plan)[0]
-            write_png(destination, restored)
         except ConvaeError as error:  # the CLI names the file itself
             entry["error"] = str(error).removeprefix(f"{path}: ")
             continue
-        except (RuntimeError, OSError, ValueError) as error:  # out of memory, unwritable --out, ...
+        except (RuntimeError, OSError, ValueError) as error:  # out of memory, unreadable, ...
             entry["error"] = " ".join(str(error).split()) or type(error).__name__
             continue
-        entry.update(output=str(destination), ok=True, note=note)
+        entry["note"] = note
+        if pending and (pending[0][2].shape[-2:] != x.shape[-2:] or len(pending) >= BATCH
+                        or pending[0][2].numel() * (len(pending) + 1) > BATCH_VALUES):
+            flush()
+        pending.append((entry, destination, x))
+    flush()
     return results
