@@ -326,3 +326,34 @@ def test_training_and_the_cli_never_load_onnx() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_classify_predict_and_denoise_with_onnx_match_torch(cli, bars: Path, tmp_path: Path) -> None:
+    classifier = tmp_path / "cnn"
+    code, _, err = cli("classify", "train", "--dataset", f"folder:{bars}", "--model", "cnn", "--epochs", "1",
+                       "--batch-size", "16", "--threads", "1", "--device", "cpu", "--out", classifier)
+    assert code == 0, err
+    assert cli("export", classifier, "--out", tmp_path / "cnn.onnx")[0] == 0
+    found = {}
+    for engine in ("torch", "onnx"):
+        extra = ["--onnx", tmp_path / "cnn.onnx"] if engine == "onnx" else []
+        code, out, err = cli("classify", "predict", classifier, bars / "test", "--json", "--device", "cpu", *extra)
+        assert code == 0, err
+        found[engine] = [json.loads(line) for line in out.splitlines()]
+    assert [r["label"] for r in found["torch"]] == [r["label"] for r in found["onnx"]]
+    for a, b in zip(found["torch"], found["onnx"]):
+        assert abs(a["probability"] - b["probability"]) <= TOLERANCE
+    denoiser = tmp_path / "denoise"
+    config = TrainConfig(dataset=f"folder:{bars}", model="conv-pool", task="denoise", epochs=1, batch_size=8,
+                         seed=0, threads=1, device="cpu")
+    Trainer(config, denoiser, progress=False).fit()
+    assert cli("export", denoiser, "--out", tmp_path / "d.onnx")[0] == 0
+    for engine in ("torch", "onnx"):
+        extra = ["--onnx", tmp_path / "d.onnx"] if engine == "onnx" else []
+        code, _, err = cli("denoise", denoiser, bars / "test" / "horizontal", "--out", tmp_path / f"out-{engine}",
+                           "--device", "cpu", *extra)
+        assert code == 0, err
+    pairs = [(p, tmp_path / "out-onnx" / p.name) for p in sorted((tmp_path / "out-torch").glob("*.png"))]
+    assert len(pairs) == 12
+    for a, b in pairs:
+        assert np.abs(np.asarray(Image.open(a), np.int16) - np.asarray(Image.open(b), np.int16)).max() <= 1
