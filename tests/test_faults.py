@@ -206,6 +206,21 @@ def test_kills_in_the_narrow_windows_resume_bit_identical(tmp_path: Path, data_d
     _assert_same_as_reference(run, reference)
 
 
+def test_a_resume_catches_the_csv_log_up(tmp_path: Path, data_dir: Path, reference: Path) -> None:
+    """Killed after the last checkpoint but before metrics.csv was rewritten: the CSV is an epoch short,
+    the run is complete, and the resume that finds it complete still writes every epoch."""
+    import shutil
+
+    from convae.training.logs import write_csv
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    write_csv(run / "metrics.csv", read_metrics(run)[:-1])
+    assert _csv_epochs(run) == list(range(1, EPOCHS))
+    _finish(run, data_dir)
+    assert _csv_epochs(run) == list(range(1, EPOCHS + 1))
+
+
 @pytest.mark.slow
 def test_kills_at_seeded_random_points_resume_bit_identical(tmp_path: Path, data_dir: Path, reference: Path) -> None:
     """Twelve kills at points and counts drawn from a fixed seed (failures reproduce)."""
