@@ -31,7 +31,8 @@ def export(
     run = open_run(run_dir, verb="convae export")
     result = export_run(run, out_file, what, log=lambda line: err.print(line, markup=False, highlight=False))
     shape = "x".join(map(str, run.config.input_shape))
-    out.print(f"wrote {result.path} ({result.what}, {result.size / 1e6:.2f} MB): inputs {', '.join(result.inputs)} "
+    size = f"{result.size / 1e6:.2f} MB" if result.size >= 100_000 else f"{result.size / 1e3:.1f} kB"
+    out.print(f"wrote {result.path} ({result.what}, {size}): inputs {', '.join(result.inputs)} "
               f"-> outputs {', '.join(result.outputs)}", markup=False, highlight=False, soft_wrap=True)
     note(f"onnxruntime matches torch to max |diff| {result.max_diff:.2g} (limit {TOLERANCE:g} + {RELATIVE:g}·|value|) on seeded {shape} "
          f"images; the run's digest, preset and input shape are in the file's metadata")
