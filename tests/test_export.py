@@ -27,7 +27,7 @@ from convae.applications import anomaly
 from convae.applications.export import TOLERANCE, export_run, seeded_images
 from convae.core.errors import ConvaeError
 from convae.metrics import ssim_map
-from convae.models import SwitchedCode
+from convae.models import SwitchedCode, code_values
 from convae.models.blocks import scatter_unpool
 from convae.run import Run
 from convae.training import TrainConfig, Trainer
@@ -97,7 +97,7 @@ def test_every_kind_of_every_preset_matches_torch(runs: dict[str, Path], preset:
     with torch.no_grad():
         code = model.encode(x)
         want_reconstruction = model(x)
-    values = code.values if isinstance(code, SwitchedCode) else code
+    values = code_values(code)
     switches = [indices for indices, _ in code.switches] if isinstance(code, SwitchedCode) else []
 
     recon = runtime.Exported.load(export_run(run, tmp_path / "r.onnx", "reconstruct").path)

@@ -52,10 +52,12 @@ def data_dir_option() -> Any:
                         "FashionMNIST/, CIFAR10-png/; default: where it was when the run was trained)")
 
 
-def engine_options() -> tuple[Any, Any]:
-    """``--engine`` and ``--onnx``, the same on every verb that can run an exported file."""
-    return (typer.Option(None, "--engine", help="torch (default) or onnx: run the exported --onnx file with onnxruntime"),
-            typer.Option(None, "--onnx", help="an .onnx file made from this run by `convae export` (implies --engine onnx)"))
+def engine_option() -> Any:
+    return typer.Option(None, "--engine", help="torch (default) or onnx: run the exported --onnx file with onnxruntime")
+
+
+def onnx_option() -> Any:
+    return typer.Option(None, "--onnx", help="an .onnx file made from this run by `convae export` (implies --engine onnx)")
 
 
 def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: Path | None = None,

@@ -10,7 +10,17 @@ from typing import Optional
 
 import typer
 
-from convae.cli._app import app, data_dir_option, engine_options, err, fail_files, open_run, out, parse_image_size
+from convae.cli._app import (
+    app,
+    data_dir_option,
+    engine_option,
+    err,
+    fail_files,
+    onnx_option,
+    open_run,
+    out,
+    parse_image_size,
+)
 from convae.cli.settings import refuse_conflicts
 from convae.core.errors import ConvaeError
 
@@ -122,8 +132,8 @@ def classify_predict(
     invert: bool = typer.Option(False, "--invert", help="invert the images first (dark digits on white paper)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    engine: Optional[str] = engine_options()[0],
-    onnx: Optional[Path] = engine_options()[1],
+    engine: Optional[str] = engine_option(),
+    onnx: Optional[Path] = onnx_option(),
 ) -> None:
     """Label and class probabilities of each image (converted to the model's input size and channels).
 
@@ -132,11 +142,10 @@ def classify_predict(
     Exit code 2 if a file could not be read (the others are still labelled).
     """
     from convae.applications.classify import predict_images  # noqa: PLC0415
-    from convae.applications.export.engine import engine_file, open_exported  # noqa: PLC0415
+    from convae.applications.export.engine import open_engine  # noqa: PLC0415
 
     run = open_run(run_dir, "classifier", "convae classify predict")
-    onnx_file = engine_file(engine, onnx)
-    model = open_exported(run, onnx_file, "classify", "convae classify predict") if onnx_file else None
+    model = open_engine(run, engine, onnx, "classify", "convae classify predict")
     results = predict_images(run, images, invert=invert, device=device, engine=model)
     for result in results:
         if "error" in result:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from convae.cli._app import app, data_dir_option, engine_options, err, open_run, out, parse_classes
+from convae.cli._app import app, data_dir_option, engine_option, err, onnx_option, open_run, out, parse_classes
 from convae.core.errors import ConvaeError
 
 
@@ -30,8 +30,8 @@ def detect(
     normal_classes: Optional[str] = typer.Option(None, "--normal-classes", help="for --eval: classes counted as normal, as indices or names (default: the run's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (one object per image, or the --eval result)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    engine: Optional[str] = engine_options()[0],
-    onnx: Optional[Path] = engine_options()[1],
+    engine: Optional[str] = engine_option(),
+    onnx: Optional[Path] = onnx_option(),
 ) -> None:
     """Anomaly detection: score images by reconstruction error and flag those above the threshold.
 
@@ -43,7 +43,7 @@ def detect(
     The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).
     """
     from convae.applications import anomaly  # noqa: PLC0415
-    from convae.applications.export.engine import engine_file, open_exported  # noqa: PLC0415
+    from convae.applications.export.engine import open_engine  # noqa: PLC0415
 
     def log(line: str) -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -59,8 +59,8 @@ def detect(
         raise ConvaeError("--fit and --threshold exclude each other (a given threshold is not fitted)")
     how = dict(threshold_value=threshold, score=score, refit=fit, method=method, quantile=quantile, k=k,
                device=device, log=log)
-    onnx_file = engine_file(engine, onnx)
-    if onnx_file is not None:
+    exported = open_engine(run, engine, onnx, "detect", "convae detect")
+    if exported is not None:
         clash = [flag for flag, given in (("--fit", fit), ("--eval", evaluate), ("--threshold", threshold is not None),
                                           ("--score", score is not None)) if given]
         if clash:
@@ -68,7 +68,7 @@ def detect(
                               "drop it, or re-export after refitting")
         if not inputs:
             raise ConvaeError("detect --onnx needs images or folders to score")
-        how = dict(device=device, log=log, engine=open_exported(run, onnx_file, "detect", "convae detect"))
+        how = dict(device=device, log=log, engine=exported)
     fitted = None
     if fit and not inputs and not evaluate:
         fitted = anomaly.resolve_threshold(run, value=threshold, score=score, refit=True, method=method,

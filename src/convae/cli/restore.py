@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from convae.cli._app import app, engine_options, err, note, out, print_table
+from convae.cli._app import app, engine_option, err, note, onnx_option, open_run, out, print_table
 from convae.core.errors import ConvaeError
 
 
@@ -25,13 +25,11 @@ def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None
 def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path, device: str,
                      engine: str | None = None, onnx: Path | None = None) -> None:
     """The file verbs' contract: one line per written file, one error line per failed file, exit 2 if any."""
-    from convae.applications.export.engine import engine_file, open_exported  # noqa: PLC0415
+    from convae.applications.export.engine import open_engine  # noqa: PLC0415
     from convae.applications.restore import restore_files  # noqa: PLC0415
-    from convae.run import AUTOENCODER, Run  # noqa: PLC0415
 
-    run = Run.open(run_dir, kind=AUTOENCODER, verb=f"convae {task}")
-    onnx_file = engine_file(engine, onnx)
-    model = open_exported(run, onnx_file, "reconstruct", f"convae {task}") if onnx_file else None
+    run = open_run(run_dir, "autoencoder", f"convae {task}")
+    model = open_engine(run, engine, onnx, "reconstruct", f"convae {task}")
     results = restore_files(run, inputs, out_dir, task=task, device=device, engine=model)
     for entry in results:
         if entry["ok"]:
@@ -50,8 +48,8 @@ def denoise(
     inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
     out_dir: Path = typer.Option(..., "--out", help="folder for the restored PNGs (named after the inputs)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    engine: Optional[str] = engine_options()[0],
-    onnx: Optional[Path] = engine_options()[1],
+    engine: Optional[str] = engine_option(),
+    onnx: Optional[Path] = onnx_option(),
 ) -> None:
     """Denoise your images: PNGs into --out. Exit code 2 if any file failed (the rest are still written)."""
     _restore_command("denoise", run_dir, inputs, out_dir, device, engine, onnx)
@@ -74,8 +72,8 @@ def reconstruct(
     inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
     out_dir: Path = typer.Option(..., "--out", help="folder for the reconstructed PNGs (named after the inputs)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    engine: Optional[str] = engine_options()[0],
-    onnx: Optional[Path] = engine_options()[1],
+    engine: Optional[str] = engine_option(),
+    onnx: Optional[Path] = onnx_option(),
 ) -> None:
     """Reconstruct your images with an autoencoder run: PNGs into --out, at each image's own size.
 

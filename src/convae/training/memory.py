@@ -10,6 +10,7 @@ input size, the batch and what would fit, not to be exact.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -46,7 +47,7 @@ def step_bytes(build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...
     except Exception:  # noqa: BLE001 - an op without a meta kernel: no estimate, train as before
         return None
     weights = sum(p.numel() * 4 for p in model.parameters())
-    per_image = 2 * outputs + 2 * 4 * int(torch.tensor(input_shape).prod())
+    per_image = 2 * outputs + 2 * 4 * math.prod(input_shape)
     return 4 * weights + batch * per_image
 
 
@@ -59,7 +60,7 @@ def check_step_fits(build: Callable[[], torch.nn.Module], input_shape: tuple[int
     (far more than any preset keeps) is not estimated at all.
     """
     free = free_memory(device)
-    values = batch * int(torch.tensor(input_shape).prod())
+    values = batch * math.prod(input_shape)
     if free is not None and values * OBVIOUS_FIT <= MARGIN * free:
         return
     need = step_bytes(build, input_shape, batch)

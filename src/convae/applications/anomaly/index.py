@@ -101,10 +101,16 @@ class CodeIndex:
         found, _ = self._search.kneighbors((codes - self.center) / self.scale)
         return found.mean(1).astype(np.float64)
 
-    def combine(self, ssim_scores: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        """The hybrid score: standardised 1 − SSIM plus ``weight`` × standardised code distance."""
-        ssim_part = (np.asarray(ssim_scores, dtype=np.float64) - self.ssim_mean) / self.ssim_std
-        code_part = (np.asarray(distances, dtype=np.float64) - self.distance_mean) / self.distance_std
+    def combine(self, ssim_scores: np.ndarray | torch.Tensor, distances: np.ndarray | torch.Tensor
+                ) -> np.ndarray | torch.Tensor:
+        """The hybrid score: standardised 1 − SSIM plus ``weight`` × standardised code distance.
+
+        float64 arrays, or tensors: the exported detect graph (convae.applications.export)
+        computes the same formula inside the graph."""
+        if not isinstance(ssim_scores, torch.Tensor):
+            ssim_scores, distances = np.asarray(ssim_scores, np.float64), np.asarray(distances, np.float64)
+        ssim_part = (ssim_scores - self.ssim_mean) / self.ssim_std
+        code_part = (distances - self.distance_mean) / self.distance_std
         return ssim_part + self.weight * code_part
 
     def to_bytes(self) -> bytes:

@@ -54,12 +54,13 @@ def open_exported(run: Run, path: str | Path, what: str, verb: str) -> OnnxModel
     return OnnxModel(exported)
 
 
-def engine_file(engine: str | None, onnx: Path | None) -> Path | None:
-    """The exported file ``--engine``/``--onnx`` ask for (None: the torch model); ``--onnx`` alone means onnx."""
+def open_engine(run: Run, engine: str | None, onnx: Path | None, what: str, verb: str) -> OnnxModel | None:
+    """What ``--engine``/``--onnx`` ask for: None for the torch model, else the exported file
+    (``--onnx`` alone means onnx) checked to be this run's, exported as ``what``."""
     if engine not in (None, "torch", "onnx"):
         raise ConvaeError(f"--engine must be torch or onnx, got {engine!r}")
     if engine == "onnx" and onnx is None:
         raise ConvaeError("--engine onnx needs the exported file: --onnx FILE.onnx (made by `convae export`)")
     if engine == "torch" and onnx is not None:
         raise ConvaeError("--onnx runs an exported file with onnxruntime; it cannot go with --engine torch")
-    return onnx
+    return open_exported(run, onnx, what, verb) if onnx is not None else None

@@ -71,8 +71,7 @@ class DetectGraph(nn.Module):
             self.register_buffer("code_norms", codes.pow(2).sum(1))
             self.register_buffer("center", torch.from_numpy(index.center).double())
             self.register_buffer("scale", torch.from_numpy(index.scale).double())
-            self.neighbours = int(index.neighbours)
-            self.standard = (index.ssim_mean, index.ssim_std, index.distance_mean, index.distance_std, index.weight)
+            self.index = index  # its standardisation (CodeIndex.combine) becomes constants of the graph
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.hybrid:
@@ -87,10 +86,9 @@ class DetectGraph(nn.Module):
         return output, maps, score, score.double() > self.threshold
 
     def _hybrid(self, ssim_score: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        """CodeIndex.combine of 1 − SSIM and the mean distance to the nearest normal codes."""
-        ssim_mean, ssim_std, distance_mean, distance_std, weight = self.standard
+        """CodeIndex.combine of 1 − SSIM and the mean distance to the nearest normal codes
+        (CodeIndex.distances' k-nearest search, written as matrix products and a top-k)."""
         q = (code - self.center) / self.scale
         squared = q.pow(2).sum(1, keepdim=True) - 2 * q @ self.codes.t() + self.code_norms.unsqueeze(0)
-        nearest = torch.topk(squared.clamp(min=0), self.neighbours, dim=1, largest=False).values
-        distance = nearest.sqrt().mean(1)
-        return (ssim_score - ssim_mean) / ssim_std + weight * (distance - distance_mean) / distance_std
+        nearest = torch.topk(squared.clamp(min=0), self.index.neighbours, dim=1, largest=False).values
+        return self.index.combine(ssim_score, nearest.sqrt().mean(1))

@@ -34,7 +34,7 @@ from convae.applications.anomaly.threshold import THRESHOLD_FILE, load_threshold
 from convae.applications.export.graphs import DecodeGraph, DetectGraph, EncodeGraph, switch_names
 from convae.core.atomic import atomic_write_bytes
 from convae.core.errors import ConvaeError
-from convae.models import SwitchedCode
+from convae.models import SwitchedCode, code_values
 from convae.run import AUTOENCODER, CLASSIFIER, Run
 
 #: Largest |onnxruntime − torch| allowed on any output (float outputs; verdicts must be equal).
@@ -150,8 +150,7 @@ def _graph(run: Run, what: str, log: Callable[[str], None] | None
     if what == "encode":
         return EncodeGraph(model), [runtime.INPUT], ["code", *names], (images,), {}
     if what == "decode":
-        values = code.values if isinstance(code, SwitchedCode) else code
-        example = (values, *(indices for indices, _ in switches))
+        example = (code_values(code), *(indices for indices, _ in switches))
         return DecodeGraph(model, [size for _, size in switches]), ["code", *names], ["reconstruction"], example, {}
     run = open_detector_run(run, verb="convae export --what detect")
     threshold = load_threshold(run.path)
