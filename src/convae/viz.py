@@ -16,16 +16,16 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from convae.core.atomic import atomic_write_bytes  # noqa: E402
 
 
-def figure_png(fig: "plt.Figure") -> bytes:
+def figure_png(fig: "plt.Figure", dpi: int = 110) -> bytes:
     """The figure as PNG bytes (closed afterwards): for pages that embed it without a file."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
 
-def save_figure(fig: "plt.Figure", path: Path) -> Path:
-    atomic_write_bytes(Path(path), figure_png(fig))
+def save_figure(fig: "plt.Figure", path: Path, dpi: int = 110) -> Path:
+    atomic_write_bytes(Path(path), figure_png(fig, dpi))
     return Path(path)
 
 

@@ -109,6 +109,17 @@ def detect(
                   f"({', '.join(result['normal_classes'])}), {result['anomalous_images']} anomalous; "
                   f"{result['score']} score")
             print(f"AUROC {result['auroc']:.4f}  average precision {result['average_precision']:.4f}")
+            if "pixel_auroc" in result:
+                print(f"pixel AUROC {result['pixel_auroc']:.4f}  AUPRO (FPR ≤ {result['aupro_fpr_limit']}) "
+                      f"{result['aupro']:.4f}")
+            per = result.get("auroc_per_anomalous_class", {})
+            if "pixel_auroc" in result and per:
+                print(f"{'defect type':<16}{'image AUROC':>12}{'pixel AUROC':>13}{'AUPRO':>8}")
+                for name, value in per.items():
+                    pix = result["pixel_auroc_per_anomalous_class"].get(name)
+                    pro = result["aupro_per_anomalous_class"].get(name)
+                    print(f"{name:<16}{value:>12.4f}{'' if pix is None else f'{pix:>13.4f}'}"
+                          f"{'' if pro is None else f'{pro:>8.4f}'}")
             print(f"at threshold {result['threshold']:.6g}: F1 {result['f1']:.4f}  precision {result['precision']:.4f}  "
                   f"recall {result['recall']:.4f}  normal flagged {100 * result['false_positive_rate']:.1f}%")
             for path in result.get("figures", []) + [result.get("file"), result.get("report")]:

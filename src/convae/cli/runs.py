@@ -46,6 +46,7 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/ (default: $CONVAE_DATA, then the cache)"),
     channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
     image_size: Optional[str] = typer.Option(None, help="resize images to H or HxW"),
+    patch: Optional[int] = typer.Option(None, "--patch", help="train on random NxN crops of images of any size; whole images then go through the model in overlapping tiles"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0: per epoch only)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
@@ -65,6 +66,8 @@ def train(
     \b
     Examples:  convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool
                convae train --dataset folder:photos --image-size 64 --out runs/photos
+               convae train --dataset folder:photos --patch 64 --task denoise --out runs/photo-denoiser
+               convae train --dataset mvtec:bottle --patch 64 --out runs/bottle
                convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool --resume
                convae train --config runs/unpool/config.json --out runs/again
     The same command with --resume continues a run (a larger --epochs extends it).
@@ -86,6 +89,7 @@ def train(
         "checkpoint_every": checkpoint_every, "threads": threads, "task": task, "noise": noise,
         "normal_classes": parse_classes(normal_classes), "val_fraction": val_fraction,
         "color_output": color_output, "precision": precision, "compile": compile_model, "logger": logger,
+        "patch": patch,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     raw_args = settings.pop("model_args", {}) or {}

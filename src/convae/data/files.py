@@ -91,16 +91,19 @@ def conversion_note(have: Sequence[int], want: Sequence[int]) -> str:
     return "; ".join(notes)
 
 
-def image_for_model(path: str | Path, input_shape: Sequence[int]) -> tuple[torch.Tensor, str]:
+def image_for_model(path: str | Path, input_shape: Sequence[int], keep_size: bool = False) -> tuple[torch.Tensor, str]:
     """One file as uint8 C×H×W in a model's input shape, and a note of what was converted.
 
     Colour becomes gray with ITU-R 601 luma (or gray is replicated to RGB); other sizes are
-    resized with antialiasing. The note lets a verb tell the user what happened to the file.
+    resized with antialiasing, unless ``keep_size`` (a model that goes over the image in
+    tiles). The note lets a verb tell the user what happened to the file.
     """
     from convae.data.convert import convert_images  # noqa: PLC0415
 
     image = read_image(path)
     channels, height, width = (int(v) for v in input_shape)
+    if keep_size:
+        height, width = image.shape[1], image.shape[2]
     note = conversion_note(tuple(image.shape), (channels, height, width))
     converted = convert_images(image.unsqueeze(0), channels, (height, width))[0]
     return converted.contiguous(), note

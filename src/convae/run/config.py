@@ -18,6 +18,7 @@ from convae.core.device import check_device_name
 from convae.core.errors import ConvaeError
 from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
+from convae.data.mvtec import GOOD, is_mvtec
 from convae.models import get_preset, resolve_params
 from convae.models.classifier import get_classifier
 from convae.models.heads import canonical_color_output
@@ -29,6 +30,8 @@ LR_SCHEDULES = ("none", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 CLASSIFY_OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "shift")
+#: The smallest --patch: below it no preset has room to downsample.
+MIN_PATCH = 8
 T = TypeVar("T")
 #: How a run is carried out, not what it computes: these may change when a run is resumed
 #: (epochs extends it; data_dir says where the same data is now).
@@ -56,9 +59,15 @@ def check(condition: bool, message: str) -> None:
 
 def absolute_data(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
     """A run stores where its data is as absolute paths, so every verb finds it from any folder."""
-    if dataset.startswith("folder:"):
-        dataset = "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
+    for prefix in ("folder:", "mvtec:"):
+        if dataset.startswith(prefix):
+            dataset = prefix + str(Path(dataset[len(prefix):]).expanduser().resolve())
     return dataset, (str(Path(data_dir).expanduser().resolve()) if data_dir else data_dir)
+
+
+def inspection_dataset(dataset: str) -> bool:
+    """``mvtec:PATH``, or a ``folder:PATH`` in that layout (train/good, test/, ground_truth/)."""
+    return dataset.startswith("mvtec:") or (dataset.startswith("folder:") and is_mvtec(dataset[len("folder:"):]))
 
 
 LOGGERS = ("tensorboard", "csv")
@@ -150,6 +159,9 @@ class TrainConfig(StoredConfig):
     compile: bool = False
     #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
     logger: str = "tensorboard,csv"
+    #: Train on random N×N crops of images of any size; the model takes N×N and whole
+    #: images go through it in overlapping tiles (convae.applications.tiles).
+    patch: int | None = None
 
     @classmethod
     def from_stored(cls, config: dict[str, Any]) -> "TrainConfig":
@@ -173,8 +185,10 @@ class TrainConfig(StoredConfig):
             config.dataset = default_dataset(config.data_dir)
         config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)
         known = dataset_names()
-        check(not named_dataset or config.dataset in known or config.dataset.startswith("folder:"),
-               f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)} or folder:PATH")
+        check(not named_dataset or config.dataset in known or config.dataset.startswith(("folder:", "mvtec:")),
+               f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)}, folder:PATH or mvtec:PATH")
+        if config.normal_classes is None and inspection_dataset(config.dataset):
+            config.normal_classes = [GOOD]  # an inspection dataset trains on its good parts only
         check(config.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
         check(config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         check(config.lr_schedule in LR_SCHEDULES,
@@ -182,6 +196,9 @@ class TrainConfig(StoredConfig):
         check(config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}")
         check(config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}")
         check(config.lr > 0 and math.isfinite(config.lr), f"--lr must be a positive number, got {config.lr}")
+        check(config.patch is None or (not isinstance(config.patch, bool) and isinstance(config.patch, int)
+                                       and config.patch >= MIN_PATCH),
+              f"--patch must be an integer of at least {MIN_PATCH} pixels, got {config.patch!r}")
         check(config.task in TASKS, f"--task must be one of {', '.join(TASKS)}, got {config.task!r}")
         check(config.noise is None or config.task != "reconstruct",
               f"--noise {config.noise} has no effect on a reconstruction run; add --task denoise to train a denoiser")
@@ -219,7 +236,10 @@ class TrainConfig(StoredConfig):
         return parse_corruption(self.noise) if self.noise else None
 
     def model_shapes(self, data_shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
-        """(input shape, output channels): colorization maps 1 channel to the data's 3."""
+        """(input shape, output channels): colorization maps 1 channel to the data's 3; a
+        patch run's model takes one patch."""
+        if self.patch:
+            data_shape = (data_shape[0], self.patch, self.patch)
         if self.task == "colorize":
             if data_shape[0] != 3:
                 raise ConvaeError(f"--task colorize needs colour images, the dataset has {data_shape[0]} channel(s)")

@@ -109,7 +109,7 @@ class Splits:
     def _load(self, split: str) -> ImageSet:
         cfg = self.config
         return load_dataset(cfg.dataset, split, data_dir=cfg.data_dir, channels=cfg.channels,
-                            image_size=cfg.image_size)
+                            image_size=cfg.image_size, any_size=bool(getattr(cfg, "patch", None)))
 
     @property
     def is_classifier(self) -> bool:

@@ -176,8 +176,9 @@ class Trainer:
                 labels = labels.to(self.device) if labels is not None else None
             check_every = 1 if self.device.type == "cpu" else 25
 
+            served = task.batch_options()
             steps = len(Batches(images, cfg.batch_size, shuffle=False, seed=0, labels=labels,
-                                shard=(self.ranks.rank, self.ranks.world)))
+                                shard=(self.ranks.rank, self.ranks.world), **served))
             logs = TrainingLogs(self.run_dir, parse_loggers(cfg.logger), epoch * steps + step,
                                 enabled=self.ranks.is_main and epoch < cfg.epochs)
             with RunProgress(self.console, cfg.epochs, steps, epoch * steps + step, self.progress,
@@ -185,7 +186,8 @@ class Trainer:
                 while epoch < cfg.epochs:
                     # The global batch is split across torchrun processes: same math as one process.
                     batches = Batches(images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=labels,
-                                      start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world))
+                                      start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world),
+                                      **served)
                     model.train()
                     # A resumed epoch's partial totals are global ones: rank 0 carries them.
                     if not self.ranks.is_main:
@@ -205,7 +207,7 @@ class Trainer:
                                 optimizer.zero_grad(set_to_none=True)
                                 # DDP averages the processes' gradients; when a last batch splits unevenly,
                                 # weigh each process's mean by its share so the step is the global mean's.
-                                whole = min(cfg.batch_size, len(images) - step * cfg.batch_size)
+                                whole = min(cfg.batch_size, batches.items - step * cfg.batch_size)
                                 share = self.ranks.world * x.shape[0] / whole
                                 (loss * share if x.shape[0] != whole else loss).backward()
                                 if task.schedule != "none":

@@ -20,6 +20,7 @@ from convae import __version__
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import Corruption, batch_generator
+from convae.data.patches import check_patch_fits, patch_set
 from convae.metrics import ReconstructionMetrics
 from convae.models import build_model, code_values
 from convae.run.config import ClassifyConfig, TrainConfig
@@ -54,6 +55,10 @@ class Task:
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The uint8 training images, and their labels where the loss needs them."""
         raise NotImplementedError
+
+    def batch_options(self) -> dict[str, Any]:
+        """What else :class:`Batches` needs to serve this task's training data (patches)."""
+        return {}
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -131,6 +136,7 @@ class ReconstructTask(Task):
         super().__init__(config, splits, device)
         self.loss_fn = loss_function(config.loss)
         self.corruption = config.corruption()
+        self._patch_sets: dict[tuple[str, int], ImageSet] = {}
 
     @property
     def schedule(self) -> str:
@@ -140,7 +146,23 @@ class ReconstructTask(Task):
         return {"momentum": 0.9}
 
     def train_tensors(self) -> tuple[torch.Tensor, None]:
+        if self.config.patch:
+            check_patch_fits(self.splits.train, self.config.patch)
         return self.splits.train.images, None
+
+    def batch_options(self) -> dict[str, Any]:
+        patch = self.config.patch
+        return {"patch": patch, "sizes": self.splits.train.sizes} if patch else {}
+
+    def measured(self, data: ImageSet) -> ImageSet:
+        """What a loss is measured on: the images, or for a patch run the same patches of them every epoch."""
+        patch = self.config.patch
+        if not patch:
+            return data
+        key = (data.split, len(data))
+        if key not in self._patch_sets:
+            self._patch_sets[key] = patch_set(data, patch, self.config.seed)
+        return self._patch_sets[key]
 
     def input_shape(self) -> tuple[int, int, int]:
         return self.config.model_shapes(self.splits.train.shape)[0]
@@ -158,7 +180,7 @@ class ReconstructTask(Task):
 
     def _evaluate(self, model: torch.nn.Module, data: ImageSet) -> float:
         cfg = self.config
-        return evaluate_loss(model, data.images, self.loss_fn, cfg.batch_size, self.device, self.corruption, cfg.seed)
+        return evaluate_loss(model, self.measured(data).images, self.loss_fn, cfg.batch_size, self.device, self.corruption, cfg.seed)
 
     def row(self, model, epoch, train_loss, extras, seen, seconds, lr):
         val = self.splits.val
@@ -179,7 +201,7 @@ class ReconstructTask(Task):
 
         was_training = model.training
         model.eval()
-        x = self.splits.test.images[:8].to(self.device).float().div(255)
+        x = self.measured(self.splits.test).images[:8].to(self.device).float().div(255)
         x_in = self.corruption(x, batch_generator(self.config.seed, -1, 0, self.device)) if self.corruption else x
         output = model(x_in).float().clamp(0, 1)
         model.train(was_training)
@@ -195,8 +217,10 @@ class ReconstructTask(Task):
         cfg, train, test = self.config, self.splits.train, self.splits.test
         classes = self.splits.train_all.classes
         listing = f"\n{class_listing(list(classes), self.splits.normal_indices())}" if 1 < len(classes) <= 100 else ""
+        shape = (f"{train.shape[0]}×{cfg.patch}×{cfg.patch} patches of images up to {train.shape[1]}×{train.shape[2]}"
+                 if cfg.patch else f"{'×'.join(map(str, train.shape))} C×H×W")
         return (f"training {cfg.model} on {cfg.dataset} ({len(train):,} train / {len(test):,} test images, "
-                f"{'×'.join(map(str, train.shape))} C×H×W) for {cfg.epochs} epochs (batch {cfg.batch_size}, "
+                f"{shape}) for {cfg.epochs} epochs (batch {cfg.batch_size}, "
                 f"lr {cfg.lr}, loss {cfg.loss}) into {run_dir}{listing}")
 
     def config_json(self, model):

@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from convae.applications.anomaly.figures import write_heatmap
-from convae.applications.anomaly.runs import open_detector_run
-from convae.applications.anomaly.scores import HYBRID, error_maps, run_code_index
+from convae.applications.anomaly.figures import write_heatmap, write_overlay
+from convae.applications.anomaly.runs import open_detector_run, run_tile
+from convae.applications.anomaly.scores import HYBRID, error_maps, peak_score, run_code_index, tiled_error_map
 from convae.applications.anomaly.threshold import Threshold, resolve_threshold
 from convae.core.atomic import atomic_write_text
 from convae.core.device import pick_device
@@ -82,6 +82,10 @@ def detect_paths(
     if not files:
         raise ConvaeError("detect needs image files or folders to score")
     input_shape = run.config.input_shape
+    tile = run_tile(run)
+    if tile is not None and engine is not None:
+        raise ConvaeError("--onnx scores at the run's patch size only; a patch-trained run scores whole images "
+                          "in tiles with its torch model (drop --onnx)")
     results: list[ImageResult] = []
     loaded: list[tuple[int, torch.Tensor]] = []
     for found in files:
@@ -89,7 +93,10 @@ def detect_paths(
         try:
             if found.error:
                 raise DataError(f"{found.path}: {found.error}")
-            image, result.note = image_for_model(found.path, input_shape)
+            if tile is not None:  # whole images at their own size, in tiles; only the channels change
+                image, result.note = image_for_model(found.path, input_shape, keep_size=True)
+            else:
+                image, result.note = image_for_model(found.path, input_shape)
             loaded.append((len(results), image))
         except ConvaeError as error:
             result.note = str(error)
@@ -106,9 +113,24 @@ def detect_paths(
     target = pick_device(device) if engine is None else torch.device("cpu")
     model = run.model(target) if engine is None else None
     code_index = run_code_index(run, model, device=target, log=log) if model and threshold.score == HYBRID else None
-    images = torch.stack([image for _, image in loaded])
     heat_dir = Path(heatmaps) if heatmaps is not None else None
     names = UniqueNames()
+    if tile is not None:
+        for position, image in loaded:
+            result = results[position]
+            error, output = tiled_error_map(model, image, threshold.score, tile, target)
+            result.score = peak_score(error)
+            result.verdict = ANOMALOUS if result.score > threshold.value else NORMAL
+            if heat_dir is not None:
+                result.heatmap = str(write_overlay(
+                    heat_dir / f"{names.take(Path(result.path).stem)}.png", image.float().div(255), error,
+                    scale=threshold.heatmap_scale or float(error.max().clamp(min=1e-8)),
+                    title=f"{Path(result.path).name}: {threshold.score} peak {result.score:.4g} "
+                          f"{'>' if result.verdict == ANOMALOUS else '<='} {threshold.value:.4g}, {result.verdict}",
+                    mask_level=threshold.pixel_threshold,
+                ))
+        loaded = []
+    images = torch.stack([image for _, image in loaded]) if loaded else torch.zeros(0)
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(target).float().div_(255)
         scores, maps, outputs = error_maps(model, x, threshold.score, code_index) if engine is None else engine.detect(x)

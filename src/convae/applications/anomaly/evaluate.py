@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from convae.applications.anomaly.figures import detection_figures, gallery_figure
+from convae.applications.anomaly.pixels import FPR_LIMIT, aupro, pixel_auroc
 from convae.applications.anomaly.report import EVAL_FILE
-from convae.applications.anomaly.runs import open_detector_run
+from convae.applications.anomaly.runs import open_detector_run, run_tile
 from convae.applications.anomaly.scores import HYBRID, run_code_index, score_images
 from convae.applications.anomaly.threshold import Threshold, resolve_threshold, verdicts
 from convae.core.device import pick_device
@@ -93,12 +94,13 @@ def evaluate_detection(
     run = open_detector_run(run_dir)
     config, cfg = run.config, run.config.training
     spec = dataset or cfg.dataset
+    tile = run_tile(run)
     if dataset is None:
         data = run.splits().test
-    else:  # another dataset, converted to the run's input shape
+    else:  # another dataset, converted to the run's input shape (a patch run: only its channels)
         channels, height, width = config.input_shape
         data = load_dataset(spec, "test", data_dir=run.data_dir or cfg.data_dir, channels=channels,
-                            image_size=(height, width))
+                            image_size=cfg.image_size if tile else (height, width), any_size=tile is not None)
     normal = _normal_indices(config, data, normal_classes, spec)
     own = config.normal_class_names()
     chosen = [data.classes[i] for i in normal]
@@ -124,7 +126,13 @@ def evaluate_detection(
     target = pick_device(device)
     model = run.model(target)
     code_index = run_code_index(run, model, device=target, log=log) if threshold.score == HYBRID else None
-    scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target, index=code_index)
+    maps = None
+    if data.masks is not None or tile is not None:  # pixel metrics, or maps at full resolution for the gallery
+        scores, maps = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target,
+                                    index=code_index, with_maps=True, tile=tile)
+    else:
+        scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target,
+                              index=code_index)
     result: dict[str, Any] = {
         "run": str(run.path),
         "dataset": spec,
@@ -144,13 +152,35 @@ def evaluate_detection(
             keep = mask | normal_mask
             per_class[name] = float(roc_auc_score(labels[keep], scores[keep]))
     result["auroc_per_anomalous_class"] = per_class
+    if data.masks is not None and maps is not None:
+        result.update(segmentation_metrics(maps, data.masks, data.labels.numpy(), normal, list(data.classes)))
     if figures and eval_file == EVAL_FILE:
         result["figures"] = [str(p) for p in detection_figures(scores, labels, threshold, run.figures,
                                                               title=f"{config.model_name} on {spec}")]
         result["figures"].append(str(gallery_figure(
             model, data.images, scores, labels, list(data.classes), data.labels.numpy(), threshold,
-            run.figures / "detect-gallery.png", index=code_index, device=target)))
+            run.figures / "detect-gallery.png", index=code_index, device=target, maps=maps,
+            masks=data.masks)))
     result["file"] = str(run.write_json(eval_file, result))
+    return result
+
+
+def segmentation_metrics(maps: torch.Tensor, masks: torch.Tensor, class_labels: np.ndarray, normal: list[int],
+                         classes: list[str]) -> dict[str, Any]:
+    """Pixel AUROC and AUPRO over the whole test split and per defect type (with the normal images)."""
+    result: dict[str, Any] = {"pixel_auroc": pixel_auroc(maps, masks), "aupro": aupro(maps, masks),
+                              "aupro_fpr_limit": FPR_LIMIT}
+    is_normal = np.isin(class_labels, normal)
+    per_auroc, per_aupro = {}, {}
+    for class_index, name in enumerate(classes):
+        chosen = class_labels == class_index
+        if class_index in normal or not chosen.any() or not bool(masks[torch.from_numpy(chosen)].any()):
+            continue
+        keep = torch.from_numpy(chosen | is_normal)
+        per_auroc[name] = pixel_auroc(maps[keep], masks[keep])
+        per_aupro[name] = aupro(maps[keep], masks[keep])
+    result["pixel_auroc_per_anomalous_class"] = per_auroc
+    result["aupro_per_anomalous_class"] = per_aupro
     return result
 
 

@@ -44,6 +44,39 @@ def write_heatmap(
     return write_png(path, np.asarray(picture))
 
 
+def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale: float, title: str = "",
+                  mask_level: float | None = None, label: str = "per-pixel error") -> Path:
+    """The error map over the image at the image's own resolution, with a labelled colour bar.
+
+    ``mask_level`` outlines the predicted defect (pixels above it) in cyan and writes that
+    mask beside the figure as ``<name>_mask.png`` (white = defect), at the image's size.
+    """
+    from convae.viz import plt, save_figure  # noqa: PLC0415
+
+    height, width = error.shape[-2:]
+    dpi = 100
+    inches_w, inches_h = max(width / dpi, 3.0), max(height / dpi, 3.0 * height / width)
+    fig = plt.figure(figsize=(inches_w * 1.18, inches_h + 0.45), dpi=dpi)
+    axis = fig.add_axes((0.0, 0.0, 1 / 1.18, inches_h / (inches_h + 0.45)))
+    shown = axis.imshow(overlay(image, error, scale), interpolation="nearest")
+    axis.set_axis_off()
+    if mask_level is not None:
+        mask = (error > mask_level).numpy()
+        if mask.any():
+            axis.contour(mask.astype(np.float32), levels=[0.5], colors="cyan", linewidths=1.0)
+        write_png(path.with_name(f"{path.stem}_mask.png"), mask.astype(np.uint8) * 255)
+    bar_axis = fig.add_axes((1 / 1.18 + 0.02, 0.08, 0.035, 0.8 * inches_h / (inches_h + 0.45)))
+    from matplotlib import cm, colors  # noqa: PLC0415
+
+    bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, scale), cmap="inferno"), cax=bar_axis)
+    bar.set_label(label + (" (cyan: predicted defect)" if mask_level is not None else ""), fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    del shown
+    if title:
+        fig.text(0.01, 1 - 0.3 / (inches_h + 0.45), title, fontsize=9, va="center")
+    return save_figure(fig, path, dpi=dpi)
+
+
 def detection_figures(scores: np.ndarray, labels: np.ndarray, threshold: Threshold, folder: Path,
                       title: str = "") -> list[Path]:
     """The ROC curve (with the operating point of the threshold) and score histograms."""
@@ -94,21 +127,29 @@ def overlay(image: torch.Tensor, error: torch.Tensor, scale: float) -> np.ndarra
 @torch.no_grad()
 def gallery_figure(model: torch.nn.Module, images: torch.Tensor, scores: np.ndarray, labels: np.ndarray,
                    classes: list[str], class_labels: np.ndarray, threshold: Threshold, path: Path, *,
-                   index: object = None, count: int = 6, device: torch.device | str = "cpu") -> Path:
-    """The ``count`` most and least anomalous images of a split, each with its error map over it."""
+                   index: object = None, count: int = 6, device: torch.device | str = "cpu",
+                   maps: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> Path:
+    """The ``count`` most and least anomalous images of a split, each with its error map over it.
+
+    ``maps``: the split's error maps when already drawn (a patch run's come from tiles);
+    ``masks``: true defect masks, outlined in green.
+    """
     from convae.applications.anomaly.scores import error_maps  # noqa: PLC0415
     from convae.viz import plt, save_figure  # noqa: PLC0415
 
     order = np.argsort(scores)
     count = min(count, len(order) // 2 or 1)
     picked = np.concatenate([order[::-1][:count], order[:count]])
-    x = images[torch.from_numpy(picked.copy())].to(device).float().div(255)
-    _, maps, _ = error_maps(model, x, threshold.score, index)
+    chosen = torch.from_numpy(picked.copy())
+    x = images[chosen].to(device).float().div(255)
+    maps = maps[chosen] if maps is not None else error_maps(model, x, threshold.score, index)[1]
     scale = threshold.heatmap_scale or float(maps.max().clamp(min=1e-8))
     fig, axes = plt.subplots(2, count, figsize=(1.9 * count, 4.6), squeeze=False)
     for slot, i in enumerate(picked):
         axis = axes[slot // count][slot % count]
         axis.imshow(overlay(x[slot].cpu(), maps[slot].cpu(), scale), interpolation="nearest")
+        if masks is not None and bool(masks[i].any()):
+            axis.contour(masks[i].numpy().astype(np.float32), levels=[0.5], colors="lime", linewidths=0.8)
         truth = classes[class_labels[i]] if 0 <= class_labels[i] < len(classes) else "?"
         flagged = bool(scores[i] > threshold.value)
         right = flagged == bool(labels[i] == 1)

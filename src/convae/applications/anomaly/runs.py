@@ -33,3 +33,11 @@ def normal_splits(run: Run) -> Splits:
     if splits.val is None or len(splits.val) == 0:
         raise ConvaeError(f"{run.path}: the validation split is empty; use a larger --val-fraction")
     return splits
+
+
+def run_tile(run: Run) -> tuple[int, int] | None:
+    """The tile size whole images go through a patch-trained run in (its patch), else None."""
+    if not run.config.training.patch:
+        return None
+    _, h, w = run.config.input_shape
+    return (h, w)

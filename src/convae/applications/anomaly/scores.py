@@ -5,6 +5,11 @@ or ``ssim`` (1 − SSIM, the default: it ranks anomalies best on MNIST and Fashi
 see benchmarks/anomaly.py), and per pixel the matching error map (squared error, absolute
 error, 1 − local SSIM). ``hybrid`` adds the code's distance to the normal training codes
 (convae.applications.anomaly.index). SSIM comes from torchmetrics.
+
+A patch-trained run (``--patch``) sees whole images of any size in overlapping tiles
+(convae.applications.tiles): its error map is at the image's own resolution, and an
+image's score is the peak of that map smoothed by a Gaussian of ``PEAK_SIGMA`` px, so one
+small defect on a large part counts rather than being averaged away.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from convae.applications.anomaly.index import (
     tensor_code,
 )
 from convae.applications.anomaly.runs import normal_splits, open_detector_run
+from convae.applications.tiles import apply_tiled
 from convae.core.errors import ConvaeError
 from convae.data import Batches
 from convae.metrics import ssim_map
@@ -32,12 +38,59 @@ PIXEL_KINDS = ("ssim", "mse", "l1")  # the mean of an error map; need nothing bu
 HYBRID = "hybrid"  # ssim plus the code's distance to the normal training codes (needs a CodeIndex)
 SCORE_KINDS = (*PIXEL_KINDS, HYBRID)
 DEFAULT_SCORE = "ssim"
+#: σ in pixels of the smoothing before a tiled map's peak becomes the image's score.
+PEAK_SIGMA = 4.0
+Tile = tuple[int, int]
 
 
 def check_score_kind(kind: str) -> str:
     if kind not in SCORE_KINDS:
         raise ConvaeError(f"--score must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
     return kind
+
+
+def _no_hybrid_tiles(kinds: Sequence[str], tile: Tile | None) -> None:
+    if tile is not None and HYBRID in kinds:
+        raise ConvaeError("a patch-trained run scores whole images in tiles, which have no single code for the "
+                          "hybrid score; use --score ssim, mse or l1")
+
+
+@torch.no_grad()
+def tiled_error_map(model: torch.nn.Module, image: torch.Tensor, kind: str, tile: Tile,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(error map H×W, reconstruction C×H×W in [0, 1]) of one uint8 image of any size, in tiles."""
+    _no_hybrid_tiles((kind,), tile)
+
+    def both(x: torch.Tensor) -> torch.Tensor:
+        output = reconstruct(model, x)
+        return torch.cat([output.clamp(0, 1), maps_from(output, x, kind)[:, None]], 1)
+
+    blended = apply_tiled(both, image, tile, device=device)
+    return blended[-1], blended[:-1]
+
+
+def peak_score(error_map: torch.Tensor) -> float:
+    """The score of a tiled image: the largest value of its error map after a Gaussian blur of PEAK_SIGMA px."""
+    from torchvision.transforms.functional import gaussian_blur  # noqa: PLC0415
+
+    radius = int(3 * PEAK_SIGMA)
+    size = min(2 * radius + 1, (min(error_map.shape[-2:]) // 2) * 2 - 1)
+    smooth = gaussian_blur(error_map[None, None].float(), [size, size], [PEAK_SIGMA, PEAK_SIGMA]) if size >= 3 \
+        else error_map
+    return float(smooth.max())
+
+
+def _tiled_scores(model: torch.nn.Module, images: torch.Tensor, kind: str, tile: Tile,
+                  device: torch.device | str, with_maps: bool) -> tuple[np.ndarray, torch.Tensor | None]:
+    scores, maps = [], []
+    for image in images:
+        error, _ = tiled_error_map(model, image, kind, tile, device)
+        scores.append(peak_score(error))
+        if with_maps:
+            maps.append(error)
+    values = np.asarray(scores, dtype=np.float64)
+    h, w = images.shape[-2:]
+    return values, (torch.stack(maps) if maps else torch.zeros(0, h, w)) if with_maps else None
 
 
 def _needs_index(kinds: Sequence[str], index: CodeIndex | None) -> None:
@@ -103,13 +156,19 @@ def score_kinds(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     index: CodeIndex | None = None,
+    tile: Tile | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores of several kinds from one pass of the model: {kind: float64 array}.
 
     ``hybrid`` needs ``index``, the run's :class:`CodeIndex` (:func:`run_code_index`).
+    ``tile``: a patch run's tile size; images of any size are then scored in tiles.
     """
     for kind in kinds:
         check_score_kind(kind)
+    _no_hybrid_tiles(kinds, tile)
+    if tile is not None:
+        model.eval()
+        return {kind: _finite(_tiled_scores(model, images, kind, tile, device, False)[0]) for kind in kinds}
     _needs_index(kinds, index)
     model.eval()
     pixel_kinds = {"ssim" if kind == HYBRID else kind for kind in kinds}
@@ -126,10 +185,13 @@ def score_kinds(
     if HYBRID in kinds:
         distances = index.distances(torch.cat(codes)) if codes else np.zeros(0)
         result[HYBRID] = index.combine(result["ssim"], distances)
-    result = {kind: result[kind] for kind in kinds}
-    if not all(np.isfinite(v).all() for v in result.values()):
+    return {kind: _finite(result[kind]) for kind in kinds}
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
         raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
-    return result
+    return values
 
 
 @torch.no_grad()
@@ -142,13 +204,21 @@ def score_images(
     device: torch.device | str = "cpu",
     with_maps: bool = False,
     index: CodeIndex | None = None,
+    tile: Tile | None = None,
 ) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
     """Anomaly score of every image of a uint8 N×C×H×W tensor (float64 array, higher = more anomalous).
 
     ``with_maps`` also returns the per-pixel error maps (float32 N×H×W, on the CPU).
+    ``tile``: a patch run's tile size (scores are then map peaks, see the module docstring).
     """
     if not with_maps:
-        return score_kinds(model, images, (kind,), batch_size=batch_size, device=device, index=index)[kind]
+        return score_kinds(model, images, (kind,), batch_size=batch_size, device=device, index=index, tile=tile)[kind]
+    if tile is not None:
+        _no_hybrid_tiles((kind,), tile)
+        model.eval()
+        values, maps = _tiled_scores(model, images, kind, tile, device, True)
+        assert maps is not None
+        return _finite(values), maps
     _needs_index((kind,), index)
     model.eval()
     scores, maps = [], []

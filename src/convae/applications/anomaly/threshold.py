@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from convae.applications.anomaly.runs import normal_splits, open_detector_run
+from convae.applications.anomaly.runs import normal_splits, open_detector_run, run_tile
 from convae.applications.anomaly.scores import DEFAULT_SCORE, HYBRID, check_score_kind, run_code_index, score_images
 from convae.core.atomic import read_json
 from convae.core.device import pick_device
@@ -50,6 +50,9 @@ class Threshold:
     normal_std: float | None = None
     f1: float | None = None  # F1 on the fitting data (method f1)
     heatmap_scale: float | None = None  # per-pixel error drawn as full heat (99.9th pct of normal maps)
+    #: A pixel is predicted defective above this error: the 99.9th percentile of the normal
+    #: validation images' pixel errors, so the masks are fitted on normal images only.
+    pixel_threshold: float | None = None
     fitted_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def describe(self) -> str:
@@ -204,11 +207,11 @@ def fit_run_threshold(
     data, labels, description = validation_data(run, with_anomalies=method == "f1")
     index = run_code_index(run, model, device=target, batch_size=batch_size, log=log) if score == HYBRID else None
     scores, maps = score_images(model, data.images, score, batch_size=batch_size, device=target, with_maps=True,
-                                index=index)
+                                index=index, tile=run_tile(run))
     threshold = fit_threshold(scores, labels=labels, method=method, quantile=quantile, k=k, score=score,
                               fitted_on=description)
     normal_maps = maps[torch.from_numpy(labels == 0)]
-    threshold.heatmap_scale = _heatmap_scale(normal_maps)
+    threshold.heatmap_scale = threshold.pixel_threshold = _heatmap_scale(normal_maps)
     if save:
         run.write_json(THRESHOLD_FILE, threshold.to_dict())
     return threshold

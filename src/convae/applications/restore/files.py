@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from convae.applications.restore.corrupted import RESTORE_TASKS
+from convae.applications.tiles import apply_tiled
 
 #: Images of one size restored in one model call (and at most this many input values: big photos go alone).
 BATCH, BATCH_VALUES = 256, 16_000_000
@@ -26,7 +27,7 @@ from convae.run import AUTOENCODER, Run
 class SizePlan:
     """How one image goes through the model: as it is, padded to (h, w), or resized to it."""
 
-    how: str  # "native", "pad" or "resize"
+    how: str  # "native", "pad", "resize" or "tile" (the size is the tile's)
     size: tuple[int, int]
 
 
@@ -63,6 +64,10 @@ def plan_size(
 def restore_tensor(model: torch.nn.Module, x: torch.Tensor, plan: SizePlan) -> torch.Tensor:
     """Run one 1×C×H×W image through the model following ``plan``; output at the input's H×W."""
     h, w = x.shape[-2:]
+    if plan.how == "tile":
+        device = x.device
+        return torch.stack([apply_tiled(lambda t: model(t).clamp(0, 1), image, plan.size, device=device)
+                            for image in x]).to(device)
     if plan.how == "native":
         return model(x).clamp(0, 1)
     if plan.how == "pad":
@@ -124,6 +129,7 @@ def restore_files(
         hint = f"use `convae {run_task}`" if run_task in FILE_TASKS else f"train one with --task {task}"
         raise ConvaeError(f"{run_dir}: a {run_task} run, not a {task} run; {hint}")
     input_shape = tuple(int(v) for v in config["model"]["input_shape"])
+    patch = config.training.patch
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
@@ -138,7 +144,7 @@ def restore_files(
         if not pending:
             return
         h, w = pending[0][2].shape[-2:]
-        plan = plans[(h, w)]
+        plan = SizePlan("tile", (input_shape[1], input_shape[2])) if patch else plans[(h, w)]
         try:
             restored = restore_tensor(model, torch.cat([x for _, _, x in pending]).to(target), plan)
         except (RuntimeError, ValueError) as error:  # out of memory, ...: each file says so
@@ -171,7 +177,13 @@ def restore_files(
             image = read_image(path).unsqueeze(0)
             x, note = _model_input(image, task, input_shape[0])
             h, w = x.shape[-2:]
-            plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
+            if patch:  # a patch-trained model: every image in tiles of the patch, at its own size
+                plan = SizePlan("tile", (input_shape[1], input_shape[2]))
+                if (h, w) != plan.size:
+                    extra = f"in {plan.size[0]}×{plan.size[1]} tiles at full resolution"
+                    note = f"{note}; {extra}" if note else extra
+            else:
+                plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
             if plan.how == "resize":
                 extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({'the exported graph' if engine else config['model']['name']} takes one size only)"
                 note = f"{note}; {extra}" if note else extra

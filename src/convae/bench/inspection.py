@@ -1,0 +1,84 @@
+"""An inspection dataset in the MVTec AD layout, made from real pictures with synthetic defects.
+
+Normal parts are crops of one texture or photo (random place, flip and quarter turn);
+defective parts are the same with a scratch, a spot or a missing patch painted in, and a
+pixel mask of exactly what was painted. benchmarks/inspection.py builds one per texture
+from the pictures that ship inside scikit-image; the tests build tiny ones from noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+DEFECTS = ("scratch", "spot", "missing")
+
+
+def _crop(rng: np.random.Generator, picture: np.ndarray, size: int) -> np.ndarray:
+    h, w = picture.shape[:2]
+    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    crop = picture[y:y + size, x:x + size]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(np.rot90(crop, int(rng.integers(0, 4))))
+
+
+def paint_defect(rng: np.random.Generator, image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image with one ``kind`` defect, uint8 mask: 255 where painted)."""
+    size = image.shape[0]
+    mask_image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask_image)
+    mean = image.reshape(-1, image.shape[-1] if image.ndim == 3 else 1).mean(0)
+    if kind == "scratch":
+        length = rng.uniform(0.25, 0.45) * size
+        angle = rng.uniform(0, np.pi)
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        dy, dx = np.sin(angle) * length / 2, np.cos(angle) * length / 2
+        draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=max(2, size // 64))
+        colour = np.where(mean > 127, 20, 235)
+    elif kind == "spot":
+        radius = rng.uniform(0.04, 0.08) * size
+        cy, cx = rng.uniform(0.25, 0.75, 2) * size
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+        colour = np.clip(mean * np.array([1.4, 0.6, 0.5][: len(mean)]) + 40, 0, 255)
+    elif kind == "missing":
+        side = rng.uniform(0.1, 0.16, 2) * size
+        y, x = rng.uniform(0.2, 0.8 - side / size, 2) * size
+        draw.rectangle([x, y, x + side[1], y + side[0]], fill=255)
+        colour = np.full_like(mean, 128.0)
+    else:
+        raise ValueError(f"unknown defect {kind!r}; choose one of {', '.join(DEFECTS)}")
+    mask = np.asarray(mask_image)
+    out = image.astype(np.float32)
+    where = mask > 0
+    out[where] = colour
+    return out.round().clip(0, 255).astype(np.uint8), mask
+
+
+def write_inspection_dataset(root: str | Path, picture: np.ndarray, *, size: int = 128, train: int = 60,
+                             test_good: int = 20, test_defect: int = 10, seed: int = 0,
+                             defects: Sequence[str] = DEFECTS) -> Path:
+    """Write train/good, test/good, test/<defect>/ and ground_truth/<defect>/<name>_mask.png under ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    picture = np.asarray(picture)
+    if picture.ndim == 3 and picture.shape[2] == 4:
+        picture = picture[..., :3]
+
+    def save(folder: Path, name: str, array: np.ndarray) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(folder / f"{name}.png")
+
+    for i in range(train):
+        save(root / "train" / "good", f"{i:03d}", _crop(rng, picture, size))
+    for i in range(test_good):
+        save(root / "test" / "good", f"{i:03d}", _crop(rng, picture, size))
+    for kind in defects:
+        for i in range(test_defect):
+            image, mask = paint_defect(rng, _crop(rng, picture, size), kind)
+            save(root / "test" / kind, f"{i:03d}", image)
+            save(root / "ground_truth" / kind, f"{i:03d}_mask", mask)
+    return root
