@@ -280,3 +280,108 @@ def test_defects_are_painted_exactly_where_the_mask_says() -> None:
         painted, mask = paint_defect(rng, image, kind)
         changed = (painted != image).any(2)
         assert mask.any() and np.array_equal(changed, mask > 0), kind
+
+
+# -- larger than memory ------------------------------------------------------------------------
+
+
+def _load_in_process(args: tuple[str, str, str]) -> str:
+    root, cache, budget = args
+    import os
+    import warnings
+
+    os.environ["CONVAE_CACHE"], os.environ["CONVAE_MEMORY_BUDGET"] = cache, budget
+    from convae.data import load_folder as load
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load(root, "train")
+    decoded = any("decoding them once" in str(w.message) for w in caught)
+    return f"{data.backing}|{int(data.images.sum())}|{decoded}"
+
+
+def test_a_folder_over_the_memory_budget_is_decoded_once_into_a_shared_mapped_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    root = _photos(tmp_path / "p", [(20, 24)] * 30, seed=2)
+    (root / "broken.png").write_bytes(b"not a png")
+    monkeypatch.delenv("CONVAE_MEMORY_BUDGET", raising=False)
+    with pytest.warns(UserWarning, match="broken.png: skipped"):
+        in_memory = load_folder(root, "train")
+    assert in_memory.backing is None
+    cache = str(tmp_path / "cache")
+    # two processes at once, like two torchrun ranks: one decodes, the other waits and maps the same file
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        answers = pool.map(_load_in_process, [(str(root), cache, "1k")] * 2)
+    paths = {a.split("|")[0] for a in answers}
+    assert len(paths) == 1 and (backing := paths.pop()) != "None"
+    assert sorted(a.split("|")[2] for a in answers) == ["False", "True"], answers
+    assert {int(a.split("|")[1]) for a in answers} == {int(in_memory.images.sum())}
+    monkeypatch.setenv("CONVAE_CACHE", cache)
+    monkeypatch.setenv("CONVAE_MEMORY_BUDGET", "1k")
+    with pytest.warns(UserWarning, match="broken.png: skipped"):
+        mapped = load_folder(root, "train")
+    assert mapped.backing == backing and isinstance(mapped.images, torch.Tensor)
+    assert torch.equal(mapped.images, in_memory.images) and mapped.ids == in_memory.ids
+    assert not [p for p in Path(backing).parent.iterdir() if p.name.endswith(".tmp")]
+    part = mapped.subset(torch.tensor([5, 0, 9]))
+    assert part.backing not in (None, backing) and torch.equal(part.images, in_memory.images[[5, 0, 9]])
+
+
+def test_training_reads_batches_from_the_mapped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    root = _photos(tmp_path / "p", [(16, 16)] * 40, seed=3)
+    monkeypatch.setenv("CONVAE_MEMORY_BUDGET", "2k")
+    code, out, err = cli("train", "--dataset", f"folder:{root}", "--epochs", "1", "--val-fraction", "0.2",
+                         "--threads", "1", "--out", tmp_path / "run", "--no-progress", "--logger", "none")
+    assert code == 0, err
+    assert "memory-mapped cache" in err
+    from convae.run import Run
+
+    splits = Run.open(tmp_path / "run").splits()
+    assert splits.train.backing is not None and splits.val is not None and splits.val.backing is not None
+    assert len(splits.train) + len(splits.val) == len(splits.train_all)
+
+
+def test_a_patch_run_encodes_whole_files_in_tiles_and_decodes_them_back_at_their_size(
+        inspection_run, tmp_path: Path, cli) -> None:
+    root, run = inspection_run
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(60, 200, (37, 51), dtype=np.uint8)).save(tmp_path / "odd.png")
+    files = [tmp_path / "odd.png", root / "test" / "good" / "000.png"]
+    for suffix in ("cvc", "npz"):
+        code, out, err = cli("encode", run, *files, "--out", tmp_path / f"codes.{suffix}", "--bits", "32")
+        assert code == 0, err
+        # 37×51 in 16×16 tiles: 3 rows × 4 columns; 48×48: 3 × 3
+        assert "2 image(s) at full size in 21 tile codes" in out
+        code, out, err = cli("decode", run, tmp_path / f"codes.{suffix}", "--out", tmp_path / f"back-{suffix}")
+        assert code == 0, err
+        assert Image.open(tmp_path / f"back-{suffix}" / "odd.png").size == (51, 37)
+        assert Image.open(tmp_path / f"back-{suffix}" / "000.png").size == (48, 48)
+    # the decoded tiles are the model's own tiles: with 32-bit codes, the whole image equals
+    # the tiles' reconstructions put back in place
+    from convae.applications.tiles import assemble, cut_tiles
+    from convae.run import Run
+
+    model = Run.open(run).model()
+    image = torch.from_numpy(np.asarray(Image.open(files[1])).copy())[None]
+    tiles, places = cut_tiles(image, (16, 16))
+    with torch.no_grad():
+        expected = assemble(model(tiles.float() / 255), places, (48, 48))
+    decoded = torch.from_numpy(np.asarray(Image.open(tmp_path / "back-cvc" / "000.png")).astype(np.float32))
+    assert (decoded - (expected[0] * 255).round()).abs().max() <= 1
+
+
+def test_a_resizing_run_draws_its_map_back_on_the_original_image(tmp_path: Path, cli) -> None:
+    root = _inspection(tmp_path / "parts")
+    code, out, err = cli("train", "--dataset", f"mvtec:{root}", "--image-size", "24", "--epochs", "1", "--threads", "1",
+                         "--out", tmp_path / "run", "--no-progress", "--logger", "none")
+    assert code == 0, err
+    code, out, err = cli("detect", tmp_path / "run", root / "test" / "spot" / "000.png", "--heatmaps", tmp_path / "h")
+    assert code == 0, err
+    assert Image.open(tmp_path / "h" / "000_overlay_mask.png").size == (48, 48)
+    assert Image.open(tmp_path / "h" / "000_overlay.png").width >= 48
+    code, out, err = cli("detect", tmp_path / "run", "--eval", "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "aupro" in result and set(result["aupro_per_anomalous_class"]) == {"missing", "scratch", "spot"}

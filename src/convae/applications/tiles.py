@@ -81,3 +81,32 @@ def apply_tiled(
             weight[y:y + th, x0:x0 + tw] += window
     assert total is not None
     return total.div_(weight)
+
+
+def grid_places(size: tuple[int, int], tile: tuple[int, int]) -> list[tuple[int, int]]:
+    """Top-left corners of tiles that cover an image edge to edge without overlap (but for the
+    last row and column, which end flush with the image): the fewest tiles, for codes."""
+    return [(y, x) for y in tile_starts(size[0], tile[0], tile[0]) for x in tile_starts(size[1], tile[1], tile[1])]
+
+
+def cut_tiles(image: torch.Tensor, tile: tuple[int, int]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(N×C×th×tw tiles of one C×H×W image, their places); a small image is edge-padded first."""
+    th, tw = tile
+    _, h, w = image.shape
+    if h < th or w < tw:
+        image = F.pad(image[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")[0] \
+            .round().to(image.dtype)
+    places = grid_places((max(h, th), max(w, tw)), tile)
+    return torch.stack([image[:, y:y + th, x:x + tw] for y, x in places]), places
+
+
+def assemble(tiles: torch.Tensor, places: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
+    """The C×H×W image of decoded tiles at ``places`` (where they overlap, blended as in apply_tiled)."""
+    _, c, th, tw = tiles.shape
+    height, width = max(size[0], th), max(size[1], tw)
+    window = blend_window(th, tw)
+    total, weight = torch.zeros(c, height, width), torch.zeros(height, width)
+    for part, (y, x) in zip(tiles.float().cpu(), places):
+        total[:, y:y + th, x:x + tw] += part * window
+        weight[y:y + th, x:x + tw] += window
+    return total.div_(weight)[:, : size[0], : size[1]]

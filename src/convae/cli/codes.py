@@ -28,6 +28,8 @@ def encode(
     \b
     Examples:  convae encode runs/unpool photos/ --out codes.cvc --bits 6
                convae encode runs/unpool --dataset mnist --out test.npz
+    A run trained with --patch encodes each file at its own size, as one code per tile of the patch;
+    convae decode puts the tiles back together.
     Exit code 2 if a file could not be read (the others are still encoded).
     """
     from convae.applications.codes import encode_run  # noqa: PLC0415
@@ -37,7 +39,9 @@ def encode(
                         limit=limit, device=device)
     note = f"; {result['converted']} image(s) converted to the run's input shape" if result["converted"] else ""
     switches = f", plus {result['switch_levels']} level(s) of pool switches" if result["switch_levels"] else ""
-    out.print(f"wrote {result['out']}: {result['images']} codes of {'×'.join(map(str, result['code_shape']))} at "
+    what = (f"{result['images']} image(s) at full size in {result['tiles']} tile codes" if "tiles" in result
+            else f"{result['images']} codes")
+    out.print(f"wrote {result['out']}: {what} of {'×'.join(map(str, result['code_shape']))} at "
               f"{result['bits']} bits{switches} ({result['format']}), {result['bytes']:,} bytes = "
               f"{result['bpp']:.4f} bits per pixel{note}", markup=False, highlight=False, soft_wrap=True)
     fail_files(result["failed"], result["images"] + len(result["failed"]), f"the other {result['images']} were encoded")

@@ -18,7 +18,7 @@ def detect(
     inputs: Optional[list[Path]] = typer.Argument(None, help="image files and/or folders (searched recursively)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="use this threshold now (not stored)"),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="write path, score, verdict, note per image here"),
-    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="folder for PNGs: input, reconstruction, error over input"),
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="folder for PNGs: input, reconstruction, error over input; at the image's own size the error over the image with a colour bar (NAME_overlay.png, or NAME.png for a --patch run) and the predicted defect mask (…_mask.png)"),
     score: Optional[str] = typer.Option(None, "--score", help="ssim (1 - SSIM, default), mse, l1, or hybrid (ssim + the code's distance to the normal training codes); default: the stored threshold's"),
     fit: bool = typer.Option(False, "--fit", help="(re)fit the threshold on the run's validation split and store it"),
     method: str = typer.Option("quantile", "--threshold-method", help="quantile, meanstd or f1 (how to fit)"),
@@ -38,6 +38,7 @@ def detect(
     \b
     Examples:  convae detect runs/mnist-3 photos/ --csv scores.csv --heatmaps heat/
                convae detect runs/mnist-3 --eval
+               convae detect runs/bottle --eval            (mvtec:PATH data: also pixel AUROC and AUPRO per defect type)
                convae detect runs/mnist-3 photos/ --onnx detector.onnx   (from convae export --what detect)
 
     The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).

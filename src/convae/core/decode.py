@@ -18,9 +18,9 @@ MAX_PIXELS = 50_000_000
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 
-_COLOUR_MODES_AS_IS = frozenset({"RGB"})
-_GRAY_MODES_VIA_L = frozenset({"1", "LA", "La"})
-_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+COLOUR_MODES_AS_IS = frozenset({"RGB"})
+GRAY_MODES_VIA_L = frozenset({"1", "LA", "La"})
+SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
 class DataWarning(UserWarning):
@@ -42,11 +42,11 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     mode = im.mode
     if mode == "L":
         return np.asarray(im, dtype=np.uint8), False
-    if mode in _COLOUR_MODES_AS_IS:
+    if mode in COLOUR_MODES_AS_IS:
         return np.asarray(im, dtype=np.uint8), True
-    if mode in _GRAY_MODES_VIA_L:
+    if mode in GRAY_MODES_VIA_L:
         return np.asarray(im.convert("L"), dtype=np.uint8), False
-    if mode in _SIXTEEN_BIT:
+    if mode in SIXTEEN_BIT:
         return _scale16(np.asarray(im)), False
     if mode == "I":
         arr = np.asarray(im)

@@ -33,14 +33,17 @@ import torch
 from PIL import Image
 
 from convae.core.decode import (
+    COLOUR_MODES_AS_IS,
+    GRAY_MODES_VIA_L,
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
+    SIXTEEN_BIT,
     BadImage,
     DataWarning,
     decode_image,
 )
 from convae.core.errors import DataError
-from convae.data import folder_cache
+from convae.data import folder_cache, memmap_cache
 from convae.data.convert import (
     check_channels,
     check_image_size,
@@ -52,6 +55,8 @@ from convae.data.paths import cache_root
 
 SPLIT_FOLDERS = ("train", "test", "val", "valid", "validation")
 HOLDOUT_FRACTION = 0.1
+#: Modes convae.core.decode turns into gray (all others become RGB).
+_GRAY_HEADER_MODES = frozenset({"L", "I", "F", *GRAY_MODES_VIA_L, *SIXTEEN_BIT})
 #: Individual warnings for skipped files, then one summary line.
 MAX_FILE_WARNINGS = 20
 
@@ -334,6 +339,118 @@ def _decode_all(
     return out, labels, ids, skipped, sizes
 
 
+def _header(path: str) -> tuple[int, int, bool] | str:
+    """(H, W, colour) from a file's header, or why it is unusable. Colour follows
+    convae.core.decode (palette images are looked at: a gray palette is gray)."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode in ("P", "PA"):
+                colour = _decode_chunk([path])[0]
+                return (image.height, image.width, colour[1]) if not isinstance(colour, str) else colour
+            return (image.height, image.width, mode in COLOUR_MODES_AS_IS or mode not in _GRAY_HEADER_MODES)
+    except Exception:  # noqa: BLE001 - the reason is worded as decoding words it
+        reason = _try_decode(path)
+        return reason if isinstance(reason, str) else "unreadable header"
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def _decoded_bytes(root: Path, layout: _Layout, channels: int | None, size: tuple[int, int] | None) -> int:
+    """About how many bytes the split takes decoded: from the first file's header (all images
+    share one size, or are resized to ``size``), at 3 channels unless ``channels`` says."""
+    if not layout.files:
+        return 0
+    if size is None:
+        for rel, _ in layout.files[:8]:
+            first = _header(str(root / rel))
+            if not isinstance(first, str):
+                size = first[:2]
+                break
+        else:
+            return 0
+    return len(layout.files) * (channels or 3) * size[0] * size[1]
+
+
+def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | None, size: tuple[int, int] | None,
+                      any_size: bool, path: Path, needed: int) -> ImageSet:
+    """Decode the split chunk by chunk straight into a memory-mapped file (memory stays bounded)."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    paths = [str(root / rel) for rel, _ in layout.files]
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        headers = list(pool.map(_header, paths, chunksize=_CHUNK))
+    skipped = [(layout.files[i][0], h) for i, h in enumerate(headers) if isinstance(h, str)]
+    ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+    if not ok:
+        raise DataError(f"{root}: none of the {len(paths)} image files for split {split!r} could be read")
+    shapes = {headers[i][:2] for i in ok}  # type: ignore[index]
+    ragged = any_size and size is None and len(shapes) > 1
+    if size is None and not ragged and len(shapes) > 1:
+        h0, w0 = headers[ok[0]][:2]  # type: ignore[index]
+        other = next(i for i in ok if headers[i][:2] != (h0, w0))  # type: ignore[index]
+        h, w = headers[other][:2]  # type: ignore[index]
+        raise DataError(f"{paths[other]}: image is {h}×{w} pixels (H×W) but {paths[ok[0]]} is {h0}×{w0}; all "
+                        f"images must have the same size (pass --image-size {h0}x{w0} to resize them)")
+    target_c = channels or (3 if any(headers[i][2] for i in ok) else 1)  # type: ignore[index]
+    height, width = size or (max(s[0] for s in shapes), max(s[1] for s in shapes))
+    warnings.warn(f"{root}: {len(ok):,} images take {_human(needed)} decoded, more than the memory budget "
+                  f"({_human(memmap_cache.memory_budget())}, $CONVAE_MEMORY_BUDGET); decoding them once into "
+                  f"the memory-mapped cache {path}", DataWarning, stacklevel=4)
+    meta: dict = {"source": os.path.abspath(root), "split": split, "classes": layout.classes,
+                  "ids": [layout.files[i][0] for i in ok], "labels": [layout.files[i][1] for i in ok],
+                  "sizes": [list(headers[i][:2]) for i in ok] if ragged else None}  # type: ignore[index]
+
+    def fill(array: np.ndarray) -> list[int]:
+        failed: list[int] = []
+        chunks = [ok[i:i + _CHUNK] for i in range(0, len(ok), _CHUNK)]
+        bar = Progress(TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        with bar, ThreadPoolExecutor(max_workers=_workers()) as pool:
+            job = bar.add_task(root.name, total=len(ok))
+            row = 0
+            for chunk, decoded in zip(chunks, pool.map(_decode_chunk, ([paths[i] for i in c] for c in chunks))):
+                for i, result in zip(chunk, decoded):
+                    if isinstance(result, str):
+                        skipped.append((layout.files[i][0], result))
+                        failed.append(row)
+                    else:
+                        pixels, colour = result
+                        t = torch.from_numpy(np.require(pixels, requirements=["C", "W"]))
+                        t = (t.permute(2, 0, 1) if colour else t.unsqueeze(0)).unsqueeze(0)
+                        t = resize_images(to_channels(t.contiguous(), target_c), size)[0]
+                        if size is None and not ragged and tuple(t.shape[1:]) != (height, width):
+                            raise DataError(f"{paths[i]}: image is {t.shape[1]}×{t.shape[2]} pixels (H×W) but the "
+                                            f"others are {height}×{width}; pass --image-size to resize them")
+                        array[row, :, : t.shape[1], : t.shape[2]] = t.numpy()
+                    row += 1
+                bar.advance(job, len(chunk))
+        for key in ("ids", "labels", "sizes"):
+            if meta[key] is not None:
+                meta[key] = [v for j, v in enumerate(meta[key]) if j not in set(failed)]
+        meta["skipped"] = skipped
+        return failed
+
+    images, meta = memmap_cache.write_mapped(path, (len(ok), target_c, height, width), fill, meta)
+    _warn_skipped(root, skipped, stacklevel=4)
+    return _mapped_set(images, meta, split, f"folder:{root}", path)
+
+
+def _mapped_set(images: torch.Tensor, meta: dict, split: str, name: str, path: Path) -> ImageSet:
+    if len(images) == 0:
+        raise DataError(f"{meta.get('source')}: no readable images for split {split!r}")
+    sizes = torch.tensor(meta["sizes"], dtype=torch.int64) if meta.get("sizes") else None
+    return ImageSet(images, torch.tensor(meta["labels"], dtype=torch.int64), meta["classes"], split, name,
+                    ids=meta["ids"], sizes=sizes, backing=str(path))
+
+
 def load_folder(
     path: str | os.PathLike[str],
     split: str = "train",
@@ -372,6 +489,18 @@ def load_folder(
         **({"any_size": True} if any_size else {}),
     )
     cpath = folder_cache.cache_path(cache_root(cache_dir), key)
+    mapped = cpath.with_suffix(".u8")
+    opened = memmap_cache.open_mapped(mapped)
+    if opened is not None:
+        _warn_skipped(root, opened[1].get("skipped", []), stacklevel=3)
+        return _mapped_set(*opened, split, name, mapped)
+    needed = _decoded_bytes(root, layout, channels, size)
+    if needed > memmap_cache.memory_budget():
+        with memmap_cache.exclusive(mapped.with_name(mapped.name + ".lock")):
+            opened = memmap_cache.open_mapped(mapped)  # another rank may have made it while this one waited
+            if opened is not None:
+                return _mapped_set(*opened, split, name, mapped)
+            return _decode_to_mapped(root, layout, split, channels, size, any_size, mapped, needed)
     hit = folder_cache.load(cpath)
     if hit is not None:
         images, labels, meta = hit

@@ -7,11 +7,13 @@ converted to float on the fly (see :mod:`convae.data.batches`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from convae.core.errors import DataError
+from convae.data.memmap_cache import mapped_subset
 
 
 @dataclass
@@ -30,6 +32,9 @@ class ImageSet:
     sizes: torch.Tensor | None = None
     #: uint8 N×H×W defect masks (1 = defect) of an inspection test split (convae.data.mvtec).
     masks: torch.Tensor | None = None
+    #: The memory-mapped cache file ``images`` is read from (a folder larger than the memory
+    #: budget, convae.data.memmap_cache); subsets are then written to mapped files too.
+    backing: str | None = None
 
     def __post_init__(self) -> None:
         # Validate once here so every consumer can trust the layout without re-checking.
@@ -102,8 +107,14 @@ class ImageSet:
             raise DataError(f"{self.name}/{self.split}: subset index out of range for {n} images")
         idx = idx % n if n else idx
         ids = [self.ids[i] for i in idx.tolist()] if self.ids is not None else None
+        backing = None
+        if self.backing is not None:  # larger than memory: the subset goes to a mapped file of its own
+            images, path = mapped_subset(Path(self.backing), self.images, idx)
+            backing = str(path)
+        else:
+            images = self.images.index_select(0, idx).contiguous()
         return ImageSet(
-            images=self.images.index_select(0, idx).contiguous(),
+            images=images,
             labels=self.labels.index_select(0, idx),
             classes=list(self.classes),
             split=self.split,
@@ -111,6 +122,7 @@ class ImageSet:
             ids=ids,
             sizes=self.sizes.index_select(0, idx) if self.sizes is not None else None,
             masks=self.masks.index_select(0, idx) if self.masks is not None else None,
+            backing=backing,
         )
 
     def image_size(self, index: int) -> tuple[int, int]:

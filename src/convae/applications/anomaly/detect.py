@@ -1,7 +1,10 @@
 """``convae detect`` on files and folders: a score and a verdict per image, a CSV and heatmaps.
 
 Images of another size or channel count are converted (and say so); unreadable files
-are reported by name and the others are still scored.
+are reported by name and the others are still scored. A patch-trained run scores every
+image at its own size in tiles; with ``heatmaps`` each image gets its error map over it at
+its own resolution, with a colour bar, and the predicted defect mask (pixels above the
+threshold's ``pixel_threshold``, fitted on normal validation images).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from convae.applications.anomaly.figures import write_heatmap, write_overlay
 from convae.applications.anomaly.runs import open_detector_run, run_tile
@@ -22,7 +26,7 @@ from convae.core.atomic import atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
 from convae.core.images import UniqueNames
-from convae.data.files import find_image_files, image_for_model
+from convae.data.files import find_image_files, image_for_model, read_image
 from convae.run import Run
 
 NORMAL, ANOMALOUS, UNREADABLE = "normal", "anomalous", "unreadable"
@@ -148,6 +152,15 @@ def detect_paths(
                     caption=f"{threshold.score} {result.score:.4g} {'>' if result.verdict == ANOMALOUS else '<='} "
                             f"{threshold.value:.4g}: {result.verdict}",
                 ))
+                original = read_image(result.path)
+                if tuple(original.shape[1:]) != tuple(x.shape[-2:]):  # resized for the model: the map goes back
+                    error = F.interpolate(maps[offset][None, None].float().cpu(), size=tuple(original.shape[1:]),
+                                          mode="bilinear", align_corners=False)[0, 0]
+                    write_overlay(heat_dir / f"{name}_overlay.png", original.float().div(255), error,
+                                  scale=threshold.heatmap_scale or float(maps.max().clamp(min=1e-8)),
+                                  title=f"{Path(result.path).name}: {threshold.score} {result.score:.4g}, "
+                                        f"{result.verdict} (map from {x.shape[-2]}×{x.shape[-1]}, upsampled)",
+                                  mask_level=threshold.pixel_threshold)
     detection = Detection(results, threshold, Path(csv_path) if csv_path else None, heat_dir)
     if csv_path is not None:
         write_csv(Path(csv_path), results, threshold)

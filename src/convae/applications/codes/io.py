@@ -24,6 +24,7 @@ from convae.applications.codes.quantize import (
     encode_batches,
     quantize,
 )
+from convae.applications.tiles import assemble, cut_tiles
 from convae.core.atomic import atomic_write_bytes, atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
@@ -98,6 +99,36 @@ def file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
     return torch.stack(images), ids, [unique.take(name) for name in names], notes, failed
 
 
+def tiled_file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
+                      ) -> tuple[torch.Tensor, list[str], list[str], list[str], list[tuple[str, str]], list[dict]]:
+    """Like :func:`file_images` for a patch-trained run: every file at its own size, cut into
+    tiles of the patch; one code per tile, and per file its size and tile places for decode."""
+    channels, th, tw = (int(v) for v in input_shape)
+    tiles, ids, names, notes, failed, layout = [], [], [], [], [], []
+    found_files = find_image_files(inputs)
+    unique = UniqueNames()
+    for found in found_files:
+        try:
+            if found.error:
+                raise DataError(found.error)
+            image, note = image_for_model(found.path, input_shape, keep_size=True)
+        except ConvaeError as error:
+            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
+            continue
+        cut, places = cut_tiles(image, (th, tw))
+        name = unique.take(found.output_name().as_posix())
+        tiles.append(cut)
+        ids += [str(found.path)] * len(cut)
+        names += [name] * len(cut)
+        notes.append(note)
+        layout.append({"name": name, "size": list(image.shape[1:]), "places": [list(p) for p in places]})
+    if not tiles:
+        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
+        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
+                          if found_files else "no images to encode")
+    return torch.cat(tiles), ids, names, notes, failed, layout
+
+
 def encode_run(
     run_dir: str | Path | Run,
     out: str | Path,
@@ -126,12 +157,20 @@ def encode_run(
     input_shape = config.input_shape
     notes: list[str] = []
     failed: list[tuple[str, str]] = []
+    tiled = bool(config.training.patch)
+    layout: list[dict] = []
+    if dataset and tiled:
+        raise ConvaeError("a patch-trained run encodes whole image files in tiles of its patch; give IMAGE/FOLDER "
+                          "arguments instead of --dataset")
     if dataset:
         data = dataset_images(run, dataset, split, limit)
         images, labels, classes = data.images, data.labels.numpy(), data.classes
         ids = data.ids or [f"{dataset}:{split}:{i}" for i in range(len(data))]
         names = None
         source = {"dataset": dataset, "split": split, "first": 0}
+    elif tiled:
+        images, ids, names, notes, failed, layout = tiled_file_images(inputs, input_shape)
+        labels, classes, source = None, [], {"tiles": layout, "tile": list(input_shape[1:])}
     else:
         images, ids, names, notes, failed = file_images(inputs, input_shape)
         labels, classes, source = None, [], {}
@@ -139,10 +178,11 @@ def encode_run(
     values, switches = encode_batches(model, images, target)
     codes = quantize(values, bits, run_hash, switches)
     codes.ids, codes.names, codes.labels, codes.classes, codes.source = ids, names, labels, classes, source
-    meta = {"names": names} if names else {"source": source}
+    meta = {"names": names, "source": source} if tiled else {"names": names} if names else {"source": source}
     size = write_codes(out, codes, fmt, meta)
-    pixels = len(codes) * input_shape[1] * input_shape[2]
-    return {"out": str(out), "format": fmt, "images": len(codes), "bits": bits, "code_shape": list(codes.code_shape),
+    pixels = sum(t["size"][0] * t["size"][1] for t in layout) if tiled else len(codes) * input_shape[1] * input_shape[2]
+    return {"out": str(out), "format": fmt, "images": len(layout) if tiled else len(codes),
+            **({"tiles": len(codes)} if tiled else {}), "bits": bits, "code_shape": list(codes.code_shape),
             "switch_levels": len(switches), "bytes": size, "bpp": 8 * size / pixels,
             "weights_hash": run_hash[:16], "converted": sum(bool(n) for n in notes), "failed": failed}
 
@@ -158,16 +198,26 @@ def decode_file(run_dir: str | Path | Run, codes_path: str | Path, out_dir: str 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
-    names = codes.output_names()
+    tiles = codes.source.get("tiles")
+    names = [t["name"] for t in tiles] if tiles else codes.output_names()
+    if tiles and sum(len(t["places"]) for t in tiles) != len(codes):
+        raise DataError(f"{codes_path}: its tile layout does not match its {len(codes)} codes")
     for name in names:  # all checked before any PNG is written
         relative = Path(name)
-        if len(names) != len(codes) or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png":
+        if (not tiles and len(names) != len(codes)) or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png":
             raise DataError(f"{codes_path}: refusing output name {name!r} (must be a relative .png path inside --out)")
     outputs = decode_codes(model, codes, target)
-    pixels = to_uint8(outputs)
+    if tiles:  # a patch run's codes: each image put back together from its tiles, at its own size
+        start, whole = 0, []
+        for entry in tiles:
+            count = len(entry["places"])
+            whole.append(assemble(outputs[start:start + count], [tuple(p) for p in entry["places"]],
+                                  tuple(entry["size"])))
+            start += count
+        outputs = whole
     written = []
-    for name, image in zip(names, pixels):
-        written.append(write_png(out_dir / name, image))
+    for name, image in zip(names, outputs):
+        written.append(write_png(out_dir / name, to_uint8(image)))
     return written
 
 
