@@ -199,6 +199,11 @@ def test_an_inspection_run_trains_on_good_and_evaluates_per_defect_type(inspecti
     assert 0.0 <= result["aupro"] <= 1.0 and 0.0 <= result["pixel_auroc"] <= 1.0
     code, out, err = cli("detect", run, "--eval")
     assert code == 0 and "pixel AUROC" in out and "AUPRO" in out and "scratch" in out
+    # the report, show and evaluate take a patch run (its figures are drawn from fixed patches)
+    for verb in ("report", "show", "evaluate"):
+        code, out, err = cli(verb, run)
+        assert code == 0, (verb, err)
+    assert (run / "figures" / "detect-gallery.png").is_file() and (run / "report.html").is_file()
 
 
 def test_tiled_detect_writes_overlays_and_masks_at_the_image_size(inspection_run, tmp_path: Path, cli) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from convae.core.device import pick_device
-from convae.data.patches import patch_set
 from convae.metrics import reconstruction_metrics
 from convae.run import AUTOENCODER, Run
 
@@ -22,12 +21,12 @@ def evaluate_run(run_dir: str | Path | Run, *, split: str = "test", batch_size: 
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae evaluate")
     target = pick_device(device)
     model, config = run.model(target), run.config
-    data = run.splits().split(split)
+    splits = run.splits()
+    data = splits.measured(splits.split(split))  # a patch run: the same fixed patches the training log used
     result = {"run": str(run.path), "dataset": config["dataset"]["spec"], "model": config.model_name}
-    patch = config.training.patch
-    if patch:  # the model takes one patch: measured on the same fixed patches the training log used
-        data = patch_set(data, patch, config.training.seed)
-        result["measured_on"] = f"{len(data)} fixed {patch}×{patch} patches of the {split} images"
+    if config.training.patch:
+        result["measured_on"] = f"{len(data)} fixed {config.training.patch}×{config.training.patch} patches of the " \
+                                f"{split} images"
     if config.task == "reconstruct":
         result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))
     else:

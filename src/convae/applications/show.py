@@ -21,7 +21,8 @@ def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> 
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae show")
     target = pick_device(device)
     model, config = run.model(target), run.config
-    data = run.splits().test
+    splits = run.splits()
+    data = splits.measured(splits.test)  # a patch run: fixed patches of the test images
     if config.task != "reconstruct":
         from convae.applications.restore import show_restoration  # noqa: PLC0415
 
@@ -70,7 +71,8 @@ def show_classes(run_dir: str | Path | Run, *, device: str = "auto", most: int =
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae report")
     if run.config.task != "reconstruct":
         return None
-    data = run.splits().test
+    splits = run.splits()
+    data = splits.measured(splits.test)
     labels = data.labels.tolist()
     firsts = [labels.index(c) for c in range(len(data.classes)) if c in labels][:most]
     if len(firsts) < 2:

@@ -15,6 +15,7 @@ import torch
 
 from convae.core.errors import ConvaeError, DataError
 from convae.data import ImageSet, load_dataset
+from convae.data.patches import patch_set
 from convae.run.config import ClassifyConfig, TrainConfig
 
 #: Offsets on the run's seed for the two seeded cuts, kept from the first releases so
@@ -105,6 +106,7 @@ class Splits:
     ) -> None:
         self.config = config
         self._given_train, self._given_test = train_set, test_set
+        self._patch_sets: dict[tuple[str, int, int], ImageSet] = {}
 
     def _load(self, split: str) -> ImageSet:
         cfg = self.config
@@ -192,6 +194,17 @@ class Splits:
             return self.val, True
         _, val = split_validation(self.normal, fallback, self.config.seed)
         return (val if val is not None else self.normal), False
+
+    def measured(self, data: ImageSet) -> ImageSet:
+        """What a loss or a figure is measured on: ``data`` itself, or for a patch run (whose
+        model takes one patch) the same fixed patches of it every time (convae.data.patches)."""
+        patch = getattr(self.config, "patch", None)
+        if not patch:
+            return data
+        key = (data.split, len(data), id(data))
+        if key not in self._patch_sets:
+            self._patch_sets[key] = patch_set(data, patch, self.config.seed)
+        return self._patch_sets[key]
 
     def split(self, name: str) -> ImageSet:
         """A named split: ``train`` (the dataset's whole training split) or ``test``."""

@@ -20,7 +20,7 @@ from convae import __version__
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import Corruption, batch_generator
-from convae.data.patches import check_patch_fits, patch_set
+from convae.data.patches import check_patch_fits
 from convae.metrics import ReconstructionMetrics
 from convae.models import build_model, code_values
 from convae.run.config import ClassifyConfig, TrainConfig
@@ -136,7 +136,6 @@ class ReconstructTask(Task):
         super().__init__(config, splits, device)
         self.loss_fn = loss_function(config.loss)
         self.corruption = config.corruption()
-        self._patch_sets: dict[tuple[str, int], ImageSet] = {}
 
     @property
     def schedule(self) -> str:
@@ -154,16 +153,6 @@ class ReconstructTask(Task):
         patch = self.config.patch
         return {"patch": patch, "sizes": self.splits.train.sizes} if patch else {}
 
-    def measured(self, data: ImageSet) -> ImageSet:
-        """What a loss is measured on: the images, or for a patch run the same patches of them every epoch."""
-        patch = self.config.patch
-        if not patch:
-            return data
-        key = (data.split, len(data))
-        if key not in self._patch_sets:
-            self._patch_sets[key] = patch_set(data, patch, self.config.seed)
-        return self._patch_sets[key]
-
     def input_shape(self) -> tuple[int, int, int]:
         return self.config.model_shapes(self.splits.train.shape)[0]
 
@@ -180,7 +169,7 @@ class ReconstructTask(Task):
 
     def _evaluate(self, model: torch.nn.Module, data: ImageSet) -> float:
         cfg = self.config
-        return evaluate_loss(model, self.measured(data).images, self.loss_fn, cfg.batch_size, self.device, self.corruption, cfg.seed)
+        return evaluate_loss(model, self.splits.measured(data).images, self.loss_fn, cfg.batch_size, self.device, self.corruption, cfg.seed)
 
     def row(self, model, epoch, train_loss, extras, seen, seconds, lr):
         val = self.splits.val
@@ -201,7 +190,7 @@ class ReconstructTask(Task):
 
         was_training = model.training
         model.eval()
-        x = self.measured(self.splits.test).images[:8].to(self.device).float().div(255)
+        x = self.splits.measured(self.splits.test).images[:8].to(self.device).float().div(255)
         x_in = self.corruption(x, batch_generator(self.config.seed, -1, 0, self.device)) if self.corruption else x
         output = model(x_in).float().clamp(0, 1)
         model.train(was_training)

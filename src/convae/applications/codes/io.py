@@ -44,8 +44,12 @@ def dataset_images(run: Run, dataset: str | None, split: str, limit: int | None 
     if split not in ("train", "test"):
         raise ConvaeError(f"--split must be train or test, got {split!r}")
     channels, height, width = run.config.input_shape
+    patch = run.config.training.patch
+    if patch and not (dataset is None or dataset == run.config.dataset_spec):
+        raise ConvaeError(f"a patch-trained run takes {patch}×{patch} patches of its own dataset, not {dataset}")
     if dataset is None or dataset == run.config.dataset_spec:
-        data = run.splits().split(split)
+        splits = run.splits()
+        data = splits.measured(splits.split(split))  # a patch run: fixed patches of the split
         if tuple(data.shape) != (channels, height, width):  # a colorize run takes the gray image
             data = ImageSet(convert_images(data.images, channels, (height, width)), data.labels, data.classes,
                             data.split, data.name, data.ids)
