@@ -204,6 +204,8 @@ def test_an_inspection_run_trains_on_good_and_evaluates_per_defect_type(inspecti
         code, out, err = cli(verb, run)
         assert code == 0, (verb, err)
     assert (run / "figures" / "detect-gallery.png").is_file() and (run / "report.html").is_file()
+    page = (run / "report.html").read_text()
+    assert "AUPRO" in page and "<td>scratch</td>" in page
 
 
 def test_tiled_detect_writes_overlays_and_masks_at_the_image_size(inspection_run, tmp_path: Path, cli) -> None:
