@@ -106,7 +106,13 @@ def write_mapped(path: Path, shape: Sequence[int], fill: Callable[[np.ndarray], 
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=tuple(shape)) if shape[0] else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            # Claim the disk space now: a mapped write to a full disk kills the process with SIGBUS,
+            # a failed allocation is an OSError that becomes one line.
+            if shape[0]:
+                os.posix_fallocate(handle.fileno(), 0, int(np.prod(shape)))
+        array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=tuple(shape)) if shape[0] else None
         dropped = sorted(set(fill(array))) if array is not None else []
         rows = int(shape[0]) - len(dropped)
         if array is not None and dropped:
