@@ -227,7 +227,9 @@ def test_detect_scores_files_writes_csv_and_heatmaps(cli, fresh_run: Path, input
     assert {r["score_kind"] for r in rows.values()} == {"ssim"}
 
     heat = sorted((tmp_path / "heat").glob("*.png"))
-    assert [p.name for p in heat] == ["normal-a.png", "normal-b.png", "odd.png", "rgb.png"]
+    assert [p.name for p in heat if "_overlay" not in p.name] == ["normal-a.png", "normal-b.png", "odd.png", "rgb.png"]
+    # rgb.png was resized for the model: its map is drawn back on the original, with the predicted mask
+    assert sorted(p.name for p in heat if "_overlay" in p.name) == ["rgb_overlay.png", "rgb_overlay_mask.png"]
     with Image.open(heat[0]) as picture:
         assert picture.mode == "RGB" and picture.width > 3 * SIZE and picture.height > SIZE
     assert rows["odd.png"]["heatmap"].endswith("odd.png")

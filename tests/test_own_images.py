@@ -392,3 +392,24 @@ def test_a_resizing_run_draws_its_map_back_on_the_original_image(tmp_path: Path,
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert "aupro" in result and set(result["aupro_per_anomalous_class"]) == {"missing", "scratch", "spot"}
+
+
+def test_a_full_disk_while_mapping_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    cli) -> None:
+    import errno
+    import os
+
+    root = _photos(tmp_path / "p", [(16, 16)] * 12, seed=6)
+    monkeypatch.setenv("CONVAE_MEMORY_BUDGET", "1k")
+    monkeypatch.setenv("CONVAE_CACHE", str(tmp_path / "cache"))
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    code, out, err = cli("train", "--dataset", f"folder:{root}", "--epochs", "1", "--out", tmp_path / "run",
+                         "--no-progress", "--logger", "none")
+    assert code == 2 and "cannot write the memory-mapped cache (No space left on device)" in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]

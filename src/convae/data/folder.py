@@ -443,6 +443,24 @@ def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | N
     return _mapped_set(images, meta, split, f"folder:{root}", path)
 
 
+def _check_disk_room(root: Path, folder: Path, needed: int, count: int, channels: int | None,
+                     size: tuple[int, int] | None) -> None:
+    """One line before decoding when neither memory nor the cache's disk can hold the decoded images."""
+    import shutil  # noqa: PLC0415
+
+    from convae.core.device import gib  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed <= free:
+        return
+    what = f"--image-size {size[0]}x{size[1]}: {count:,} images of {channels or 3}×{size[0]}×{size[1]}" if size \
+        else f"{root}: {count:,} images"
+    raise DataError(f"{what} take {gib(needed)} as uint8, more than the memory budget "
+                    f"({gib(memmap_cache.memory_budget())}) and than the {gib(free)} free for the memory-mapped cache "
+                    f"in {folder}{'; use a smaller --image-size' if size else ''}")
+
+
 def _mapped_set(images: torch.Tensor, meta: dict, split: str, name: str, path: Path) -> ImageSet:
     if len(images) == 0:
         raise DataError(f"{meta.get('source')}: no readable images for split {split!r}")
@@ -496,6 +514,7 @@ def load_folder(
         return _mapped_set(*opened, split, name, mapped)
     needed = _decoded_bytes(root, layout, channels, size)
     if needed > memmap_cache.memory_budget():
+        _check_disk_room(root, mapped.parent, needed, len(layout.files), channels, size)
         with memmap_cache.exclusive(mapped.with_name(mapped.name + ".lock")):
             opened = memmap_cache.open_mapped(mapped)  # another rank may have made it while this one waited
             if opened is not None:
