@@ -38,6 +38,16 @@ def blend_window(h: int, w: int) -> torch.Tensor:
     return torch.outer(ramp(h), ramp(w))
 
 
+def pad_to_tile(image: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
+    """``image`` (C×H×W) grown to at least the tile by repeating its edge pixels, in its own dtype."""
+    th, tw = tile
+    _, h, w = image.shape
+    if h >= th and w >= tw:
+        return image
+    padded = F.pad(image[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")[0]
+    return padded.round().to(torch.uint8) if image.dtype == torch.uint8 else padded.to(image.dtype)
+
+
 @torch.no_grad()
 def apply_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
@@ -57,10 +67,8 @@ def apply_tiled(
     th, tw = tile
     _, h, w = image.shape
     if h < th or w < tw:
-        padded = F.pad(image[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")
-        if image.dtype == torch.uint8:
-            padded = padded.round().to(torch.uint8)
-        return apply_tiled(fn, padded[0], tile, device=device, batch=batch, stride=stride)[:, :h, :w]
+        padded = pad_to_tile(image, tile)
+        return apply_tiled(fn, padded, tile, device=device, batch=batch, stride=stride)[:, :h, :w]
     sy, sx = stride or (max(th // 2, 1), max(tw // 2, 1))
     places = [(y, x) for y in tile_starts(h, th, sy) for x in tile_starts(w, tw, sx)]
     window = blend_window(th, tw)
@@ -92,11 +100,8 @@ def grid_places(size: tuple[int, int], tile: tuple[int, int]) -> list[tuple[int,
 def cut_tiles(image: torch.Tensor, tile: tuple[int, int]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """(N×C×th×tw tiles of one C×H×W image, their places); a small image is edge-padded first."""
     th, tw = tile
-    _, h, w = image.shape
-    if h < th or w < tw:
-        image = F.pad(image[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")[0] \
-            .round().to(image.dtype)
-    places = grid_places((max(h, th), max(w, tw)), tile)
+    image = pad_to_tile(image, tile)
+    places = grid_places(tuple(image.shape[1:]), tile)
     return torch.stack([image[:, y:y + th, x:x + tw] for y, x in places]), places
 
 

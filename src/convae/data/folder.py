@@ -42,6 +42,7 @@ from convae.core.decode import (
     DataWarning,
     decode_image,
 )
+from convae.core.device import gib
 from convae.core.errors import DataError
 from convae.data import folder_cache, memmap_cache
 from convae.data.convert import (
@@ -354,14 +355,6 @@ def _header(path: str) -> tuple[int, int, bool] | str:
         return reason if isinstance(reason, str) else "unreadable header"
 
 
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
 def _decoded_bytes(root: Path, layout: _Layout, channels: int | None, size: tuple[int, int] | None) -> int:
     """About how many bytes the split takes decoded: from the first file's header (all images
     share one size, or are resized to ``size``), at 3 channels unless ``channels`` says."""
@@ -401,8 +394,8 @@ def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | N
                         f"images must have the same size (pass --image-size {h0}x{w0} to resize them)")
     target_c = channels or (3 if any(headers[i][2] for i in ok) else 1)  # type: ignore[index]
     height, width = size or (max(s[0] for s in shapes), max(s[1] for s in shapes))
-    warnings.warn(f"{root}: {len(ok):,} images take {_human(needed)} decoded, more than the memory budget "
-                  f"({_human(memmap_cache.memory_budget())}, $CONVAE_MEMORY_BUDGET); decoding them once into "
+    warnings.warn(f"{root}: {len(ok):,} images take {gib(needed)} decoded, more than the memory budget "
+                  f"({gib(memmap_cache.memory_budget())}, $CONVAE_MEMORY_BUDGET); decoding them once into "
                   f"the memory-mapped cache {path}", DataWarning, stacklevel=4)
     meta: dict = {"source": os.path.abspath(root), "split": split, "classes": layout.classes,
                   "ids": [layout.files[i][0] for i in ok], "labels": [layout.files[i][1] for i in ok],
@@ -432,9 +425,10 @@ def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | N
                         array[row, :, : t.shape[1], : t.shape[2]] = t.numpy()
                     row += 1
                 bar.advance(job, len(chunk))
+        gone = set(failed)
         for key in ("ids", "labels", "sizes"):
             if meta[key] is not None:
-                meta[key] = [v for j, v in enumerate(meta[key]) if j not in set(failed)]
+                meta[key] = [v for j, v in enumerate(meta[key]) if j not in gone]
         meta["skipped"] = skipped
         return failed
 
@@ -447,8 +441,6 @@ def _check_disk_room(root: Path, folder: Path, needed: int, count: int, channels
                      size: tuple[int, int] | None) -> None:
     """One line before decoding when neither memory nor the cache's disk can hold the decoded images."""
     import shutil  # noqa: PLC0415
-
-    from convae.core.device import gib  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from convae.core.atomic import atomic_write_text
+from convae.core.device import free_memory
 from convae.core.errors import DataError
 
 #: Rows copied at a time when a subset is written: bounded memory whatever the set's size.
@@ -44,22 +45,13 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * scale)
 
 
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else 8 GiB as a guess."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
-
-
 def memory_budget() -> int:
     """How many decoded bytes a dataset may hold in memory before it is memory-mapped instead."""
     given = os.environ.get("CONVAE_MEMORY_BUDGET")
-    return parse_bytes(given) if given else available_memory() // 2
+    if given:
+        return parse_bytes(given)
+    available = free_memory("cpu")  # MemAvailable; unknown: guess 8 GiB
+    return (available if available is not None else 8 * 2**30) // 2
 
 
 @contextlib.contextmanager
@@ -116,7 +108,8 @@ def write_mapped(path: Path, shape: Sequence[int], fill: Callable[[np.ndarray], 
         dropped = sorted(set(fill(array))) if array is not None else []
         rows = int(shape[0]) - len(dropped)
         if array is not None and dropped:
-            keep = [i for i in range(int(shape[0])) if i not in set(dropped)]
+            gone = set(dropped)
+            keep = [i for i in range(int(shape[0])) if i not in gone]
             for target, source in enumerate(keep):
                 if target != source:
                     array[target] = array[source]

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from convae.core.decode import BadImage, decode_image
 from convae.core.errors import DataError
+from convae.data.files import read_image
 from convae.data.imageset import ImageSet
 
 PREFIX = "mvtec:"
@@ -79,13 +79,7 @@ def attach_masks(root: Path, data: ImageSet) -> ImageSet:
         wanted[mask_path] = index
         if not mask_path.is_file():
             raise DataError(f"{root / rel}: defect image without a mask (expected {mask_path})")
-        try:
-            array, _ = decode_image(mask_path)
-        except BadImage as error:
-            raise DataError(f"{mask_path}: not a readable mask ({error})") from None
-        array = np.asarray(array)
-        if array.ndim == 3:
-            array = array.max(axis=2)
+        array = read_image(mask_path).amax(0).numpy()  # any channel lit marks the defect
         image_size = _image_size(root / rel)
         if array.shape != image_size:
             raise DataError(f"{mask_path}: mask is {array.shape[0]}×{array.shape[1]} (H×W) but its image "

@@ -58,7 +58,7 @@ def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale
     inches_w, inches_h = max(width / dpi, 3.0), max(height / dpi, 3.0 * height / width)
     fig = plt.figure(figsize=(inches_w * 1.18, inches_h + 0.45), dpi=dpi)
     axis = fig.add_axes((0.0, 0.0, 1 / 1.18, inches_h / (inches_h + 0.45)))
-    shown = axis.imshow(overlay(image, error, scale), interpolation="nearest")
+    axis.imshow(overlay(image, error, scale), interpolation="nearest")
     axis.set_axis_off()
     if mask_level is not None:
         mask = (error > mask_level).numpy()
@@ -71,7 +71,6 @@ def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale
     bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, scale), cmap="inferno"), cax=bar_axis)
     bar.set_label(label + (" (cyan: predicted defect)" if mask_level is not None else ""), fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    del shown
     if title:
         fig.text(0.01, 1 - 0.3 / (inches_h + 0.45), title, fontsize=9, va="center")
     return save_figure(fig, path, dpi=dpi)

@@ -144,7 +144,7 @@ def restore_files(
         if not pending:
             return
         h, w = pending[0][2].shape[-2:]
-        plan = SizePlan("tile", (input_shape[1], input_shape[2])) if patch else plans[(h, w)]
+        plan = plans[(h, w)]
         try:
             restored = restore_tensor(model, torch.cat([x for _, _, x in pending]).to(target), plan)
         except (RuntimeError, ValueError) as error:  # out of memory, ...: each file says so
@@ -178,7 +178,7 @@ def restore_files(
             x, note = _model_input(image, task, input_shape[0])
             h, w = x.shape[-2:]
             if patch:  # a patch-trained model: every image in tiles of the patch, at its own size
-                plan = SizePlan("tile", (input_shape[1], input_shape[2]))
+                plan = plans.setdefault((h, w), SizePlan("tile", (input_shape[1], input_shape[2])))
                 if (h, w) != plan.size:
                     extra = f"in {plan.size[0]}×{plan.size[1]} tiles at full resolution"
                     note = f"{note}; {extra}" if note else extra
