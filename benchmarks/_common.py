@@ -16,18 +16,32 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def real_data_root(need: str | None = "MNIST") -> Path | None:
+    """Where the real datasets are for this checkout: ``$CONVAE_DATA``, else ``shared/data``
+    beside the checkout (how this project's test and benchmark machines keep them); the first
+    that holds ``need`` (any folder when None), or None.
+
+    This is the tests' and benchmarks' business: the library itself finds data only through
+    --data-dir, $CONVAE_DATA and its cache. The project never copies the data into the repository.
+    """
+    candidates = [Path(os.environ["CONVAE_DATA"]).expanduser()] if os.environ.get("CONVAE_DATA") else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for candidate in candidates:
+        if (candidate / need).is_dir() if need else candidate.is_dir():
+            return candidate
+    return None
+
+
 def data_root() -> Path:
     """$CONVAE_DATA, else ../shared/data beside the repo; exit with a reason when neither exists."""
-    from convae.data.paths import real_data_root  # noqa: PLC0415
-
-    root = real_data_root(REPO)
+    root = real_data_root()
     if root is None:
         sys.exit(f"no real data: set CONVAE_DATA to a folder holding MNIST/ (or provide {REPO.parent / 'shared' / 'data'})")
     return root
 
 
 def commit() -> str:
-    from convae.bench.provenance import commit as source_commit  # noqa: PLC0415
+    from convae.bench.provenance import commit as source_commit
 
     return source_commit(REPO)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, machine, write_results  # noqa: E402
+from _common import commit, machine, write_results
 
 WIDTH, HEIGHT, PATCH = 4000, 3000, 64
 

@@ -28,20 +28,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from _common import commit  # noqa: E402
+from _common import commit
 
-from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: E402
-from convae.core.atomic import read_json, write_json  # noqa: E402
-from convae.models.classifier import get_classifier  # noqa: E402
-from convae.run import read_metrics  # noqa: E402
+from convae.applications.classify import ClassifyConfig, train_classifier
+from convae.core.atomic import read_json, write_json
+from convae.models.classifier import get_classifier
+from convae.run import read_metrics
 
 TARGETS = {"cnn": 0.975, "cnn-deep": 0.993}
 
 
 def default_data_dir() -> Path | None:
-    from convae.data.paths import real_data_root  # noqa: PLC0415
+    from _common import real_data_root
 
-    return real_data_root(REPO)
+    return real_data_root()
 
 
 def run_one(model: str, epochs: int, data_dir: Path, threads: int, runs_dir: Path) -> dict:

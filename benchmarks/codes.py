@@ -139,7 +139,7 @@ def main() -> None:
             print(f"   {trained[dataset, latent_dim][1]}", flush=True)
     if args.train_only:
         return
-    from convae.applications.codes import classic_codec_rows, rate_distortion, rate_figure, sample_images  # noqa: PLC0415
+    from convae.applications.codes import classic_codec_rows, rate_distortion, rate_figure, sample_images
 
     blocks = []
     for dataset in datasets:

@@ -33,7 +33,7 @@ def data(dataset: str, shape: tuple[int, int, int]) -> tuple[ImageSet, ImageSet,
     try:
         train, test = load_splits(dataset, data_dir=os.environ.get("CONVAE_DATA"))
         return train, test, "real"
-    except Exception as error:  # noqa: BLE001 - any missing-data error: fall back, and say so
+    except Exception as error:
         print(f"{dataset}: no real data ({str(error).splitlines()[0]}); random images of the same shape")
         g = torch.Generator().manual_seed(0)
         make = lambda n: ImageSet(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),  # noqa: E731

@@ -11,7 +11,9 @@ time). Writes benchmarks/results/inference.{json,md} with the commit.
 
 from __future__ import annotations
 
-import convae  # noqa: F401 - first, before torch: its OpenMP wait policy, as in the `convae` command
+from convae.core.openmp import set_openmp_wait_policy
+
+set_openmp_wait_policy()  # first, before torch, as in the `convae` command
 
 # isort: split
 import argparse

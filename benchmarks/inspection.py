@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, machine, write_results  # noqa: E402
+from _common import commit, machine, write_results
 
 PCA_VARIANCE = 0.95
 CATEGORIES = ("brick", "grass", "gravel", "coffee")

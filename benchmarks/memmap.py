@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, data_root, machine, write_results  # noqa: E402
+from _common import commit, data_root, machine, write_results
 
 
 def one_side(side: str, cache: str, threads: int) -> dict:

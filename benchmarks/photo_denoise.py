@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, machine, write_results  # noqa: E402
+from _common import commit, machine, write_results
 
 TRAIN = ("china", "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field")
 TEST = ("flower", "coffee", "chelsea")

@@ -63,7 +63,7 @@ RECIPES: dict[int, dict[str, Any]] = {
 
 def pca_rmse(train: ImageSet, test: ImageSet, codes: tuple[int, ...]) -> dict[int, dict[str, float]]:
     """Test RMSE of PCA with k components, fitted on the training split (one fit, nested k)."""
-    from sklearn.decomposition import PCA  # noqa: PLC0415
+    from sklearn.decomposition import PCA
 
     x_train = train.images.reshape(len(train), -1).numpy().astype(np.float32) / 255.0
     x_test = test.images.reshape(len(test), -1).numpy().astype(np.float32) / 255.0

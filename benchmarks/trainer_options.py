@@ -10,7 +10,9 @@ Run: ``python benchmarks/trainer_options.py [--steps 30 --repeats 3]``.
 
 from __future__ import annotations
 
-import convae  # noqa: F401 - first, before torch: its OpenMP wait policy, as in the `convae` command
+from convae.core.openmp import set_openmp_wait_policy
+
+set_openmp_wait_policy()  # first, before torch, as in the `convae` command
 
 # isort: split
 import argparse
@@ -18,12 +20,12 @@ import os
 import statistics
 import time
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _common import machine, write_results  # noqa: E402
+import torch
+import torch.nn.functional as F
+from _common import machine, write_results
 
-from convae.models import build_model  # noqa: E402
-from convae.training import default_threads  # noqa: E402
+from convae.models import build_model
+from convae.training import default_threads
 
 MODELS = {"fc": ((1, 28, 28), 124, F.binary_cross_entropy), "conv-pool": ((3, 32, 32), 50, F.mse_loss)}
 

@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     root = data_root()
-    from convae.bench.speed import unpack_mnist  # noqa: PLC0415 - torchvision needs the files unpacked
+    from convae.bench.speed import unpack_mnist
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["CONVAE_DATA"] = str(root)

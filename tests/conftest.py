@@ -52,10 +52,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def real_data_root(need: str | None = "MNIST") -> Path | None:
-    """$CONVAE_DATA or ../shared/data beside the repo, when it holds ``need``."""
-    from convae.data.paths import real_data_root as find
+    """$CONVAE_DATA or ../shared/data beside the repo, when it holds ``need`` (the benchmarks' own finder)."""
+    import importlib.util
 
-    return find(REPO, need)
+    spec = importlib.util.spec_from_file_location("_benchmarks_common", REPO / "benchmarks" / "_common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    return common.real_data_root(need)
 
 
 @pytest.fixture(scope="module")

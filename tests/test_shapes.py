@@ -347,7 +347,7 @@ def test_non_square_solutions_build_the_right_layer() -> None:
         layer = best.build(2, 3)
         assert real_hw(layer, h_in, w_in, channels=2) == (h_out, w_out)
         namespace = {"nn": nn}
-        pasted = eval(best.to_torch(2, 3), namespace)  # noqa: S307 - the line we print for pasting
+        pasted = eval(best.to_torch(2, 3), namespace)
         assert real_hw(pasted, h_in, w_in, channels=2) == (h_out, w_out)
     with pytest.raises(ConvaeError, match="^width: "):
         solve_conv_transpose_2d((7, 28), (14, 14))
@@ -375,7 +375,7 @@ def test_cli_solve_deconv_pastes_a_working_layer() -> None:
         assert result.exit_code == 0, result.output
         line = result.output.strip().splitlines()[-1].strip()
         assert line.startswith("nn.ConvTranspose2d(3, 5, ")
-        layer = eval(line, {"nn": nn})  # noqa: S307
+        layer = eval(line, {"nn": nn})
         assert real_hw(layer, h_in, w_in, channels=3) == (h_out, w_out)
     result = runner.invoke(app, ["solve-deconv", "--in", "8", "--out", "16", "--json"])
     data = json.loads(result.output)

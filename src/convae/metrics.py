@@ -58,7 +58,7 @@ def batch_ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM per image (a vector of length N), data range 1."""
     kernel = max(ssim_kernel(*target.shape[-2:]), 1)
     # torchmetrics costs ~2 s to import: only evaluations that report SSIM pay for it.
-    from torchmetrics.functional.image import structural_similarity_index_measure  # noqa: PLC0415
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     return structural_similarity_index_measure(
         output.clamp(0, 1).float(), target.float(), data_range=1.0, kernel_size=kernel, reduction="none"

@@ -58,7 +58,7 @@ class Exported:
         if not path.is_file():
             raise ConvaeError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
         try:
-            import onnxruntime as ort  # noqa: PLC0415 - only this module needs it
+            import onnxruntime as ort
         except ImportError:
             raise ConvaeError("running an exported model needs onnxruntime: pip install onnxruntime "
                               "(or pip install 'convae[export]')") from None
@@ -68,7 +68,7 @@ class Exported:
             options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ConvaeError(f"{path}: not a readable ONNX model ({first[:200]})") from None
         metadata = dict(session.get_modelmeta().custom_metadata_map)
@@ -210,7 +210,7 @@ def read_image(path: str | os.PathLike[str], input_shape: Iterable[int]) -> tupl
         array, _ = np.repeat(array[..., None], 3, axis=2), notes.append("gray converted to RGB")
     own = (int(array.shape[0]), int(array.shape[1]))
     if own != (height, width):
-        from PIL import Image  # noqa: PLC0415
+        from PIL import Image
 
         array = np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR))
         notes.append(f"resized {own[0]}×{own[1]} → {height}×{width}")
@@ -221,7 +221,7 @@ def read_image(path: str | os.PathLike[str], input_shape: Iterable[int]) -> tupl
 
 def resize_float(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """float32 C×H×W → C×h×w, each channel with Pillow's bilinear filter (mode F)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     h, w = size
     return np.stack([np.asarray(Image.fromarray(channel).resize((w, h), Image.Resampling.BILINEAR))

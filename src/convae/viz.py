@@ -9,11 +9,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.ticker import MaxNLocator
 
-from convae.core.atomic import atomic_write_bytes  # noqa: E402
+from convae.core.atomic import atomic_write_bytes
 
 
 def figure_png(fig: "plt.Figure", dpi: int = 110) -> bytes:

@@ -85,7 +85,7 @@ def _page(runs: list[Run], names: list[str], result: dict[str, Any], out: Path, 
     if pictures:
         parts.append("<h2>The same test images, reconstructed by each run</h2>" +
                      png_figure(pictures, "first row: the originals; then one row per run"))
-    from convae.report.page import STYLE  # noqa: PLC0415 - one look for every page
+    from convae.report.page import STYLE
 
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>convae compare</title><style>{STYLE}</style>"
             "</head><body>" + "\n".join(parts) + "<p>" + escape(", ".join(result["runs"])) + "</p></body></html>\n")
@@ -94,7 +94,7 @@ def _page(runs: list[Run], names: list[str], result: dict[str, Any], out: Path, 
 
 
 def _loss_curves(runs: list[Run], names: list[str]) -> bytes | None:
-    from convae.viz import figure_png, plt  # noqa: PLC0415
+    from convae.viz import figure_png, plt
 
     histories = [run.metrics() for run in runs]
     if not any(histories):
@@ -115,8 +115,8 @@ def _loss_curves(runs: list[Run], names: list[str]) -> bytes | None:
 @torch.no_grad()
 def _reconstructions(runs: list[Run], names: list[str], count: int, device: torch.device) -> bytes | None:
     """The first run's test images (after show's choice) through every reconstruction run."""
-    from convae.applications.show import pick_examples  # noqa: PLC0415
-    from convae.viz import _as_picture, figure_png, plt  # noqa: PLC0415
+    from convae.applications.show import pick_examples
+    from convae.viz import _as_picture, figure_png, plt
 
     autoencoders = [(name, run) for name, run in zip(names, runs)
                     if run.config.kind != "classifier" and run.config.task == "reconstruct"

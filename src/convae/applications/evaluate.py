@@ -32,7 +32,7 @@ def evaluate_run(run_dir: str | Path | Run, *, split: str = "test", batch_size: 
     else:
         # Denoise/colorize: the same keys, plus the input's and a classical baseline's scores.
         # The split is corrupted in the trainer's chunks (max(batch_size, 256)), so batch_size is unused.
-        from convae.applications.restore import evaluate_restoration  # noqa: PLC0415
+        from convae.applications.restore import evaluate_restoration
 
         result.update(evaluate_restoration(run, data, device=target))
     run.write_json(f"eval-{split}.json", result)

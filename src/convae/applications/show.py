@@ -14,7 +14,7 @@ from convae.run import AUTOENCODER, Run
 
 def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> list[Path]:
     """Write the reconstruction figure (restoration runs: corrupted / restored / clean) and the loss curve."""
-    from convae import viz  # noqa: PLC0415
+    from convae import viz
 
     if n < 1:
         raise ConvaeError(f"-n must be at least 1, got {n}")
@@ -24,7 +24,7 @@ def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> 
     splits = run.splits()
     data = splits.measured(splits.test)  # a patch run: fixed patches of the test images
     if config.task != "reconstruct":
-        from convae.applications.restore import show_restoration  # noqa: PLC0415
+        from convae.applications.restore import show_restoration
 
         paths = [show_restoration(run, model, data, run.figures / "restorations.png", n, target)]
     else:
@@ -66,7 +66,7 @@ def pick_examples(labels: list[int], n: int) -> list[int]:
 def show_classes(run_dir: str | Path | Run, *, device: str = "auto", most: int = 20) -> Path | None:
     """figures/reconstructions-per-class.png: the first test image of every class (up to ``most``),
     its code and its reconstruction. None for data without classes or runs that do not reconstruct."""
-    from convae import viz  # noqa: PLC0415
+    from convae import viz
 
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae report")
     if run.config.task != "reconstruct":

@@ -92,7 +92,7 @@ class CIFAR10Arrays(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image  # noqa: PLC0415
+        from PIL import Image
 
         img, target = self.data[index], self.targets[index]
         return self.transform(Image.fromarray(img)), target
@@ -100,7 +100,7 @@ class CIFAR10Arrays(torch.utils.data.Dataset):
 
 def mnist_reference_dataset(train: bool, root: Path, transform: Callable) -> torch.utils.data.Dataset:
     """The real ``torchvision.datasets.MNIST`` over a temporary unpacked copy of the IDX files."""
-    from torchvision import datasets  # noqa: PLC0415
+    from torchvision import datasets
 
     return datasets.MNIST(str(root), train=train, transform=transform, download=False)
 
@@ -134,7 +134,7 @@ def reference_model(job: Job, ours: nn.Module, shape: tuple[int, int, int]) -> n
             for mine, theirs in zip(model.parameters(), ours.parameters(), strict=True):
                 mine.copy_(theirs)
         return model
-    import copy  # noqa: PLC0415
+    import copy
 
     return copy.deepcopy(ours)
 
@@ -188,9 +188,9 @@ def matmul_peak(threads: int, size: int = 1024, repeats: int = 7) -> float:
 
 def train_flops_per_image(model: nn.Module, shape: tuple[int, ...], loss_fn: Callable, batch: int = 16) -> float:
     """Forward + backward FLOPs per image as torch's FlopCounterMode counts them (matmuls and convs)."""
-    import copy  # noqa: PLC0415
+    import copy
 
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model).train()
     x = torch.rand(batch, *shape)
@@ -265,7 +265,7 @@ def run_job(
     limit: int | None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    from torchvision import transforms  # noqa: PLC0415
+    from torchvision import transforms
 
     train, test = splits
     limit = min(n for n in (limit, job.subset, len(train)) if n)
@@ -408,15 +408,15 @@ def _side(seconds: list[float], images: int, flops: float, loss: float, rmse: fl
 
 
 def dataclasses_replace(config: TrainConfig, **changes: Any) -> TrainConfig:
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
     return dataclasses.replace(config, **changes)
 
 
 def _quiet_console() -> Any:
-    from rich.console import Console  # noqa: PLC0415
+    from rich.console import Console
 
-    return Console(file=open(os.devnull, "w"), stderr=False)  # noqa: SIM115
+    return Console(file=open(os.devnull, "w"), stderr=False)
 
 
 def run_suite(

@@ -12,10 +12,14 @@ import sys
 import warnings
 from typing import Any
 
-import typer
+from convae.core.openmp import set_openmp_wait_policy
 
-from convae.cli._app import app, err, out, show_warning
-from convae.core.errors import ConvaeError
+set_openmp_wait_policy()  # before anything imports torch
+
+import typer  # noqa: E402
+
+from convae.cli._app import app, err, out, show_warning  # noqa: E402
+from convae.core.errors import ConvaeError  # noqa: E402
 
 #: Importing a verb module registers its commands on ``app``; this order is the order of
 #: ``convae --help``.

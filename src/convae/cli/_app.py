@@ -27,7 +27,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _version(value: bool) -> None:
     if value:
-        from convae import __version__  # noqa: PLC0415
+        from convae import __version__
 
         print(f"convae {__version__}")
         raise typer.Exit()
@@ -63,13 +63,13 @@ def onnx_option() -> Any:
 def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: Path | None = None,
              dataset: str | None = None, weights: bool = True) -> Any:
     """The run at ``path`` (of ``kind``), reading its data from ``data_dir``/``dataset`` when given."""
-    from convae.run import Run  # noqa: PLC0415
+    from convae.run import Run
 
     return Run.open(path, kind=kind, verb=verb, data_dir=data_dir, dataset=dataset, weights=weights)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    from convae.shapes import parse_size  # noqa: PLC0415
+    from convae.shapes import parse_size
 
     if text is None:
         return None
@@ -95,7 +95,7 @@ def parse_classes(text: str | None) -> list[int | str] | None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table: drawn for a terminal, valid markdown when stdout is a pipe or a file (never wrapped)."""
     if out.is_terminal:
-        from rich.table import Table  # noqa: PLC0415
+        from rich.table import Table
 
         table = Table(title=title)
         for column in columns:

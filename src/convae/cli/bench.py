@@ -27,8 +27,8 @@ def speed(
     out_dir: Path = typer.Option(Path("."), "--out", help="where speed.json and speed.md go"),
 ) -> None:
     """Time convae's Trainer against the reference DataLoader loop on the same models, side by side."""
-    from convae.bench import speed as suite  # noqa: PLC0415
-    from convae.core.atomic import atomic_write_text  # noqa: PLC0415
+    from convae.bench import speed as suite
+    from convae.core.atomic import atomic_write_text
 
     names = [name.strip() for name in jobs.split(",") if name.strip()] if jobs else [job.name for job in suite.JOBS]
     if epochs is not None and epochs < 1:

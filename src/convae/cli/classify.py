@@ -67,8 +67,8 @@ def classify_train(
                convae classify train --dataset mnist --model cnn-deep --out runs/cnn-deep --resume
     The same command with --resume continues a run (a larger --epochs extends it).
     """
-    from convae.applications.classify import ClassifyConfig, train_classifier  # noqa: PLC0415
-    from convae.run.config import RUNTIME  # noqa: PLC0415
+    from convae.applications.classify import ClassifyConfig, train_classifier
+    from convae.run.config import RUNTIME
 
     flags = dict(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, channels=channels,
@@ -112,7 +112,7 @@ def classify_evaluate(
     data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Accuracy and confusion matrix (text, and RUN_DIR/figures/confusion-SPLIT.png)."""
-    from convae.applications.classify import confusion_text, evaluate_classifier  # noqa: PLC0415
+    from convae.applications.classify import confusion_text, evaluate_classifier
 
     run = open_run(run_dir, "classifier", "convae classify evaluate", data_dir=data_dir)
     result = evaluate_classifier(run, split=split, device=device)
@@ -141,8 +141,8 @@ def classify_predict(
     Example:  convae classify predict runs/cnn digits/ --invert
     Exit code 2 if a file could not be read (the others are still labelled).
     """
-    from convae.applications.classify import predict_images  # noqa: PLC0415
-    from convae.applications.export.engine import open_engine  # noqa: PLC0415
+    from convae.applications.classify import predict_images
+    from convae.applications.export.engine import open_engine
 
     run = open_run(run_dir, "classifier", "convae classify predict")
     model = open_engine(run, engine, onnx, "classify", "convae classify predict")
@@ -171,7 +171,7 @@ def classify_probe(
     data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Linear probe: logistic regression on the codes of the training split, scored on the test split."""
-    from convae.applications.classify import probe_autoencoder, probe_text  # noqa: PLC0415
+    from convae.applications.classify import probe_autoencoder, probe_text
 
     run = open_run(run_dir, "autoencoder", "convae classify probe", data_dir=data_dir)
     result = probe_autoencoder(

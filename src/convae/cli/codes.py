@@ -32,7 +32,7 @@ def encode(
     convae decode puts the tiles back together.
     Exit code 2 if a file could not be read (the others are still encoded).
     """
-    from convae.applications.codes import encode_run  # noqa: PLC0415
+    from convae.applications.codes import encode_run
 
     run = open_run(run_dir, "autoencoder", "convae encode", data_dir=data_dir)
     result = encode_run(run, out_path, inputs=inputs or [], dataset=dataset, split=split, bits=bits, fmt=fmt,
@@ -55,7 +55,7 @@ def decode(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Decode a code file back into PNG images (refuses codes from another run)."""
-    from convae.applications.codes import decode_file  # noqa: PLC0415
+    from convae.applications.codes import decode_file
 
     paths = decode_file(run_dir, codes, out_dir, device=device)
     out.print(f"wrote {len(paths)} PNG(s) to {out_dir}", markup=False, highlight=False, soft_wrap=True)
@@ -72,7 +72,7 @@ def embed(
     data_dir: Optional[Path] = data_dir_option(),
 ) -> None:
     """Export the (float) codes of a dataset split with their ids and labels."""
-    from convae.applications.codes import embed_run  # noqa: PLC0415
+    from convae.applications.codes import embed_run
 
     run = open_run(run_dir, "autoencoder", "convae embed", data_dir=data_dir)
     result = embed_run(run, out_path, dataset=dataset, split=split, limit=limit, device=device)
@@ -82,9 +82,9 @@ def embed(
 
 def print_rate(run: Any, split: str, images: int, as_json: bool, device: str) -> None:
     """`convae evaluate --rate`: the rate–distortion table, and where its JSON and figure went."""
-    import json  # noqa: PLC0415
+    import json
 
-    from convae.applications.codes import evaluate_rate, rate_table_rows  # noqa: PLC0415
+    from convae.applications.codes import evaluate_rate, rate_table_rows
 
     result = evaluate_rate(run, split=split, limit=images, device=device)
     if as_json:

@@ -43,8 +43,8 @@ def detect(
 
     The threshold is fitted on the run's held-out normal validation images the first time (or with --fit) and stored in RUN_DIR/threshold.json. Exit code 2 if a file could not be read (the others are still scored and written).
     """
-    from convae.applications import anomaly  # noqa: PLC0415
-    from convae.applications.export.engine import open_engine  # noqa: PLC0415
+    from convae.applications import anomaly
+    from convae.applications.export.engine import open_engine
 
     def log(line: str) -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -99,7 +99,7 @@ def detect(
             how.update(refit=False, threshold_value=None)
         result = anomaly.evaluate_detection(run, dataset=dataset, normal_classes=parse_classes(normal_classes),
                                             threshold=fitted, **how)
-        from convae.report.page import write_report  # noqa: PLC0415
+        from convae.report.page import write_report
 
         if result["file"].endswith(anomaly.EVAL_FILE):  # the run's own evaluation: its report section changed
             result["report"] = str(write_report(run_dir))

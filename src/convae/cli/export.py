@@ -26,7 +26,7 @@ def export(
     detect, reconstruct, denoise and classify predict. Nothing is written unless onnxruntime
     reproduces torch's outputs on seeded images (max |diff| <= 1e-4, verdicts identical).
     """
-    from convae.applications.export.onnx_file import RELATIVE, TOLERANCE, export_run  # noqa: PLC0415
+    from convae.applications.export.onnx_file import RELATIVE, TOLERANCE, export_run
 
     run = open_run(run_dir, verb="convae export")
     result = export_run(run, out_file, what, log=lambda line: err.print(line, markup=False, highlight=False))

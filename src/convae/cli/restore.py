@@ -12,7 +12,7 @@ from convae.core.errors import ConvaeError
 
 
 def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None:
-    from convae.applications.restore import comparison_rows  # noqa: PLC0415
+    from convae.applications.restore import comparison_rows
 
     print_table(f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
                 f"({result['images']} images)", ("restored by", "MSE", "PSNR", "SSIM"),
@@ -25,8 +25,8 @@ def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None
 def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path, device: str,
                      engine: str | None = None, onnx: Path | None = None) -> None:
     """The file verbs' contract: one line per written file, one error line per failed file, exit 2 if any."""
-    from convae.applications.export.engine import open_engine  # noqa: PLC0415
-    from convae.applications.restore import restore_files  # noqa: PLC0415
+    from convae.applications.export.engine import open_engine
+    from convae.applications.restore import restore_files
 
     run = open_run(run_dir, "autoencoder", f"convae {task}")
     model = open_engine(run, engine, onnx, "reconstruct", f"convae {task}")

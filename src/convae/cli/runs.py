@@ -74,9 +74,9 @@ def train(
     Under torchrun --nproc_per_node=N -m convae train --out RUN ... the processes train one model
     together (DistributedDataParallel; --batch-size is the global batch).
     """
-    from convae.models import parse_model_args  # noqa: PLC0415
-    from convae.run.config import RUNTIME  # noqa: PLC0415
-    from convae.training import TrainConfig, Trainer  # noqa: PLC0415
+    from convae.models import parse_model_args
+    from convae.run.config import RUNTIME
+    from convae.training import TrainConfig, Trainer
 
     if channels is not None and channels not in (1, 3):
         raise ConvaeError(f"--channels must be 1 or 3, got {channels}")
@@ -118,7 +118,7 @@ def train(
         settings["model_args"] = parse_model_args(model_name, pairs)
         cfg = TrainConfig(**settings)
         if cfg.dataset is None:
-            from convae.data import default_dataset  # noqa: PLC0415
+            from convae.data import default_dataset
 
             cfg.dataset = default_dataset(cfg.data_dir)
         if not out_dir and not print_config:
@@ -137,9 +137,9 @@ def train(
         out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
                   markup=False, highlight=False)
     if then_report:
-        from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
-        from convae.applications.show import show_classes, show_run  # noqa: PLC0415
-        from convae.report.page import write_report  # noqa: PLC0415
+        from convae.applications.evaluate import evaluate_run
+        from convae.applications.show import show_classes, show_run
+        from convae.report.page import write_report
 
         result = evaluate_run(out_path, device=trainer.config.device)
         out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
@@ -167,11 +167,11 @@ def evaluate(
     \b
     Example:  convae evaluate runs/unpool --json
     """
-    from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
+    from convae.applications.evaluate import evaluate_run
 
     run = open_run(run_dir, "autoencoder", "convae evaluate", data_dir=data_dir, dataset=dataset)
     if rate:
-        from convae.cli.codes import print_rate  # noqa: PLC0415
+        from convae.cli.codes import print_rate
 
         print_rate(run, split, rate_images, as_json, device)
         return
@@ -180,7 +180,7 @@ def evaluate(
         print(json.dumps(result))
         return
     if "baseline_psnr" in result:  # denoise / colorize: the model next to doing nothing and a classical baseline
-        from convae.cli.restore import print_restoration  # noqa: PLC0415
+        from convae.cli.restore import print_restoration
 
         print_restoration(run_dir, split, result)
         return
@@ -206,11 +206,11 @@ def show(
     \b
     Example:  convae show runs/unpool -n 8 --latent
     """
-    from convae.applications.show import show_run  # noqa: PLC0415
+    from convae.applications.show import show_run
 
     run = open_run(run_dir, "autoencoder", "convae show", data_dir=data_dir, dataset=dataset)
     if latent:
-        from convae.applications.codes import show_latent  # noqa: PLC0415
+        from convae.applications.codes import show_latent
 
         for path in show_latent(run, device=device):
             out.print(f"wrote {path}", markup=False, highlight=False)
@@ -233,20 +233,20 @@ def report(
     \b
     Example:  convae report runs/unpool && xdg-open runs/unpool/report.html
     """
-    from convae.report.page import write_report  # noqa: PLC0415
+    from convae.report.page import write_report
 
     run = open_run(run_dir, data_dir=data_dir)
     if not run.artifact("eval-test.json").exists():
         if run.config.kind == "classifier":
-            from convae.applications.classify import evaluate_classifier  # noqa: PLC0415
+            from convae.applications.classify import evaluate_classifier
 
             evaluate_classifier(run, device=device)
         else:
-            from convae.applications.evaluate import evaluate_run  # noqa: PLC0415
+            from convae.applications.evaluate import evaluate_run
 
             evaluate_run(run, device=device)
     if run.config.kind != "classifier":
-        from convae.applications.show import show_classes, show_run  # noqa: PLC0415
+        from convae.applications.show import show_classes, show_run
 
         if not (run.figures / "loss.png").exists():
             show_run(run, device=device)
@@ -267,7 +267,7 @@ def compare(
     \b
     Example:  convae compare runs/unpool runs/unpool-3maps --out compare.html
     """
-    from convae.applications.compare import compare_runs  # noqa: PLC0415
+    from convae.applications.compare import compare_runs
 
     result = compare_runs(run_dirs, out=out_path, images=images, device=device)
     print_table("numbers", ["", *result["names"]], result["metrics"])
@@ -282,10 +282,10 @@ def compare(
 @app.command()
 def models() -> None:
     """List every model preset (autoencoders and classifiers) with its parameters, size and training defaults."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from convae.models import PRESETS, build_model, code_values  # noqa: PLC0415
-    from convae.models.classifier import CLASSIFIERS, build_classifier  # noqa: PLC0415
+    from convae.models import PRESETS, build_model, code_values
+    from convae.models.classifier import CLASSIFIERS, build_classifier
 
     def defaults(training: dict[str, Any]) -> str:
         return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in training.items())

@@ -27,9 +27,9 @@ def read_settings(path: Path) -> dict[str, Any]:
         settings = data.get("training", data)
         return {key: value for key, value in settings.items() if value is not None}
     try:
-        import tomllib  # noqa: PLC0415
+        import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # noqa: PLC0415
+        import tomli as tomllib
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

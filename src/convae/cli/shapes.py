@@ -25,7 +25,7 @@ def solve_deconv(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Every ConvTranspose2d (kernel, stride, padding, output_padding) mapping H_IN to H_OUT exactly, best first."""
-    from convae.shapes import parse_hw, solve_report  # noqa: PLC0415
+    from convae.shapes import parse_hw, solve_report
 
     text, data = solve_report(
         parse_hw(size_in, what="--in"), parse_hw(size_out, what="--out"),
@@ -44,14 +44,14 @@ def shapes_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Layer-by-layer table: output shape, parameters and multiply-adds, code size and compression."""
-    from convae.applications.run_shapes import table_for_run  # noqa: PLC0415
-    from convae.shapes.table import parse_input_shape, table_for_preset  # noqa: PLC0415
+    from convae.applications.run_shapes import table_for_run
+    from convae.shapes.table import parse_input_shape, table_for_preset
 
     path = Path(target)
     if path.is_dir():
         if model_arg:
             raise ConvaeError(f"{target}: --model-arg applies to a preset name, not a run directory")
-        from convae.run import CONFIG, read_config  # noqa: PLC0415
+        from convae.run import CONFIG, read_config
 
         default = tuple(read_config(path)["model"]["input_shape"]) if (path / CONFIG).exists() else (1, 28, 28)
         table = table_for_run(path, parse_input_shape(input_shape, default) if input_shape else None)

@@ -105,7 +105,7 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> 
         raise BadImage(f"decompression bomb: {e}") from None
     except MemoryError:
         raise BadImage("out of memory while decoding") from None
-    except Exception as e:  # noqa: BLE001 - Pillow plugins raise many types for bad files
+    except Exception as e:
         text = str(e).strip().splitlines()
         reason = text[0] if text else type(e).__name__
         reason = reason.replace(f" {os.fspath(path)!r}", "")  # the caller names the file

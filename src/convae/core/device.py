@@ -32,7 +32,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
     try:
-        import numpy as np  # noqa: PLC0415
+        import numpy as np
 
         np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover - numpy ships with torch

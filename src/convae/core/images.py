@@ -34,7 +34,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def png_bytes(image: torch.Tensor | np.ndarray) -> bytes:
     """An 8-bit gray or RGB PNG of ``image``: a C×H×W tensor (float in [0, 1] or uint8) or an
     H×W / H×W×C uint8 array."""
-    from PIL import Image  # noqa: PLC0415 - Pillow only when a picture is written
+    from PIL import Image
 
     if isinstance(image, torch.Tensor):
         pixels = image if image.dtype == torch.uint8 else to_uint8(image)

@@ -38,7 +38,7 @@ def _images_below(folder: Path) -> list[Path]:
     ``os.walk`` without following links cannot loop on a symlink cycle; unreadable
     sub-folders are simply not entered.
     """
-    import os  # noqa: PLC0415
+    import os
 
     found: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
@@ -98,7 +98,7 @@ def image_for_model(path: str | Path, input_shape: Sequence[int], keep_size: boo
     resized with antialiasing, unless ``keep_size`` (a model that goes over the image in
     tiles). The note lets a verb tell the user what happened to the file.
     """
-    from convae.data.convert import convert_images  # noqa: PLC0415
+    from convae.data.convert import convert_images
 
     image = read_image(path)
     channels, height, width = (int(v) for v in input_shape)

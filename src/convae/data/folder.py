@@ -350,7 +350,7 @@ def _header(path: str) -> tuple[int, int, bool] | str:
                 colour = _decode_chunk([path])[0]
                 return (image.height, image.width, colour[1]) if not isinstance(colour, str) else colour
             return (image.height, image.width, mode in COLOUR_MODES_AS_IS or mode not in _GRAY_HEADER_MODES)
-    except Exception:  # noqa: BLE001 - the reason is worded as decoding words it
+    except Exception:
         reason = _try_decode(path)
         return reason if isinstance(reason, str) else "unreadable header"
 
@@ -374,8 +374,8 @@ def _decoded_bytes(root: Path, layout: _Layout, channels: int | None, size: tupl
 def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | None, size: tuple[int, int] | None,
                       any_size: bool, path: Path, needed: int) -> ImageSet:
     """Decode the split chunk by chunk straight into a memory-mapped file (memory stays bounded)."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     paths = [str(root / rel) for rel, _ in layout.files]
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
@@ -440,7 +440,7 @@ def _decode_to_mapped(root: Path, layout: _Layout, split: str, channels: int | N
 def _check_disk_room(root: Path, folder: Path, needed: int, count: int, channels: int | None,
                      size: tuple[int, int] | None) -> None:
     """One line before decoding when neither memory nor the cache's disk can hold the decoded images."""
-    import shutil  # noqa: PLC0415
+    import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free

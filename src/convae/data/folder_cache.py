@@ -58,7 +58,7 @@ def load(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None
         if images.dtype != torch.uint8 or labels.dtype != torch.int64 or images.dim() != 4:
             return None
         return images, labels, meta
-    except Exception as e:  # noqa: BLE001 - a broken cache file is just a cache miss
+    except Exception as e:
         warnings.warn(f"{path}: ignoring unreadable cache file ({e})", DataWarning, stacklevel=3)
         return None
 
@@ -74,7 +74,7 @@ def save(path: Path, images: torch.Tensor, labels: torch.Tensor, meta: dict[str,
             metadata={_META_KEY: json.dumps({"version": CACHE_VERSION, **meta})},
         ))
         return True
-    except Exception as e:  # noqa: BLE001 - a cache that cannot be written must not stop a load
+    except Exception as e:
         cause = e if isinstance(e, OSError) else e.__cause__ or e
         reason = getattr(cause, "strerror", None) or str(e) or type(e).__name__
         warnings.warn(

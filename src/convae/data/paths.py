@@ -39,18 +39,3 @@ def data_roots(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
             unique.append(r)
     return unique
 
-
-def real_data_root(repo: str | os.PathLike[str], need: str | None = "MNIST") -> Path | None:
-    """Where the real benchmark datasets are for a checkout at ``repo``: ``$CONVAE_DATA``, else
-    ``shared/data`` beside the checkout (how this project's test and benchmark machines keep
-    them); the first that holds ``need`` (any folder when None), or None.
-
-    Tests skip and benchmarks stop with a reason when it is None; the project never copies
-    the data into the repository.
-    """
-    candidates = [Path(os.environ["CONVAE_DATA"]).expanduser()] if os.environ.get("CONVAE_DATA") else []
-    candidates.append(Path(repo).resolve().parent / "shared" / "data")
-    for candidate in candidates:
-        if (candidate / need).is_dir() if need else candidate.is_dir():
-            return candidate
-    return None

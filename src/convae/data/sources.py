@@ -160,7 +160,7 @@ def _probe(url: str, timeout: float | None = None) -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             outcome.append(None)
-        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+        except BaseException as e:
             outcome.append(e)
 
     t = threading.Thread(target=attempt, daemon=True)
@@ -188,7 +188,7 @@ def _download(name: str, dataset_cls: type, roots: Sequence[Path], fix: str, **k
         _probe(_first_url(dataset_cls))
         cache.mkdir(parents=True, exist_ok=True)
         dataset_cls(root=str(cache), download=True, **kwargs)
-    except Exception as e:  # noqa: BLE001 - every download problem becomes one line
+    except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DataError(
             f"{name} not found on disk (looked in: {looked}) and download failed: {reason}; {fix}"
@@ -255,7 +255,7 @@ def _load_cifar(split: str, roots: list[Path], download: bool, channels: int | N
 
     try:
         ds = tvd.CIFAR10(root=str(where), train=(split == "train"), download=False)
-    except Exception as e:  # noqa: BLE001 - torchvision's integrity errors become one line
+    except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DataError(f"{where / 'cifar-10-batches-py'}: cannot read CIFAR-10 batches: {reason}") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()

@@ -26,7 +26,7 @@ def derived_conv_transpose(
     for dim_in, dim_out in zip(size_in, size_out):
         try:
             per_dim.append(solve_conv_transpose(dim_in, dim_out, stride=stride, max_kernel=2 * stride + 1)[0])
-        except Exception as error:  # noqa: BLE001 - re-raised with the layer's context
+        except Exception as error:
             raise ModelError(f"cannot upsample {size_in} to {size_out} with stride {stride}: {error}") from None
     return nn.ConvTranspose2d(
         in_channels,

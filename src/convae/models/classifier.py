@@ -77,7 +77,7 @@ def _shrink(size: tuple[int, int], step: Callable[[int], int], what: str) -> tup
     """One downsampling step per dimension; a one-line ModelError when the input is too small."""
     try:
         return (step(size[0]), step(size[1]))
-    except Exception as error:  # noqa: BLE001 - re-raised as a one-line model error
+    except Exception as error:
         raise ModelError(f"a {size[0]}x{size[1]} map is too small for {what} ({error})") from None
 
 

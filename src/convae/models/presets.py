@@ -37,7 +37,7 @@ def _shrink(size: tuple[int, int], step, what: str) -> tuple[int, int]:
     """Apply one downsampling step per dimension, with a clear error when it cannot."""
     try:
         return (step(size[0]), step(size[1]))
-    except Exception as error:  # noqa: BLE001 - re-raised as a one-line model error
+    except Exception as error:
         raise ModelError(f"input {size[0]}x{size[1]} is too small for {what}: {error}") from None
 
 

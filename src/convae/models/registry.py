@@ -104,7 +104,7 @@ def build_model(
     ``color_output`` picks a colorizer's output head (see convae.models.heads); None keeps
     the preset's own output.
     """
-    from convae.models.heads import with_color_output  # noqa: PLC0415
+    from convae.models.heads import with_color_output
 
     preset = get_preset(name)
     resolved = resolve_params(name, params)

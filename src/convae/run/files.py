@@ -100,7 +100,7 @@ def load_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path}: no training state to resume from") from None
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "refused"
+    except Exception as error:
         raise RunError(f"{path}: refused to load training state ({first_line(error)})") from None
     if isinstance(state, dict) and CHECKSUM in state:
         expected = state.pop(CHECKSUM)

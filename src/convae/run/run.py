@@ -184,7 +184,7 @@ class Run:
     @cached_property
     def digest(self) -> str:
         """SHA-256 of the weights (names, dtypes, shapes, bytes): the identity of this run's model."""
-        from safetensors import safe_open  # noqa: PLC0415
+        from safetensors import safe_open
 
         with safe_open(str(self.path / WEIGHTS), framework="pt") as handle:
             stored = (handle.metadata() or {}).get(CHECKSUM)

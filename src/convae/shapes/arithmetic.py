@@ -186,7 +186,7 @@ def layer_out(layer: "nn.Module", size: tuple[int, int]) -> tuple[int, int]:
     AvgPool2d, MaxUnpool2d and Upsample (scale_factor or size); other layers keep the
     size. This is the arithmetic behind a shape trace, without running the layer.
     """
-    from torch import nn  # noqa: PLC0415 - the size formulas themselves need no torch
+    from torch import nn
 
     if isinstance(layer, nn.ConvTranspose2d):
         return conv_transpose2d_out(
@@ -328,7 +328,7 @@ class DeconvSetting2d:
         return f"nn.ConvTranspose2d({', '.join(parts)})"
 
     def build(self, in_channels: int, out_channels: int, bias: bool = True) -> "nn.ConvTranspose2d":
-        from torch import nn  # noqa: PLC0415
+        from torch import nn
 
         return nn.ConvTranspose2d(in_channels, out_channels, bias=bias, **self._arguments())
 

@@ -1,5 +1,11 @@
 """Training: the one loop (loop.py) and the tasks it trains (tasks.py)."""
 
+from convae.core.openmp import set_openmp_wait_policy
+
+set_openmp_wait_policy()  # before this package imports torch, for library users who train
+
+# ruff: noqa: E402
+
 from convae.core.device import default_threads, pick_device, seed_everything
 from convae.run.config import TrainConfig
 from convae.run.splits import split_validation

@@ -33,7 +33,7 @@ class TrainingLogs:
         self.csv = enabled and "csv" in loggers
         self.writer: Any = None
         if enabled and "tensorboard" in loggers:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imported only when asked for
+            from torch.utils.tensorboard import SummaryWriter
 
             # purge_step: a resumed run drops what a killed process logged after its last checkpoint.
             self.writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=start_step or None)

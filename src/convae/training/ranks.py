@@ -56,7 +56,7 @@ class Ranks:
         """The module to train through: DistributedDataParallel under torchrun, else the model."""
         if self.world == 1:
             return model
-        from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+        from torch.nn.parallel import DistributedDataParallel
 
         if device.type == "cuda":
             # BatchNorm over the global batch, as one process computes it (SyncBatchNorm is

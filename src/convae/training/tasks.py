@@ -186,7 +186,7 @@ class ReconstructTask(Task):
     @torch.no_grad()
     def preview(self, model):
         """Rows of up to 8 test images: the model's input, its output and the target."""
-        from torchvision.utils import make_grid  # noqa: PLC0415
+        from torchvision.utils import make_grid
 
         was_training = model.training
         model.eval()

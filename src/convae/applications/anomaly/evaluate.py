@@ -32,7 +32,7 @@ def detection_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int
 
     ``labels``: 1 = anomalous (the positive class), 0 = normal. Uses scikit-learn.
     """
-    from sklearn.metrics import (  # noqa: PLC0415
+    from sklearn.metrics import (
         average_precision_score,
         precision_recall_fscore_support,
         roc_auc_score,
@@ -89,7 +89,7 @@ def evaluate_detection(
     labelled images are anomalous. Writes ``figures/detect-roc.png`` and
     ``figures/detect-scores.png``; the report's anomaly section shows them.
     """
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import roc_auc_score
 
     run = open_detector_run(run_dir)
     config, cfg = run.config, run.config.training

@@ -21,7 +21,7 @@ def write_heatmap(
     of per-pixel errors on normal validation images), blended over the gray input with an
     opacity that grows with the error, so heat means "worse than almost any normal pixel".
     """
-    from PIL import Image, ImageDraw  # noqa: PLC0415
+    from PIL import Image, ImageDraw
 
     def rgb(t: torch.Tensor) -> np.ndarray:
         t = t.float().clamp(0, 1)
@@ -51,7 +51,7 @@ def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale
     ``mask_level`` outlines the predicted defect (pixels above it) in cyan and writes that
     mask beside the figure as ``<name>_mask.png`` (white = defect), at the image's size.
     """
-    from convae.viz import plt, save_figure  # noqa: PLC0415
+    from convae.viz import plt, save_figure
 
     height, width = error.shape[-2:]
     dpi = 100
@@ -66,7 +66,7 @@ def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale
             axis.contour(mask.astype(np.float32), levels=[0.5], colors="cyan", linewidths=1.0)
         write_png(path.with_name(f"{path.stem}_mask.png"), mask.astype(np.uint8) * 255)
     bar_axis = fig.add_axes((1 / 1.18 + 0.02, 0.08, 0.035, 0.8 * inches_h / (inches_h + 0.45)))
-    from matplotlib import cm, colors  # noqa: PLC0415
+    from matplotlib import cm, colors
 
     bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, scale), cmap="inferno"), cax=bar_axis)
     bar.set_label(label + (" (cyan: predicted defect)" if mask_level is not None else ""), fontsize=8)
@@ -79,9 +79,9 @@ def write_overlay(path: Path, image: torch.Tensor, error: torch.Tensor, *, scale
 def detection_figures(scores: np.ndarray, labels: np.ndarray, threshold: Threshold, folder: Path,
                       title: str = "") -> list[Path]:
     """The ROC curve (with the operating point of the threshold) and score histograms."""
-    from sklearn.metrics import roc_auc_score, roc_curve  # noqa: PLC0415
+    from sklearn.metrics import roc_auc_score, roc_curve
 
-    from convae.viz import plt, save_figure  # noqa: PLC0415
+    from convae.viz import plt, save_figure
 
     fpr, tpr, _ = roc_curve(labels, scores)
     auroc = roc_auc_score(labels, scores)
@@ -113,7 +113,7 @@ def detection_figures(scores: np.ndarray, labels: np.ndarray, threshold: Thresho
 
 def overlay(image: torch.Tensor, error: torch.Tensor, scale: float) -> np.ndarray:
     """H×W×3: the gray input with the error map over it in 'inferno', opacity growing with the error."""
-    from matplotlib import colormaps  # noqa: PLC0415
+    from matplotlib import colormaps
 
     t = image.float().clamp(0, 1)
     base = (t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3]).permute(1, 2, 0).numpy()
@@ -133,8 +133,8 @@ def gallery_figure(model: torch.nn.Module, images: torch.Tensor, scores: np.ndar
     ``maps``: the split's error maps when already drawn (a patch run's come from tiles);
     ``masks``: true defect masks, outlined in green.
     """
-    from convae.applications.anomaly.scores import error_maps  # noqa: PLC0415
-    from convae.viz import plt, save_figure  # noqa: PLC0415
+    from convae.applications.anomaly.scores import error_maps
+    from convae.viz import plt, save_figure
 
     order = np.argsort(scores)
     count = min(count, len(order) // 2 or 1)

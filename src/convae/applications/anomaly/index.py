@@ -84,7 +84,7 @@ class CodeIndex:
     weights_sha256: str = ""
 
     def __post_init__(self) -> None:
-        from sklearn.neighbors import NearestNeighbors  # noqa: PLC0415
+        from sklearn.neighbors import NearestNeighbors
 
         if len(self.codes) == 0:
             raise ConvaeError("the code index needs at least one normal training image")

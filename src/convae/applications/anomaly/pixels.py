@@ -28,7 +28,7 @@ def _flat(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> 
 
 def pixel_auroc(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> float:
     """AUROC over all pixels (N×H×W maps against 0/1 masks)."""
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import roc_auc_score
 
     scores, truth = _flat(maps, masks)
     return float(roc_auc_score(truth.reshape(-1), scores.reshape(-1)))
@@ -36,7 +36,7 @@ def pixel_auroc(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarra
 
 def pro_curve(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate of normal pixels, mean per-region overlap) at every threshold, FPR rising."""
-    from scipy import ndimage  # noqa: PLC0415
+    from scipy import ndimage
 
     scores, truth = _flat(maps, masks)
     regions = np.zeros(truth.shape, dtype=np.int64)

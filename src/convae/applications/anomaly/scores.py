@@ -71,7 +71,7 @@ def tiled_error_map(model: torch.nn.Module, image: torch.Tensor, kind: str, tile
 
 def peak_score(error_map: torch.Tensor) -> float:
     """The score of a tiled image: the largest value of its error map after a Gaussian blur of PEAK_SIGMA px."""
-    from torchvision.transforms.functional import gaussian_blur  # noqa: PLC0415
+    from torchvision.transforms.functional import gaussian_blur
 
     radius = int(3 * PEAK_SIGMA)
     size = min(2 * radius + 1, (min(error_map.shape[-2:]) // 2) * 2 - 1)

@@ -142,7 +142,7 @@ def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float,
     ``score > t'`` for t' just below t (midway to the next lower score), which is what is
     returned, so the stored threshold reproduces the F1 it was chosen for.
     """
-    from sklearn.metrics import precision_recall_curve  # noqa: PLC0415
+    from sklearn.metrics import precision_recall_curve
 
     precision, recall, cuts = precision_recall_curve(labels, scores)
     precision, recall = precision[:-1], recall[:-1]

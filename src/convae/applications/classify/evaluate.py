@@ -43,7 +43,7 @@ def evaluate_model(
     split: str = "test",
     figure: bool = True,
 ) -> dict[str, Any]:
-    from sklearn.metrics import confusion_matrix  # noqa: PLC0415
+    from sklearn.metrics import confusion_matrix
 
     loss, predicted = class_scores(model, data.images, data.labels, 1024, device)
     truth = data.labels.cpu()
@@ -116,12 +116,12 @@ def confusion_text(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> s
 
 def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> Path:
     """The confusion matrix as a PNG heat map with the counts written in."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
-    from convae.viz import save_figure  # noqa: PLC0415
+    from convae.viz import save_figure
 
     n = len(classes)
     fig, axis = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))

@@ -19,7 +19,7 @@ def load_image_for(path: str | Path, input_shape: Sequence[int], *, invert: bool
     replicated to colour) and the image resized with antialiasing to the model's H×W.
     ``invert`` turns dark-on-light drawings into MNIST's light-on-dark.
     """
-    from convae.data.files import image_for_model  # noqa: PLC0415
+    from convae.data.files import image_for_model
 
     converted, _ = image_for_model(path, input_shape)
     x = converted.unsqueeze(0).float().div_(255)
@@ -38,7 +38,7 @@ def predict_images(
 
     A file that cannot be read gets ``{"path", "error"}`` instead, and the others are still labelled.
     """
-    from convae.data.files import find_image_files  # noqa: PLC0415
+    from convae.data.files import find_image_files
 
     if not paths:
         raise ConvaeError("predict needs at least one image file or folder")

@@ -24,7 +24,7 @@ Log = Callable[[str], None]
 
 @torch.no_grad()
 def _codes(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    from convae.models import code_values  # noqa: PLC0415
+    from convae.models import code_values
 
     chunks = []
     for x in Batches(images, batch_size, shuffle=False, seed=0, device=device):
@@ -48,9 +48,9 @@ def probe_autoencoder(
     N training images (the fit is the slow part); ``baseline`` also fits the same probe on
     the raw pixels, the number a code should be compared with.
     """
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     say = log or (lambda message: None)
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae classify probe")
@@ -73,7 +73,7 @@ def probe_autoencoder(
 
     def fit(features_train: torch.Tensor, features_test: torch.Tensor) -> tuple[float, float, int]:
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-        import warnings  # noqa: PLC0415
+        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: reported below as iterations

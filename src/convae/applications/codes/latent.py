@@ -18,10 +18,10 @@ from convae.run import Run
 def project_2d(flat: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """N×D codes → N×2 with PCA or t-SNE (scikit-learn)."""
     if method == "pca":
-        from sklearn.decomposition import PCA  # noqa: PLC0415
+        from sklearn.decomposition import PCA
 
         return PCA(n_components=2, random_state=seed).fit_transform(flat)
-    from sklearn.manifold import TSNE  # noqa: PLC0415
+    from sklearn.manifold import TSNE
 
     perplexity = float(min(30, max(2, (len(flat) - 1) // 3)))
     return TSNE(n_components=2, random_state=seed, init="pca", perplexity=perplexity).fit_transform(flat)
@@ -32,7 +32,7 @@ def show_latent(run_dir: str | Path | Run, *, n: int = 2000, pairs: int = 4, ste
                 device: str = "auto") -> list[Path]:
     """figures/latent_pca.png (+ latent_tsne.png) of ``n`` (seeded random) test codes coloured by class, and
     figures/interpolations.png: ``pairs`` strips decoded along the line between two test codes."""
-    from convae.viz import _as_picture, plt, save_figure  # noqa: PLC0415
+    from convae.viz import _as_picture, plt, save_figure
 
     run = open_code_run(run_dir, "convae show --latent")
     target = pick_device(device)

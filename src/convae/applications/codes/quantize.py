@@ -56,7 +56,7 @@ def encode_batches(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 
 def _kernel(model: torch.nn.Module, level: int) -> int:
     """Kernel of the level-th switch pair (innermost pool first), read from the model's pool layers."""
-    from convae.models.blocks import PoolWithSwitches  # noqa: PLC0415
+    from convae.models.blocks import PoolWithSwitches
 
     pools = [m.pool.kernel_size for m in model.modules() if isinstance(m, PoolWithSwitches)]
     kernel = pools[::-1][level]

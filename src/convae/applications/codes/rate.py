@@ -91,7 +91,7 @@ def classic_codec_rows(images: ImageSet) -> list[dict[str, Any]]:
     file has in common (the longest common prefix and suffix: signatures, image size, tables)
     and counts them once for the whole set.
     """
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     arrays = images.images.permute(0, 2, 3, 1).numpy()
     gray = arrays.shape[3] == 1
@@ -128,7 +128,7 @@ def classic_codec_rows(images: ImageSet) -> list[dict[str, Any]]:
 
 def rate_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """PSNR and SSIM against bpp, one line per codec, per-image (solid) and amortised (dashed)."""
-    from convae.viz import plt, save_figure  # noqa: PLC0415
+    from convae.viz import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     groups: dict[str, list[dict[str, Any]]] = {}

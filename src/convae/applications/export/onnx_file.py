@@ -75,8 +75,8 @@ def check_kind(run: Run, what: str) -> str:
 
 def _onnx() -> Any:
     try:
-        import onnx  # noqa: PLC0415 - plain training never loads it
-        import onnxruntime  # noqa: F401, PLC0415
+        import onnx
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise ConvaeError("convae export needs onnx and onnxruntime: pip install 'convae[export]'") from None
     return onnx
@@ -173,7 +173,7 @@ def _trace(graph: torch.nn.Module, example: tuple[torch.Tensor, ...], inputs: li
         try:
             torch.onnx.export(graph, example, buffer, input_names=inputs, output_names=outputs,
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-        except Exception as error:  # noqa: BLE001 - the exporter raises many types
+        except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ConvaeError(f"torch could not export this model to ONNX: {first[:300]}") from None
         finally:
@@ -185,7 +185,7 @@ def check_parity(data: bytes, graph: torch.nn.Module, inputs: list[str], outputs
                  example: tuple[torch.Tensor, ...]) -> float:
     """Max |onnxruntime − torch| over every float output on ``example`` (another batch size than traced
     would be a stronger check, so the first half runs too); boolean and integer outputs must be equal."""
-    import onnxruntime as ort  # noqa: PLC0415
+    import onnxruntime as ort
 
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0

@@ -41,7 +41,7 @@ def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     if size == 1:
         return x.clone()
     if x.device.type == "cpu":  # scipy's C loop is several times faster than sorting patches
-        from scipy.ndimage import median_filter as scipy_median  # noqa: PLC0415
+        from scipy.ndimage import median_filter as scipy_median
 
         array = x.detach().contiguous().numpy()
         return torch.from_numpy(scipy_median(array, size=(1, 1, size, size), mode="nearest"))

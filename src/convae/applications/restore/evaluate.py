@@ -162,9 +162,9 @@ def image_rows_figure(
     rows: Sequence[tuple[str, torch.Tensor]], path: Path, title: str = "", psnr: Sequence[Sequence[float]] = ()
 ) -> Path:
     """A grid: one labelled row per tensor N×C×H×W in [0,1]; optional PSNR under the first rows."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
-    from convae import viz  # noqa: PLC0415
+    from convae import viz
 
     count = rows[0][1].shape[0]
     fig, axes = plt.subplots(len(rows), count, figsize=(1.8 * count, 1.9 * len(rows)), squeeze=False)

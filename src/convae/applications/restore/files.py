@@ -11,16 +11,16 @@ import torch.nn.functional as F
 
 from convae.applications.restore.corrupted import RESTORE_TASKS
 from convae.applications.tiles import apply_tiled
-
-#: Images of one size restored in one model call (and at most this many input values: big photos go alone).
-BATCH, BATCH_VALUES = 256, 16_000_000
-#: Every task whose run maps an image to an image of the same size: all take files the same way.
-FILE_TASKS = ("reconstruct", *RESTORE_TASKS)
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.core.images import UniqueNames, luma, write_png
 from convae.data.files import find_image_files, read_image
 from convae.run import AUTOENCODER, Run
+
+#: Images of one size restored in one model call (and at most this many input values: big photos go alone).
+BATCH, BATCH_VALUES = 256, 16_000_000
+#: Every task whose run maps an image to an image of the same size: all take files the same way.
+FILE_TASKS = ("reconstruct", *RESTORE_TASKS)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, plan: SizePlan) -> t
 
 def _model_input(image: torch.Tensor, task: str, channels: int) -> tuple[torch.Tensor, str]:
     """uint8 1×C×H×W → float input with the model's channel count, and what was converted."""
-    from convae.data.convert import to_channels  # noqa: PLC0415
+    from convae.data.convert import to_channels
 
     have = image.shape[1]
     if task == "colorize":
