@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -357,3 +358,20 @@ def test_classify_predict_and_denoise_with_onnx_match_torch(cli, bars: Path, tmp
     assert len(pairs) == 12
     for a, b in pairs:
         assert np.abs(np.asarray(Image.open(a), np.int16) - np.asarray(Image.open(b), np.int16)).max() <= 1
+
+
+def test_importing_the_runtime_loads_no_torch_and_samples_no_cpu() -> None:
+    """The deployment runtime starts cheap: no torch, no OpenMP policy, no /proc/stat sampling."""
+    script = ("import sys, builtins, os\n"
+              "opened = []\n"
+              "real = builtins.open\n"
+              "builtins.open = lambda f, *a, **k: (opened.append(str(f)), real(f, *a, **k))[1]\n"
+              "import convae.runtime\n"
+              "print('torch' in sys.modules, '/proc/stat' in opened, 'OMP_WAIT_POLICY' in os.environ)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "False"]
+    cli = subprocess.run([sys.executable, "-c", "import os, convae.cli; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert cli.stdout.strip() == "PASSIVE", cli.stderr  # the command still picks its policy

@@ -1,6 +1,6 @@
 """The layers of src/convae import only downward, and no modules import each other in a circle.
 
-core → data/models/shapes → run → training/metrics → applications/report → cli (DESIGN.md).
+core → shapes/data/models → tables/run → training/metrics → applications → report → cli (docs/architecture.md).
 Every import in every module counts, those inside functions too, and a package's
 ``__init__`` is a module like any other: importing ``convae.run`` depends on that face.
 """
@@ -17,10 +17,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "convae"
 LAYERS = {
     "convae": 0, "core": 0,
     "data": 1, "models": 1, "shapes": 1, "runtime": 1,
-    "run": 2,
+    "run": 2, "tables": 2,
     "training": 3, "metrics": 3,
-    "applications": 4, "report": 4, "viz": 4, "bench": 4,
-    "cli": 5, "__main__": 5,
+    "applications": 4, "viz": 4, "bench": 4,
+    "report": 5,
+    "cli": 6, "__main__": 6,
 }
 
 
@@ -121,6 +122,30 @@ def test_every_import_goes_down_or_sideways() -> None:
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
+def packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same graph between top-level parts (convae.shapes, convae.models, ...)."""
+    def part(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    found: dict[str, set[str]] = {}
+    for source, targets in edges.items():
+        found.setdefault(part(source), set()).update(part(t) for t in targets if part(t) != part(source))
+    return found
+
+
+def test_no_two_sibling_packages_import_each_other() -> None:
+    """Within a layer, imports go one way: models may use shapes, but then shapes must not use models."""
+    found = cycles(packages(graph()))
+    assert not found, "packages that import each other (one of them belongs a floor up):\n" + "\n".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_the_sibling_check_sees_two_packages_upside_down() -> None:
+    edges = {"convae.models.blocks": {"convae.shapes.solver"}, "convae.shapes.solver": set(),
+             "convae.shapes.table": {"convae.models.blocks"}}
+    assert cycles(packages(edges)) == [["convae.models", "convae.shapes"]]
+
+
 def test_no_import_cycles() -> None:
     found = cycles(graph())
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
@@ -146,8 +171,16 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert targets == {"convae.cli"} and layer("convae.cli") > layer("convae.core.fake")
 
 
-def test_application_modules_stay_small() -> None:
-    """One job per file: no application module grows past about 400 lines."""
-    long = {str(p.relative_to(SRC)): n for p in (SRC / "applications").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+def test_modules_and_functions_stay_small() -> None:
+    """One job per file, and a function a reader holds in one screen: no module in src/ over 400
+    lines, no function over 80 (docs/architecture.md)."""
+    long = {}
+    for path in SRC.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(SRC))
+        if (n := len(text.splitlines())) > 400:
+            long[name] = n
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long[f"{name}:{node.lineno} {node.name}"] = node.end_lineno - node.lineno + 1
     assert not long, long

@@ -136,7 +136,7 @@ def test_conv_options_change_the_network_and_are_checked() -> None:
 def test_conv_scales_its_depth_and_code_with_the_input() -> None:
     """Deep enough for the input (to ≤ 8 px), bounded work per level, a spatial code at large sizes."""
     from convae.models.presets import auto_levels
-    from convae.shapes.table import table_for_preset
+    from convae.tables.layers import table_for_preset
 
     assert [auto_levels(s, s) for s in (6, 16, 28, 32, 64, 256, 1000)] == [2, 2, 2, 2, 3, 5, 7]
     big = build_model("conv", (3, 256, 256)).eval()

@@ -40,10 +40,9 @@ from convae.shapes import (
     pool2d_out,
     solve_conv_transpose,
     solve_conv_transpose_2d,
-    solve_report,
     upsample_out,
 )
-from convae.shapes.table import parse_input_shape, table_for_preset, trace
+from convae.tables import parse_input_shape, solve_report, table_for_preset, trace
 
 CONVAE = Path(sys.executable).with_name("convae")
 runner = CliRunner()

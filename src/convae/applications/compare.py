@@ -15,8 +15,8 @@ import torch
 from convae.core.atomic import atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
+from convae.core.html import escape, png_figure, rows_table
 from convae.data.convert import convert_images
-from convae.report.html import escape, png_figure, rows_table
 from convae.run import Run
 
 #: (label, where it comes from): the numbers compared, the first that a run has in each row.
@@ -85,7 +85,7 @@ def _page(runs: list[Run], names: list[str], result: dict[str, Any], out: Path, 
     if pictures:
         parts.append("<h2>The same test images, reconstructed by each run</h2>" +
                      png_figure(pictures, "first row: the originals; then one row per run"))
-    from convae.report.page import STYLE
+    from convae.core.html import STYLE
 
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>convae compare</title><style>{STYLE}</style>"
             "</head><body>" + "\n".join(parts) + "<p>" + escape(", ".join(result["runs"])) + "</p></body></html>\n")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from convae.report.html import figure, rows_table
-from convae.run import Run, report_section
+from convae.core.html import figure, rows_table
+from convae.run import Run
 
 #: (key, label, how to print it): every number carries its unit or its scale.
 HEADLINE = (("rmse", "RMSE", "{:.4f}"), ("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.4f}"),
             ("mse", "MSE", "{:.5f}"), ("bce", "BCE", "{:.4f}"), ("l1", "L1", "{:.4f}"))
 
 
-@report_section("evaluation", order=10)
 def evaluation_section(run: Run) -> str | None:
     if run.config.kind == "classifier":
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convae.run import Run
-from convae.shapes.table import ShapeTable, trace
+from convae.tables.layers import ShapeTable, trace
 
 
 def table_for_run(run_dir: str | Path, input_shape: tuple[int, int, int] | None = None) -> ShapeTable:

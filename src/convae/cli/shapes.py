@@ -25,7 +25,8 @@ def solve_deconv(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Every ConvTranspose2d (kernel, stride, padding, output_padding) mapping H_IN to H_OUT exactly, best first."""
-    from convae.shapes import parse_hw, solve_report
+    from convae.shapes import parse_hw
+    from convae.tables import solve_report
 
     text, data = solve_report(
         parse_hw(size_in, what="--in"), parse_hw(size_out, what="--out"),
@@ -45,7 +46,7 @@ def shapes_command(
 ) -> None:
     """Layer-by-layer table: output shape, parameters and multiply-adds, code size and compression."""
     from convae.applications.run_shapes import table_for_run
-    from convae.shapes.table import parse_input_shape, table_for_preset
+    from convae.tables.layers import parse_input_shape, table_for_preset
 
     path = Path(target)
     if path.is_dir():

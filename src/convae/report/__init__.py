@@ -1,2 +1,3 @@
-"""The HTML report of a run: one self-contained page (page.py), each application writing its own
-section (registered with convae.run.report_section); html.py holds the shared HTML pieces."""
+"""The HTML report of a run: one self-contained page (page.py) that lists, in one ordered place,
+the section each application writes. It sits above the applications; their shared HTML pieces
+are convae.core.html."""

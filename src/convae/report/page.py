@@ -1,9 +1,8 @@
 """The HTML report of a run: one self-contained page that a reader can open on its own.
 
 At the top, a summary: what was trained, on what, when, for how long, the code size and
-the headline numbers with their units. Then each application's section (registered with
-``convae.run.report_section``: evaluation, training, restoration, anomaly detection, codes,
-classification), the figures no section showed, and the settings as a short table with
+the headline numbers with their units. Then each application's section, in the order SECTIONS lists them (each
+returns its HTML, or None when the run has nothing for it), the figures no section showed, and the settings as a short table with
 the raw config.json folded away.
 """
 
@@ -15,25 +14,17 @@ import math
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
-# Each application registers its section when imported; these are the ones the page shows.
-from convae.applications import evaluate_report  # noqa: F401
-from convae.applications.anomaly import report as anomaly_report  # noqa: F401
-from convae.applications.classify import report as classify_report  # noqa: F401
-from convae.applications.codes import report as codes_report  # noqa: F401
-from convae.applications.restore import report as restore_report  # noqa: F401
+from convae.applications import evaluate_report
+from convae.applications.anomaly import report as anomaly_report
+from convae.applications.classify import report as classify_report
+from convae.applications.codes import report as codes_report
+from convae.applications.restore import report as restore_report
 from convae.core.atomic import atomic_write_text
-from convae.report.html import escape, figure, rows_table
+from convae.core.html import STYLE, escape, figure, rows_table
 from convae.run import CONFIG, REPORT, Run
-from convae.run.run import REPORT_SECTIONS, report_section
 
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}.summary{background:#f3f6fa;padding:.8em 1em;border-radius:6px}"
-    ".headline td{font-size:1.15em}img{max-width:100%}figure{margin:1em 0}figcaption{color:#666;font-size:.9em}"
-    "pre{background:#f6f6f6;padding:1em;overflow:auto}details{margin:1em 0}"
-)
 #: The settings a reader wants first; the rest stay in the folded config.json.
 SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
             "deterministic", "noise", "normal_classes", "val_fraction", "image_size", "channels", "schedule",
@@ -44,7 +35,7 @@ def write_report(run_dir: str | Path | Run) -> Path:
     """Write RUN_DIR/report.html and return its path."""
     run = Run.of(run_dir)
     parts = [f"<h1>convae run: {escape(run.path.name)}</h1>", summary(run)]
-    for _order, _name, section in REPORT_SECTIONS:
+    for _name, section in SECTIONS:
         part = section(run)
         if part:
             parts.append(part)
@@ -99,7 +90,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-@report_section("training", order=40)
 def training_section(run: Run) -> str | None:
     rows = run.metrics()
     if not rows:
@@ -107,3 +97,15 @@ def training_section(run: Run) -> str | None:
     columns = [c for c in rows[0] if c not in ("loss",)]
     return ("<h2>Training</h2>" + figure(run.figures / "loss.png", "loss per epoch: train, validation and test")
             + rows_table([c.replace("_", " ") for c in columns], [[row.get(c) for c in columns] for row in rows]))
+
+
+#: The page's sections, in order: the one place that says what the report shows.
+SECTIONS: tuple[tuple[str, Callable[[Run], str | None]], ...] = (
+    ("evaluation", evaluate_report.evaluation_section),
+    ("classification", classify_report.classification_section),
+    ("restoration", restore_report.restoration_section),
+    ("anomaly", anomaly_report.anomaly_section),
+    ("rate", codes_report.rate_section),
+    ("latent", codes_report.latent_section),
+    ("training", training_section),
+)

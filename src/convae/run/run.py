@@ -3,7 +3,6 @@
 A run directory is the artifact everything meets at. ``Run.open(path)`` gives its typed
 config, its model on a device, its splits, the digest of its weights and a place to
 write named artifacts; no application rebuilds a model, a split or a hash on its own.
-Applications contribute their own section to the report through :func:`report_section`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -225,21 +224,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     run = Run.open(path)
     return run.model(device), run.config
 
-
-# -- report sections ---------------------------------------------------------------------------
-
-#: (order, name, section): each application registers the part of the report it owns.
-ReportSection = Callable[[Run], "str | None"]
-REPORT_SECTIONS: list[tuple[int, str, ReportSection]] = []
-
-
-def report_section(name: str, order: int = 50) -> Callable[[ReportSection], ReportSection]:
-    """Register ``section(run) -> HTML or None`` as the report's section ``name``."""
-
-    def register(section: ReportSection) -> ReportSection:
-        REPORT_SECTIONS[:] = [entry for entry in REPORT_SECTIONS if entry[1] != name]
-        REPORT_SECTIONS.append((order, name, section))
-        REPORT_SECTIONS.sort(key=lambda entry: entry[0])
-        return section
-
-    return register

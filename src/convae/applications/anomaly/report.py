@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from convae.report.html import escape, figure, rows_table
-from convae.run import Run, report_section
+from convae.core.html import escape, figure, rows_table
+from convae.run import Run
 
 EVAL_FILE = "detect-eval.json"
 
 
-@report_section("anomaly", order=18)
 def anomaly_section(run: Run) -> str | None:
     result = run.read_json(EVAL_FILE)
     if not result:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from convae.report.html import figure, rows_table
-from convae.run import Run, report_section
+from convae.core.html import figure, rows_table
+from convae.run import Run
 
 
-@report_section("classification", order=12)
 def classification_section(run: Run) -> str | None:
     if run.config.kind != "classifier":
         return None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from convae.report.html import escape, figure, table
-from convae.run import Run, report_section
+from convae.core.html import escape, figure, table
+from convae.run import Run
 
 
-@report_section("rate", order=20)
 def rate_section(run: Run) -> str | None:
     result = run.read_json("rate-test.json")
     if not result:
@@ -20,7 +19,6 @@ def rate_section(run: Run) -> str | None:
     ])
 
 
-@report_section("latent", order=25)
 def latent_section(run: Run) -> str | None:
     """The code space, where `convae show --latent` drew it."""
     parts = [figure(run.figures / name, caption) for name, caption in (

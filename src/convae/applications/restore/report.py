@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from convae.applications.restore.evaluate import comparison_rows
-from convae.report.html import escape, figure, rows_table
-from convae.run import Run, report_section
+from convae.core.html import escape, figure, rows_table
+from convae.run import Run
 
 
-@report_section("restoration", order=15)
 def restoration_section(run: Run) -> str | None:
     if run.config.task not in ("denoise", "colorize"):
         return None

@@ -6,6 +6,15 @@ import base64
 import html
 from pathlib import Path
 
+#: The one stylesheet of every page convae writes (the report, compare).
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}.summary{background:#f3f6fa;padding:.8em 1em;border-radius:6px}"
+    ".headline td{font-size:1.15em}img{max-width:100%}figure{margin:1em 0}figcaption{color:#666;font-size:.9em}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto}details{margin:1em 0}"
+)
+
 
 def escape(value: object) -> str:
     return html.escape(str(value))

@@ -331,7 +331,7 @@ def trace(
 
 def parse_input_shape(text: str | None, default: tuple[int, int, int] = (1, 28, 28)) -> tuple[int, int, int]:
     """'1x28x28' → (1, 28, 28); '28x28' or '28' keep the default channel count."""
-    from convae.shapes.arithmetic import parse_size
+    from convae.shapes.sizes import parse_size
 
     if text is None:
         return default
