@@ -73,7 +73,7 @@ def run_one(model: str, epochs: int, data_dir: Path, threads: int, runs_dir: Pat
             "momentum": resolved.momentum,
             "weight_decay": resolved.weight_decay,
             "batch_size": resolved.batch_size,
-            "schedule": resolved.schedule,
+            "schedule": resolved.lr_schedule,
             "augment": resolved.augment,
             "val_fraction": resolved.val_fraction,
             "split_seed": resolved.split_seed,

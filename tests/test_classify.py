@@ -139,9 +139,9 @@ def test_shift_images_moves_pixels_and_is_reproducible() -> None:
 
 def test_config_defaults_and_checks() -> None:
     cnn = ClassifyConfig(model="cnn").resolved()
-    assert (cnn.optimizer, cnn.lr, cnn.batch_size, cnn.momentum, cnn.schedule) == ("sgd", 0.01, 256, 0.0, "none")
+    assert (cnn.optimizer, cnn.lr, cnn.batch_size, cnn.momentum, cnn.lr_schedule) == ("sgd", 0.01, 256, 0.0, "none")
     deep = ClassifyConfig(model="cnn-deep").resolved()
-    assert deep.schedule == "onecycle"
+    assert deep.lr_schedule == "onecycle"
     for bad, match in [
         (dict(optimizer="rmsprop"), "--optimizer"),
         (dict(epochs=0), "--epochs"),
@@ -389,7 +389,7 @@ def test_real_mnist_cnn_deep_learns_quickly(tmp_path: Path) -> None:
     root = mnist_or_skip()
     result = train_classifier(
         ClassifyConfig(dataset="mnist", data_dir=str(root), model="cnn-deep", epochs=1, limit=4000, threads=1,
-                       schedule="none", augment="none", lr=2e-3, batch_size=64, deterministic=True),
+                       lr_schedule="none", augment="none", lr=2e-3, batch_size=64, deterministic=True),
         tmp_path / "mnist",
     )
     # 3,200 training images, one epoch (about 93%), scored on all 10,000 test images; chance is 10%

@@ -68,28 +68,11 @@ def open_run(path: Path, kind: str | None = None, verb: str = "", *, data_dir: P
     return Run.open(path, kind=kind, verb=verb, data_dir=data_dir, dataset=dataset, weights=weights)
 
 
-def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    from convae.shapes import parse_size
-
-    if text is None:
-        return None
-    size = parse_size(text, what="--image-size")
-    if len(size) == 1:
-        return (size[0], size[0])
-    if len(size) != 2:
-        raise ConvaeError(f"--image-size {text!r} must be H or HxW")
-    return (size[0], size[1])
-
-
 def parse_classes(text: str | None) -> list[int | str] | None:
     """``0,2`` or ``cat,dog`` (or both): indices stay numbers, names are matched to the data's classes later."""
-    if text is None:
-        return None
-    classes: list[int | str] = [int(part) if part.strip().isdigit() else part.strip()
-                                for part in text.split(",") if part.strip()]
-    if not classes:
-        raise ConvaeError("--normal-classes needs at least one class, as an index or a name (e.g. 0,1 or cat,dog)")
-    return classes
+    from convae.run.fields import Field
+
+    return None if text is None else Field("classes").check(text, "--normal-classes")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,9 +17,8 @@ from convae.cli._app import (
     onnx_option,
     open_run,
     out,
-    parse_image_size,
 )
-from convae.cli.settings import refuse_conflicts
+from convae.cli.settings import config_flags, plan_run
 from convae.core.errors import ConvaeError
 
 classify_app = typer.Typer(
@@ -34,7 +31,7 @@ app.add_typer(classify_app, name="classify")
 
 @classify_app.command("train")
 def classify_train(
-    dataset: Optional[str] = typer.Option(None, help="mnist (default), fashion-mnist, cifar10, mnist-sample or folder:PATH"),
+    dataset: Optional[str] = typer.Option(None, help="mnist (default), fashion-mnist, cifar10, mnist-sample, folder:PATH or mvtec:PATH"),
     model: Optional[str] = typer.Option(None, help="cnn (the reference, default) or cnn-deep"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's)"),
     batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's; cnn 256)"),
@@ -42,7 +39,7 @@ def classify_train(
     optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw (default: the preset's)"),
     momentum: Optional[float] = typer.Option(None, help="SGD momentum (cnn: 0, as the reference)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="weight decay"),
-    schedule: Optional[str] = typer.Option(None, help="learning-rate schedule: none, onecycle or cosine"),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", "--schedule", help="learning-rate schedule: none, onecycle or cosine"),
     augment: Optional[str] = typer.Option(None, help="none or shift (random ±2 px translations)"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="share of the training split held out for validation (default 0.2)"),
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="seed of the train/val split (default 0)"),
@@ -57,6 +54,8 @@ def classify_train(
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (quick checks)"),
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0, the default: per epoch only)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options, or a run's config.json to repeat it (flags win)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="any setting by its config.json name, KEY=VALUE as in TOML (repeatable; flags win)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     logger: Optional[str] = typer.Option(None, "--logger", help="tensorboard,csv (default), one of them, or none"),
 ) -> None:
@@ -68,34 +67,12 @@ def classify_train(
     The same command with --resume continues a run (a larger --epochs extends it).
     """
     from convae.applications.classify import ClassifyConfig, train_classifier
-    from convae.run.config import RUNTIME
 
-    flags = dict(
-        dataset=dataset, data_dir=str(data_dir) if data_dir else None, channels=channels,
-        image_size=parse_image_size(image_size), model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule, augment=augment,
-        val_fraction=val_fraction, split_seed=split_seed, seed=seed, deterministic=deterministic,
-        device=device, threads=threads, limit=limit, checkpoint_every=checkpoint_every, logger=logger,
-    )
-    given = {key: value for key, value in flags.items() if value is not None}
-    if resume:
-        if out_dir is None:
-            raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
-        if not (out_dir / "config.json").exists():
-            raise ConvaeError(f"{out_dir}: nothing to resume (no config.json there); train without --resume first")
-        stored = ClassifyConfig.from_stored(open_run(out_dir, "classifier", "convae classify train --resume",
-                                                     weights=False).config.raw)
-        refuse_conflicts(stored.conflicts(given), out_dir)
-        cfg = dataclasses.replace(stored, **{key: given[key] for key in RUNTIME if key in given})
-    else:
-        cfg = ClassifyConfig(**given)
-        optimizer_used = cfg.resolved().optimizer
-        if momentum is not None and optimizer_used != "sgd":  # a flag that would silently do nothing
-            raise ConvaeError(f"--momentum {momentum} has no effect with --optimizer {optimizer_used}; "
-                              "add --optimizer sgd")
-    if out_dir is None:
-        name = (cfg.dataset or "mnist").replace(":", "-").replace("/", "_")
-        out_dir = Path("runs") / f"classify-{cfg.model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    flags = config_flags(locals(), ClassifyConfig)
+    cfg, out_dir = plan_run(ClassifyConfig, flags, config=config, sets=set_, out_dir=out_dir, resume=resume,
+                            verb="convae classify train", kind="classifier", prefix="classify-")
+    if momentum is not None and not resume and (used := cfg.resolved().optimizer) != "sgd":
+        raise ConvaeError(f"--momentum {momentum} has no effect with --optimizer {used}; add --optimizer sgd")
     result = train_classifier(cfg, out_dir, log=lambda line: err.print(line, markup=False, highlight=False),
                               resume=resume, progress=progress)
     if result.get("test_accuracy") is not None:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from convae.cli._app import (
-    app,
-    data_dir_option,
-    err,
-    note,
-    open_run,
-    out,
-    parse_classes,
-    parse_image_size,
-    print_table,
-)
-from convae.cli.settings import read_settings, refuse_conflicts, toml_text
-from convae.core.errors import ConvaeError
+from convae.cli._app import app, data_dir_option, err, note, open_run, out, print_table
+from convae.cli.settings import config_flags, plan_run, toml_text
 
 
 @app.command()
 def train(
-    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, mnist-sample or folder:PATH (default: MNIST if found, else mnist-sample)"),
+    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, mnist-sample, folder:PATH or mvtec:PATH (an inspection folder) (default: MNIST if found, else mnist-sample)"),
     model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv"),
     model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="preset parameter KEY=VALUE (repeatable)"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's reference setting)"),
@@ -42,6 +28,7 @@ def train(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/MODEL-DATASET-TIME)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options, or a run's config.json to repeat it (flags win)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="any setting by its config.json name, KEY=VALUE as in TOML (repeatable; flags win)"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved settings as TOML and exit"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding MNIST/, FashionMNIST/, CIFAR10-png/ (default: $CONVAE_DATA, then the cache)"),
     channels: Optional[int] = typer.Option(None, help="convert images to 1 or 3 channels"),
@@ -74,58 +61,12 @@ def train(
     Under torchrun --nproc_per_node=N -m convae train --out RUN ... the processes train one model
     together (DistributedDataParallel; --batch-size is the global batch).
     """
-    from convae.models import parse_model_args
-    from convae.run.config import RUNTIME
     from convae.training import TrainConfig, Trainer
 
-    if channels is not None and channels not in (1, 3):
-        raise ConvaeError(f"--channels must be 1 or 3, got {channels}")
-    settings: dict[str, Any] = read_settings(config) if config else {}
-    flags = {
-        "dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "loss": loss, "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed, "deterministic": deterministic,
-        "data_dir": str(data_dir) if data_dir else None, "channels": channels,
-        "image_size": parse_image_size(image_size), "device": device,
-        "checkpoint_every": checkpoint_every, "threads": threads, "task": task, "noise": noise,
-        "normal_classes": parse_classes(normal_classes), "val_fraction": val_fraction,
-        "color_output": color_output, "precision": precision, "compile": compile_model, "logger": logger,
-        "patch": patch,
-    }
-    settings.update({key: value for key, value in flags.items() if value is not None})
-    raw_args = settings.pop("model_args", {}) or {}
-    out_path = Path(out_dir or settings.pop("out", "") or "")
-    settings.pop("out", None)
-    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
-    if unknown:
-        raise ConvaeError(f"{config}: unknown option(s) {', '.join(unknown)}")
-    if settings.get("image_size") is not None:
-        settings["image_size"] = tuple(settings["image_size"])
-    pairs = [f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in raw_args.items()]
-    pairs += list(model_arg or [])
-    if resume:
-        if not out_dir:
-            raise ConvaeError("--resume needs --out RUN_DIR (the run to continue)")
-        if not (out_path / "config.json").exists():
-            raise ConvaeError(f"{out_path}: nothing to resume (no config.json there); train without --resume first")
-        stored = TrainConfig.from_stored(open_run(out_path, "autoencoder", "convae train --resume",
-                                                  weights=False).config.raw)
-        if pairs:
-            settings["model_args"] = parse_model_args(settings.get("model", stored.model), pairs)
-        refuse_conflicts(stored.conflicts(settings), out_path)
-        cfg = dataclasses.replace(stored, **{key: settings[key] for key in RUNTIME if key in settings})
-    else:
-        model_name = settings.get("model", "conv")
-        settings["model_args"] = parse_model_args(model_name, pairs)
-        cfg = TrainConfig(**settings)
-        if cfg.dataset is None:
-            from convae.data import default_dataset
-
-            cfg.dataset = default_dataset(cfg.data_dir)
-        if not out_dir and not print_config:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            out_path = Path("runs") / f"{model_name}-{str(cfg.dataset).replace(':', '-').replace('/', '_')}-{stamp}"
+    flags = config_flags(locals(), TrainConfig, compile="compile_model")
+    cfg, out_path = plan_run(TrainConfig, flags, config=config, sets=set_, out_dir=out_dir, resume=resume,
+                             verb="convae train", kind="autoencoder", model_pairs=model_arg or [],
+                             print_config=print_config)
     if print_config:
         print(toml_text(cfg.resolved().to_dict()), end="")
         return

@@ -85,7 +85,7 @@ def _shrink(size: tuple[int, int], step: Callable[[int], int], what: str) -> tup
 @_register(
     "cnn",
     training={"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "batch_size": 256, "epochs": 100,
-              "schedule": "none", "augment": "none", "weight_decay": 0.0},
+              "lr_schedule": "none", "augment": "none", "weight_decay": 0.0},
     summary="Conv2d(C,4,3,pad 1) → max_pool 2 → flatten → fc 100 → ReLU → fc classes (the reference classifier)",
 )
 def build_cnn(input_shape: Shape, n_classes: int) -> Classifier:
@@ -109,7 +109,7 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 @_register(
     "cnn-deep",
     training={"optimizer": "adamw", "lr": 3e-3, "momentum": 0.9, "batch_size": 128, "epochs": 8,
-              "schedule": "onecycle", "augment": "shift", "weight_decay": 1e-4},
+              "lr_schedule": "onecycle", "augment": "shift", "weight_decay": 1e-4},
     summary="three Conv3×3+BatchNorm+ReLU+MaxPool2 levels (16, 32, 64 maps), dropout, linear: ≥ 99.3% on MNIST",
 )
 def build_cnn_deep(input_shape: Shape, n_classes: int) -> Classifier:

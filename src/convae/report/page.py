@@ -27,7 +27,7 @@ from convae.run import CONFIG, REPORT, Run
 
 #: The settings a reader wants first; the rest stay in the folded config.json.
 SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
-            "deterministic", "noise", "normal_classes", "val_fraction", "image_size", "channels", "schedule",
+            "deterministic", "noise", "normal_classes", "val_fraction", "image_size", "channels",
             "augment", "limit")
 
 

@@ -1,18 +1,19 @@
 """Typed run configs: everything needed to rebuild a run's model and repeat its training.
 
-``TrainConfig`` describes an autoencoder run (reconstruct, denoise, colorize) and
-``ClassifyConfig`` a classifier run. Both are stored in ``config.json`` under
-``"training"`` and come back through :func:`config_from_dict`; ``resolved()`` fills in
-the preset's reference defaults and checks every value with a one-line error.
+``RunSettings`` holds what every run shares and checks every value once (types and ranges
+through convae.run.fields, naming the flag, file or stored run each came from);
+``TrainConfig`` adds what an autoencoder run needs (reconstruct, denoise, colorize) and
+``ClassifyConfig`` what a classifier run needs. Both are stored in ``config.json`` under
+``"training"`` and come back through :func:`config_from_dict`; ``resolved()`` fills in the
+preset's reference defaults, then checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from convae.core.device import check_device_name
 from convae.core.errors import ConvaeError
@@ -22,6 +23,8 @@ from convae.data.mvtec import GOOD, is_mvtec
 from convae.models import get_preset, resolve_params
 from convae.models.classifier import get_classifier
 from convae.models.heads import canonical_color_output
+from convae.run.fields import Field, Sources, check_fields
+from convae.run.tiling import Tiling
 
 LOSSES = ("mse", "bce", "l1")
 TASKS = ("reconstruct", "denoise", "colorize")
@@ -38,17 +41,26 @@ T = TypeVar("T")
 RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir"})
 
 
-def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+#: Names older runs stored, and the field each is now.
+RENAMED = {"schedule": "lr_schedule"}
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], origin: str | None = None) -> T:
     """Rebuild a config dataclass from its config.json form.
 
     Keys the dataclass does not know (written by another convae version) are ignored, and
-    ``image_size``, a list in JSON, becomes the tuple the config holds.
+    ``image_size``, a list in JSON, becomes the tuple the config holds. ``origin`` is where the
+    values came from ("RUN/config.json: training"), so a bad one is reported there.
     """
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls)} - {"sources"}  # type: ignore[arg-type]
+    data = {RENAMED.get(k, k): v for k, v in data.items()}
     values = {k: v for k, v in data.items() if k in known}
-    if values.get("image_size"):
+    if isinstance(values.get("image_size"), list):
         values["image_size"] = tuple(values["image_size"])
-    return cls(**values)
+    sources = Sources()
+    if origin:
+        sources.mark(values, origin)
+    return cls(**values, sources=sources)
 
 
 def check(condition: bool, message: str) -> None:
@@ -84,11 +96,62 @@ def parse_loggers(spec: str) -> tuple[str, ...]:
     return names
 
 
-class StoredConfig:
-    """How both configs go to and come back from config.json (lists for tuples)."""
+#: What every run's settings may hold (the kinds of run add their own below).
+BASE_FIELDS = {
+    "dataset": Field("str"), "data_dir": Field("str"), "channels": Field("int", choices=(1, 3)),
+    "image_size": Field("size"), "model": Field("str"), "epochs": Field("int", low=1),
+    "batch_size": Field("int", low=1), "lr": Field("float", low=0, low_open=True), "optimizer": Field("str"),
+    "lr_schedule": Field("str", choices=LR_SCHEDULES), "seed": Field("int"), "deterministic": Field("bool"),
+    "device": Field("str"), "threads": Field("int", low=1), "checkpoint_every": Field("int", low=0),
+    "precision": Field("str", choices=PRECISIONS), "compile": Field("bool"), "logger": Field("str"),
+    "val_fraction": Field("float", low=0, high=1, high_open=True),
+}
 
+
+@dataclass
+class RunSettings:
+    """The settings every kind of run shares, and the one place each value is checked.
+
+    A kind of run (TrainConfig, ClassifyConfig) adds its own fields and FIELDS, its preset's
+    defaults and the checks that need several fields at once (``_resolve_kind``). ``sources``
+    says where each value came from, so an error names the flag, file or stored run to fix.
+    """
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    channels: int | None = None
+    image_size: tuple[int, int] | None = None
+    model: str = ""
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    #: "none" (constant --lr), "cosine" (lr down to 0) or "onecycle" (warm up, then anneal);
+    #: the rate is a pure function of the step, so resume needs no scheduler state.
+    lr_schedule: str | None = None
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    checkpoint_every: int = 0
+    #: "fp32", or "bf16" autocast for the forward pass (a win on GPUs; see docs/performance.md).
+    precision: str = "fp32"
+    #: torch.compile the model for training (costs compile time up front).
+    compile: bool = False
+    #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
+    logger: str = "tensorboard,csv"
+    val_fraction: float | None = None
+    sources: Sources = field(default_factory=Sources, compare=False, repr=False)
+
+    FIELDS: ClassVar[dict[str, Field]] = BASE_FIELDS
+    #: Defaults the model preset gives when a field is left as None.
+    PRESET_DEFAULTS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr")
+
+    # -- config.json ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The stored form: lists for tuples, no ``sources``."""
+        data = dataclasses.asdict(dataclasses.replace(self, sources=Sources()))
+        data.pop("sources", None)
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
@@ -97,13 +160,47 @@ class StoredConfig:
         return data
 
     @classmethod
-    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-        return config_from_dict(cls, data)
+    def from_dict(cls: type[T], data: dict[str, Any], origin: str | None = None) -> T:
+        """From the stored form; ``origin`` (e.g. "RUN/config.json: training") names it in errors."""
+        return config_from_dict(cls, data, origin)
 
     @classmethod
-    def from_stored(cls: type[T], config: dict[str, Any]) -> T:
+    def from_stored(cls: type[T], config: dict[str, Any], origin: str | None = None) -> T:
         """The training settings of a whole config.json."""
-        return config_from_dict(cls, config.get("training", {}))
+        return config_from_dict(cls, config.get("training", {}), origin)
+
+    # -- checking ---------------------------------------------------------------------------
+    def resolved(self: T, named_dataset: bool = True) -> T:
+        """A copy with the preset's defaults filled in and every value checked (one-line errors).
+
+        ``named_dataset=False`` is for data handed in as ImageSets, whose name need not be one
+        convae can load.
+        """
+        config = dataclasses.replace(self)  # type: ignore[type-var]
+        config.check_types()  # type: ignore[attr-defined]
+        config._fill_defaults()  # type: ignore[attr-defined]
+        config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)  # type: ignore[attr-defined]
+        config._resolve_kind(named_dataset)  # type: ignore[attr-defined]
+        check_device_name(config.device)  # type: ignore[attr-defined]
+        parse_loggers(config.logger)  # type: ignore[attr-defined]
+        return config
+
+    def check_types(self) -> None:
+        """Every set value against its field, normalised in place (a size "28" becomes (28, 28))."""
+        for key, value in check_fields(self._values(), self.FIELDS, self.sources).items():
+            setattr(self, key, value)
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
+
+    def _fill_defaults(self) -> None:
+        raise NotImplementedError
+
+    def _resolve_kind(self, named_dataset: bool) -> None:
+        raise NotImplementedError
+
+    def where(self, key: str) -> str:
+        return self.sources.where(key)
 
     def conflicts(self, given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """(setting, this run's value, the given value) for each given setting that would change the run.
@@ -112,124 +209,96 @@ class StoredConfig:
         specs), so ``--dataset folder:tiles`` from the training folder matches the stored path.
         Settings of how a run is carried out, not what it computes (RUNTIME), never conflict.
         """
-        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        known = {f.name for f in dataclasses.fields(self)}
         given = {k: v for k, v in given.items() if k in known and k not in RUNTIME}
-        base = self.resolved()  # type: ignore[attr-defined]
-        candidate = dataclasses.replace(self, **given).resolved()  # type: ignore[type-var, attr-defined]
+        base = self.resolved()
+        candidate = dataclasses.replace(self, **given).resolved()
         return [(key, getattr(base, key), getattr(candidate, key)) for key in given
                 if getattr(base, key) != getattr(candidate, key)]
 
 
+TRAIN_FIELDS = {
+    **BASE_FIELDS, "model_args": Field("table"), "loss": Field("str", choices=LOSSES),
+    "optimizer": Field("str", choices=OPTIMIZERS), "task": Field("str", choices=TASKS), "noise": Field("str"),
+    "normal_classes": Field("classes"), "color_output": Field("str"), "patch": Field("int", low=MIN_PATCH),
+}
+
+
 @dataclass
-class TrainConfig(StoredConfig):
-    """Everything needed to rebuild the model and repeat the run.
+class TrainConfig(RunSettings):
+    """Everything needed to rebuild an autoencoder and repeat its run (reconstruct, denoise, colorize).
 
     Fields left as None take the model preset's reference defaults in ``resolved()``.
     """
 
-    dataset: str | None = None
-    data_dir: str | None = None
-    channels: int | None = None
-    image_size: tuple[int, int] | None = None
     model: str = "conv"
     model_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
     loss: str | None = None
-    optimizer: str = "adam"
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    checkpoint_every: int = 0
-    threads: int | None = None
+    optimizer: str | None = "adam"
+    lr_schedule: str | None = "none"
     task: str = "reconstruct"
     noise: str | None = None
     normal_classes: list[int | str] | None = None  # indices or class names; config.json keeps indices
-    val_fraction: float | None = None
     #: colorize only: "chroma[:SIGMA[:GAIN]]" (default chroma:4:0.6: the gray input's luma + a
     #: smoothed predicted colour, shrunk by GAIN at inference, see convae.models.heads) or "rgb".
     color_output: str | None = None
-    #: "none" (constant --lr), "cosine" (lr down to 0) or "onecycle" (warm up, then anneal);
-    #: the rate is a pure function of the step, so resume needs no scheduler state.
-    lr_schedule: str = "none"
-    #: "fp32", or "bf16" autocast for the forward pass (a win on GPUs; see docs/performance.md).
-    precision: str = "fp32"
-    #: torch.compile the model for training (costs compile time up front).
-    compile: bool = False
-    #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
-    logger: str = "tensorboard,csv"
     #: Train on random N×N crops of images of any size; the model takes N×N and whole
-    #: images go through it in overlapping tiles (convae.applications.tiles).
+    #: images go through it in overlapping tiles (see ``tiling``).
     patch: int | None = None
 
+    FIELDS: ClassVar[dict[str, Field]] = TRAIN_FIELDS
+    PRESET_DEFAULTS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "loss")
+
     @classmethod
-    def from_stored(cls, config: dict[str, Any]) -> "TrainConfig":
-        saved = config_from_dict(cls, config.get("training", {}))
+    def from_stored(cls, config: dict[str, Any], origin: str | None = None) -> "TrainConfig":
+        saved = config_from_dict(cls, config.get("training", {}), origin)
         if saved.task == "colorize" and saved.color_output is None:  # a run from before the chroma head
             saved.color_output = config.get("model", {}).get("color_output") or "rgb"
         return saved
 
-    def resolved(self, named_dataset: bool = True) -> "TrainConfig":
-        """A copy with preset defaults filled in and every value checked.
+    @property
+    def tiling(self) -> Tiling:
+        """How whole images meet this run's model: as they are, or in patch × patch tiles."""
+        return Tiling(self.patch)
 
-        ``named_dataset=False`` is for data handed in as ImageSets, whose name need not be
-        one convae can load.
-        """
+    def _fill_defaults(self) -> None:
         preset = get_preset(self.model)
-        config = dataclasses.replace(self, model_args=resolve_params(self.model, self.model_args))
-        for key in ("epochs", "batch_size", "lr", "loss"):
-            if getattr(config, key) is None:
-                setattr(config, key, preset.training[key])
-        if config.dataset is None:
-            config.dataset = default_dataset(config.data_dir)
-        config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)
-        known = dataset_names()
-        check(not named_dataset or config.dataset in known or config.dataset.startswith(("folder:", "mvtec:")),
-               f"--dataset {config.dataset!r} is unknown; choose one of {', '.join(known)}, folder:PATH or mvtec:PATH")
-        if config.normal_classes is None and inspection_dataset(config.dataset):
-            config.normal_classes = [GOOD]  # an inspection dataset trains on its good parts only
-        check(config.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
-        check(config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        check(config.lr_schedule in LR_SCHEDULES,
-               f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
-        check(config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}")
-        check(config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}")
-        check(config.lr > 0 and math.isfinite(config.lr), f"--lr must be a positive number, got {config.lr}")
-        check(config.patch is None or (not isinstance(config.patch, bool) and isinstance(config.patch, int)
-                                       and config.patch >= MIN_PATCH),
-              f"--patch must be an integer of at least {MIN_PATCH} pixels, got {config.patch!r}")
-        check(config.task in TASKS, f"--task must be one of {', '.join(TASKS)}, got {config.task!r}")
-        check(config.noise is None or config.task != "reconstruct",
-              f"--noise {config.noise} has no effect on a reconstruction run; add --task denoise to train a denoiser")
-        if config.task == "denoise" and config.noise is None:
-            config.noise = "gaussian:0.5"
-        if config.task == "colorize":
-            check(config.noise in (None, "gray"), "--task colorize takes no --noise (its input is the gray image)")
-            config.noise = "gray"
-            try:
-                config.color_output = canonical_color_output(config.color_output or "chroma")
-            except ConvaeError as error:
-                raise ConvaeError(f"--color-output: {error}") from None
-        else:
-            check(config.color_output is None, f"--color-output is for --task colorize, not {config.task}")
-        if config.noise is not None:
-            config.noise = str(parse_corruption(config.noise))
-        if config.val_fraction is None:
-            # Anomaly thresholds are fitted on held-out normal images, so keep some by default.
-            config.val_fraction = 0.1 if config.normal_classes is not None else 0.0
-        check(0.0 <= config.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {config.val_fraction}")
-        check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
-        check(config.precision in PRECISIONS,
-              f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-        check_device_name(config.device)
-        parse_loggers(config.logger)
-        if config.loss == "bce" and config.model_args.get("out_activation") == "none":
-            raise ConvaeError(
-                f"--loss bce needs outputs in [0,1]; use --model-arg out_activation=sigmoid with {config.model}"
-            )
-        return config
+        self.model_args = resolve_params(self.model, self.model_args)
+        for key in self.PRESET_DEFAULTS:
+            if getattr(self, key) is None:
+                setattr(self, key, preset.training[key])
+        if self.dataset is None:
+            self.dataset = default_dataset(self.data_dir)
 
+    def _resolve_kind(self, named_dataset: bool) -> None:
+        known = dataset_names()
+        check(not named_dataset or self.dataset in known or self.dataset.startswith(("folder:", "mvtec:")),
+              f"{self.where('dataset')} {self.dataset!r} is unknown; choose one of {', '.join(known)}, "
+              "folder:PATH or mvtec:PATH")
+        if self.normal_classes is None and inspection_dataset(self.dataset):
+            self.normal_classes = [GOOD]  # an inspection dataset trains on its good parts only
+        check(self.noise is None or self.task != "reconstruct",
+              f"--noise {self.noise} has no effect on a reconstruction run; add --task denoise to train a denoiser")
+        if self.task == "denoise" and self.noise is None:
+            self.noise = "gaussian:0.5"
+        if self.task == "colorize":
+            check(self.noise in (None, "gray"), "--task colorize takes no --noise (its input is the gray image)")
+            self.noise = "gray"
+            try:
+                self.color_output = canonical_color_output(self.color_output or "chroma")
+            except ConvaeError as error:
+                raise ConvaeError(f"{self.where('color_output')}: {error}") from None
+        else:
+            check(self.color_output is None, f"--color-output is for --task colorize, not {self.task}")
+        if self.noise is not None:
+            self.noise = str(parse_corruption(self.noise))
+        if self.val_fraction is None:
+            # Anomaly thresholds are fitted on held-out normal images, so keep some by default.
+            self.val_fraction = 0.1 if self.normal_classes is not None else 0.0
+        if self.loss == "bce" and self.model_args.get("out_activation") == "none":
+            raise ConvaeError(
+                f"--loss bce needs outputs in [0,1]; use --model-arg out_activation=sigmoid with {self.model}"
+            )
 
     def corruption(self) -> Corruption | None:
         """What the model sees instead of the clean image (None: the clean image)."""
@@ -238,8 +307,7 @@ class TrainConfig(StoredConfig):
     def model_shapes(self, data_shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
         """(input shape, output channels): colorization maps 1 channel to the data's 3; a
         patch run's model takes one patch."""
-        if self.patch:
-            data_shape = (data_shape[0], self.patch, self.patch)
+        data_shape = self.tiling.model_shape(data_shape)
         if self.task == "colorize":
             if data_shape[0] != 3:
                 raise ConvaeError(f"--task colorize needs colour images, the dataset has {data_shape[0]} channel(s)")
@@ -248,64 +316,43 @@ class TrainConfig(StoredConfig):
 
 
 
+CLASSIFY_FIELDS = {
+    **BASE_FIELDS, "optimizer": Field("str", choices=CLASSIFY_OPTIMIZERS),
+    "momentum": Field("float", low=0, high=1, high_open=True), "weight_decay": Field("float", low=0),
+    "augment": Field("str", choices=AUGMENTS), "split_seed": Field("int"), "limit": Field("int", low=2),
+}
+
+
 @dataclass
-class ClassifyConfig(StoredConfig):
+class ClassifyConfig(RunSettings):
     """Everything needed to rebuild a classifier and repeat its training run.
 
     Fields left as None take the classifier preset's defaults in :meth:`resolved`
     (for ``cnn`` those are the reference settings: SGD lr 0.01, batch 256).
     """
 
-    dataset: str | None = None  # None: "mnist", or the name of the ImageSet passed to train_classifier
-    data_dir: str | None = None
-    channels: int | None = None
-    image_size: tuple[int, int] | None = None
     model: str = "cnn"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    schedule: str | None = None
     augment: str | None = None
-    val_fraction: float = 0.2
+    val_fraction: float | None = 0.2
     split_seed: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    threads: int | None = None
     limit: int | None = None  # train (and validate) on the first N training images only
-    checkpoint_every: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    logger: str = "tensorboard,csv"
 
-    def resolved(self, named_dataset: bool = True) -> "ClassifyConfig":
-        """A copy with the preset's defaults filled in and every value checked (one-line errors)."""
+    FIELDS: ClassVar[dict[str, Field]] = CLASSIFY_FIELDS
+    PRESET_DEFAULTS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "optimizer", "momentum",
+                                                   "weight_decay", "lr_schedule", "augment")
+
+    @property
+    def tiling(self) -> Tiling:
+        return Tiling(None)
+
+    def _fill_defaults(self) -> None:
         preset = get_classifier(self.model)
-        config = dataclasses.replace(self, dataset=self.dataset or "mnist")
-        config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)
-        for key in ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
-            if getattr(config, key) is None:
-                setattr(config, key, preset.training[key])
-        check(config.optimizer in CLASSIFY_OPTIMIZERS,
-              f"--optimizer must be one of {', '.join(CLASSIFY_OPTIMIZERS)}, got {config.optimizer!r}")
-        check(config.schedule in LR_SCHEDULES, f"--schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.schedule!r}")
-        check(config.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got {config.augment!r}")
-        check(config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}")
-        check(config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}")
-        check(config.lr > 0 and math.isfinite(config.lr), f"--lr must be a positive number, got {config.lr}")
-        check(0 <= config.momentum < 1, f"--momentum must be in [0, 1), got {config.momentum}")
-        check(config.weight_decay >= 0, f"--weight-decay must be non-negative, got {config.weight_decay}")
-        check(0 <= config.val_fraction < 1, f"--val-fraction must be in [0, 1), got {config.val_fraction}")
-        check(config.limit is None or config.limit >= 2, f"--limit must be at least 2 images, got {config.limit}")
-        check_device_name(config.device)
-        check(config.threads is None or config.threads >= 1, f"--threads must be at least 1, got {config.threads}")
-        check(config.checkpoint_every >= 0, "--checkpoint-every must be 0 (per epoch) or a step count")
-        check(config.precision in PRECISIONS,
-              f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-        parse_loggers(config.logger)
-        return config
+        self.dataset = self.dataset or "mnist"
+        for key in self.PRESET_DEFAULTS:
+            if getattr(self, key) is None:
+                setattr(self, key, preset.training[key])
 
-
+    def _resolve_kind(self, named_dataset: bool) -> None:
+        self.check_types()  # the preset's defaults pass the same checks as a user's values

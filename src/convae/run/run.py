@@ -33,6 +33,7 @@ from convae.run.files import (
     tensors_checksum,
 )
 from convae.run.splits import Splits
+from convae.run.tiling import Tiling
 
 AUTOENCODER = "autoencoder"
 CLASSIFIER = "classifier"
@@ -64,7 +65,12 @@ class RunConfig:
     @cached_property
     def training(self) -> TrainConfig | ClassifyConfig:
         cls = ClassifyConfig if self.kind == CLASSIFIER else TrainConfig
-        return cls.from_dict(self.raw.get("training", {}))
+        return cls.from_dict(self.raw.get("training", {}), origin=f"{self.source}: training")
+
+    @property
+    def tiling(self) -> Tiling:
+        """How whole images meet this run's model (a classifier's: always whole)."""
+        return self.training.tiling
 
     @property
     def model_name(self) -> str:

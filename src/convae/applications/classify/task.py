@@ -51,7 +51,7 @@ class ClassifyTask(Task):
 
     @property
     def schedule(self) -> str:
-        return self.config.schedule or "none"
+        return self.config.lr_schedule or "none"
 
     def optimizer_settings(self) -> dict[str, Any]:
         return {"momentum": self.config.momentum, "weight_decay": self.config.weight_decay}
