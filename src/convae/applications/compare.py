@@ -120,7 +120,7 @@ def _reconstructions(runs: list[Run], names: list[str], count: int, device: torc
 
     autoencoders = [(name, run) for name, run in zip(names, runs)
                     if run.config.kind != "classifier" and run.config.task == "reconstruct"
-                    and not run.config.training.patch]  # a patch run's model takes one patch, not these images
+                    and not run.config.tiling.tiled]  # a patch run's model takes one patch, not these images
     if not autoencoders:
         return None
     data = autoencoders[0][1].splits().test

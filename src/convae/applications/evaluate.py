@@ -24,9 +24,8 @@ def evaluate_run(run_dir: str | Path | Run, *, split: str = "test", batch_size: 
     splits = run.splits()
     data = splits.measured(splits.split(split))  # a patch run: the same fixed patches the training log used
     result = {"run": str(run.path), "dataset": config["dataset"]["spec"], "model": config.model_name}
-    if config.training.patch:
-        result["measured_on"] = f"{len(data)} fixed {config.training.patch}×{config.training.patch} patches of the " \
-                                f"{split} images"
+    if config.tiling.tiled:
+        result["measured_on"] = f"{config.tiling.measured_on(len(data), len(splits.split(split)))} of the {split} split"
     if config.task == "reconstruct":
         result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))
     else:

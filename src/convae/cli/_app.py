@@ -104,6 +104,20 @@ def fail_files(failed: Sequence[tuple[str, str]], total: int, rest: str) -> None
         raise ConvaeError(f"{len(failed)} of {total} file(s) could not be read; {rest}")
 
 
+def shown(name: object) -> str:
+    """A file name as one printable line: control characters (a newline in a name) escaped, as Python
+    writes them, so each result stays on its own line when piped."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``: counts in messages read right."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def note(text: str) -> None:
     """A plain line on stdout (dimmed on a terminal), never wrapped or marked up."""
     out.print(text, style="dim", markup=False, highlight=False)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from convae.cli._app import app, engine_option, err, note, onnx_option, open_run, out, print_table
+from convae.cli._app import app, engine_option, err, note, onnx_option, open_run, out, plural, print_table, shown
 from convae.core.errors import ConvaeError
 
 
@@ -15,7 +15,7 @@ def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None
     from convae.applications.restore import comparison_rows
 
     print_table(f"{run_dir} — {result['task']} ({result['corruption']}), {result['dataset']} {split} split "
-                f"({result['images']} images)", ("restored by", "MSE", "PSNR", "SSIM"),
+                f"({result.get('measured_on') or plural(result['images'], 'image')})", ("restored by", "MSE", "PSNR", "SSIM"),
                 [(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}") for what, mse, psnr, ssim in comparison_rows(result)])
     out.print(f"convae gains {result['psnr'] - result['input_psnr']:+.2f} dB over the input and "
               f"{result['psnr'] - result['baseline_psnr']:+.2f} dB over the baseline")
@@ -34,12 +34,15 @@ def _restore_command(task: str, run_dir: Path, inputs: list[Path], out_dir: Path
     for entry in results:
         if entry["ok"]:
             note = f"  ({entry['note']})" if entry["note"] else ""
-            out.print(f"{entry['input']} -> {entry['output']}{note}", markup=False, highlight=False, soft_wrap=True)
+            out.print(f"{shown(entry['input'])} -> {shown(entry['output'])}{note}", markup=False, highlight=False,
+                      soft_wrap=True)
         else:
-            err.print(f"error: {entry['input']}: {entry['error']}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"error: {shown(entry['input'])}: {entry['error']}", markup=False, highlight=False, soft_wrap=True)
     failed = sum(not entry["ok"] for entry in results)
     if failed:
-        raise ConvaeError(f"{failed} of {len(results)} image(s) failed; the others were written to {out_dir}")
+        written = len(results) - failed
+        rest = f"the other {plural(written, 'image')} were written to {out_dir}" if written else "nothing was written"
+        raise ConvaeError(f"{failed} of {len(results)} image(s) failed; {rest}")
 
 
 @app.command()

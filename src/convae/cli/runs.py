@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from convae.cli._app import app, data_dir_option, err, note, open_run, out, print_table
+from convae.cli._app import app, data_dir_option, err, note, open_run, out, plural, print_table
 from convae.cli.settings import config_flags, plan_run, toml_text
 
 
@@ -125,7 +125,7 @@ def evaluate(
 
         print_restoration(run_dir, split, result)
         return
-    print_table(f"{run_dir} — {result['dataset']} {split} split ({result['images']} images)", ("metric", "value"),
+    print_table(f"{run_dir} — {result['dataset']} {split} split ({result.get('measured_on') or plural(result['images'], 'image')})", ("metric", "value"),
                 [(key.upper(), f"{result[key]:.5f}" if key != "psnr" else f"{result[key]:.2f} dB")
                  for key in ("mse", "rmse", "psnr", "ssim", "bce", "l1")])
     print_table("mean squared error per class", ("class", "MSE"),

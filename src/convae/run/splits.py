@@ -111,7 +111,7 @@ class Splits:
     def _load(self, split: str) -> ImageSet:
         cfg = self.config
         return load_dataset(cfg.dataset, split, data_dir=cfg.data_dir, channels=cfg.channels,
-                            image_size=cfg.image_size, any_size=bool(getattr(cfg, "patch", None)))
+                            image_size=cfg.image_size, any_size=cfg.tiling.tiled)
 
     @property
     def is_classifier(self) -> bool:
@@ -198,7 +198,7 @@ class Splits:
     def measured(self, data: ImageSet) -> ImageSet:
         """What a loss or a figure is measured on: ``data`` itself, or for a patch run (whose
         model takes one patch) the same fixed patches of it every time (convae.data.patches)."""
-        patch = getattr(self.config, "patch", None)
+        patch = self.config.tiling.patch
         if not patch:
             return data
         key = (data.split, len(data), id(data))

@@ -145,13 +145,13 @@ class ReconstructTask(Task):
         return {"momentum": 0.9}
 
     def train_tensors(self) -> tuple[torch.Tensor, None]:
-        if self.config.patch:
-            check_patch_fits(self.splits.train, self.config.patch)
+        if self.config.tiling.tiled:
+            check_patch_fits(self.splits.train, self.config.tiling.patch)
         return self.splits.train.images, None
 
     def batch_options(self) -> dict[str, Any]:
-        patch = self.config.patch
-        return {"patch": patch, "sizes": self.splits.train.sizes} if patch else {}
+        tiling = self.config.tiling
+        return {"patch": tiling.patch, "sizes": self.splits.train.sizes} if tiling.tiled else {}
 
     def input_shape(self) -> tuple[int, int, int]:
         return self.config.model_shapes(self.splits.train.shape)[0]

@@ -37,7 +37,4 @@ def normal_splits(run: Run) -> Splits:
 
 def run_tile(run: Run) -> tuple[int, int] | None:
     """The tile size whole images go through a patch-trained run in (its patch), else None."""
-    if not run.config.training.patch:
-        return None
-    _, h, w = run.config.input_shape
-    return (h, w)
+    return run.config.tiling.tile

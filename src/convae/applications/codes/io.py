@@ -44,7 +44,7 @@ def dataset_images(run: Run, dataset: str | None, split: str, limit: int | None 
     if split not in ("train", "test"):
         raise ConvaeError(f"--split must be train or test, got {split!r}")
     channels, height, width = run.config.input_shape
-    patch = run.config.training.patch
+    patch = run.config.tiling.patch
     if patch and not (dataset is None or dataset == run.config.dataset_spec):
         raise ConvaeError(f"a patch-trained run takes {patch}×{patch} patches of its own dataset, not {dataset}")
     if dataset is None or dataset == run.config.dataset_spec:
@@ -161,7 +161,7 @@ def encode_run(
     input_shape = config.input_shape
     notes: list[str] = []
     failed: list[tuple[str, str]] = []
-    tiled = bool(config.training.patch)
+    tiled = config.tiling.tiled
     layout: list[dict] = []
     if dataset and tiled:
         raise ConvaeError("a patch-trained run encodes whole image files in tiles of its patch; give IMAGE/FOLDER "

@@ -127,30 +127,93 @@ def restore_files(
     run_task = config.task
     if run_task != task:
         hint = f"use `convae {run_task}`" if run_task in FILE_TASKS else f"train one with --task {task}"
-        raise ConvaeError(f"{run_dir}: a {run_task} run, not a {task} run; {hint}")
-    input_shape = tuple(int(v) for v in config["model"]["input_shape"])
-    patch = config.training.patch
+        raise ConvaeError(f"{run.path}: a {run_task} run, not a {task} run; {hint}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
+    batch = _Batch(model, target)
+    planner = _Planner(model, run, task, target, engine is not None)
     results: list[dict[str, Any]] = []
     names = UniqueNames()
-    plans: dict[tuple[int, int], SizePlan] = {}
-    # Images of one size go through the model together, BATCH at a time: one call per
-    # image cost 2 ms of model overhead each (24 of 30 s for 10,000 MNIST PNGs).
-    pending: list[tuple[dict[str, Any], Path, torch.Tensor]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        h, w = pending[0][2].shape[-2:]
-        plan = plans[(h, w)]
+    for found in find_image_files(inputs):
+        entry: dict[str, Any] = {"input": str(found.path), "output": None, "ok": False, "error": found.error,
+                                 "note": ""}
+        results.append(entry)
+        if found.error:
+            continue
         try:
-            restored = restore_tensor(model, torch.cat([x for _, _, x in pending]).to(target), plan)
+            destination = out_dir / names.take(found.output_name().as_posix())
+            if destination.exists() and destination.resolve() == found.path.resolve():
+                raise ConvaeError("refusing to overwrite the input with its result; pick another --out")
+            x, plan, entry["note"] = planner.prepare(found.path)
+        except ConvaeError as error:  # the CLI names the file itself
+            entry["error"] = str(error).removeprefix(f"{found.path}: ")
+            continue
+        except (RuntimeError, OSError, ValueError) as error:  # out of memory, unreadable, ...
+            entry["error"] = _reason(error)
+            continue
+        batch.add(entry, destination, x, plan)
+    batch.flush()
+    return results
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class _Planner:
+    """How each image goes through the model (as it is, padded, resized or in tiles), one plan per size."""
+
+    def __init__(self, model: Any, run: Run, task: str, target: torch.device, exported: bool) -> None:
+        self.model, self.task, self.target, self.exported = model, task, target, exported
+        self.input_shape = tuple(int(v) for v in run.config["model"]["input_shape"])
+        self.tiling, self.name = run.config.tiling, run.config["model"]["name"]
+        self.plans: dict[tuple[int, int], SizePlan] = {}
+
+    def prepare(self, path: Path) -> tuple[torch.Tensor, SizePlan, str]:
+        """(the model's input, its plan, the note for the user) for one file."""
+        x, note = _model_input(read_image(path).unsqueeze(0), self.task, self.input_shape[0])
+        h, w = x.shape[-2:]
+        notes = [note] if note else []
+        if self.tiling.tiled:  # a patch-trained model: every image in tiles of the patch, at its own size
+            plan = self.plans.setdefault((h, w), SizePlan("tile", self.tiling.tile))
+            if (h, w) != plan.size:
+                notes.append(f"in {plan.size[0]}×{plan.size[1]} tiles at full resolution")
+        else:
+            plan = self.plans.get((h, w)) or self.plans.setdefault(
+                (h, w), plan_size(self.model, self.input_shape, h, w, self.target))
+        if plan.how == "resize":
+            notes.append(f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back "
+                         f"({'the exported graph' if self.exported else self.name} takes one size only)")
+        return x, plan, "; ".join(notes)
+
+
+class _Batch:
+    """Images of one size go through the model together, BATCH at a time: one call per image cost
+    2 ms of model overhead each (24 of 30 s for 10,000 MNIST PNGs)."""
+
+    def __init__(self, model: Any, target: torch.device) -> None:
+        self.model, self.target = model, target
+        self.pending: list[tuple[dict[str, Any], Path, torch.Tensor]] = []
+        self.plan: SizePlan | None = None
+
+    def add(self, entry: dict[str, Any], destination: Path, x: torch.Tensor, plan: SizePlan) -> None:
+        first = self.pending[0][2] if self.pending else None
+        if first is not None and (first.shape[-2:] != x.shape[-2:] or len(self.pending) >= BATCH
+                                  or first.numel() * (len(self.pending) + 1) > BATCH_VALUES):
+            self.flush()
+        self.pending.append((entry, destination, x))
+        self.plan = plan
+
+    def flush(self) -> None:
+        if not self.pending or self.plan is None:
+            return
+        pending, self.pending = self.pending, []
+        try:
+            restored = restore_tensor(self.model, torch.cat([x for _, _, x in pending]).to(self.target), self.plan)
         except (RuntimeError, ValueError) as error:  # out of memory, ...: each file says so
             for entry, _, _ in pending:
-                entry["error"] = " ".join(str(error).split()) or type(error).__name__
-            pending.clear()
+                entry["error"] = _reason(error)
             return
         for (entry, destination, _), image in zip(pending, restored):
             try:
@@ -159,44 +222,6 @@ def restore_files(
                 entry["error"] = str(error)
                 continue
             except (OSError, ValueError) as error:  # unwritable --out, ...
-                entry["error"] = " ".join(str(error).split()) or type(error).__name__
+                entry["error"] = _reason(error)
                 continue
             entry.update(output=str(destination), ok=True)
-        pending.clear()
-
-    for found in find_image_files(inputs):
-        path = found.path
-        entry: dict[str, Any] = {"input": str(path), "output": None, "ok": False, "error": found.error, "note": ""}
-        results.append(entry)
-        if found.error:
-            continue
-        try:
-            destination = out_dir / names.take(found.output_name().as_posix())
-            if destination.exists() and destination.resolve() == path.resolve():
-                raise ConvaeError("refusing to overwrite the input with its result; pick another --out")
-            image = read_image(path).unsqueeze(0)
-            x, note = _model_input(image, task, input_shape[0])
-            h, w = x.shape[-2:]
-            if patch:  # a patch-trained model: every image in tiles of the patch, at its own size
-                plan = plans.setdefault((h, w), SizePlan("tile", (input_shape[1], input_shape[2])))
-                if (h, w) != plan.size:
-                    extra = f"in {plan.size[0]}×{plan.size[1]} tiles at full resolution"
-                    note = f"{note}; {extra}" if note else extra
-            else:
-                plan = plans.get((h, w)) or plans.setdefault((h, w), plan_size(model, input_shape, h, w, target))
-            if plan.how == "resize":
-                extra = f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back ({'the exported graph' if engine else config['model']['name']} takes one size only)"
-                note = f"{note}; {extra}" if note else extra
-        except ConvaeError as error:  # the CLI names the file itself
-            entry["error"] = str(error).removeprefix(f"{path}: ")
-            continue
-        except (RuntimeError, OSError, ValueError) as error:  # out of memory, unreadable, ...
-            entry["error"] = " ".join(str(error).split()) or type(error).__name__
-            continue
-        entry["note"] = note
-        if pending and (pending[0][2].shape[-2:] != x.shape[-2:] or len(pending) >= BATCH
-                        or pending[0][2].numel() * (len(pending) + 1) > BATCH_VALUES):
-            flush()
-        pending.append((entry, destination, x))
-    flush()
-    return results
