@@ -1,22 +1,23 @@
 """The training loop, for every kind of run, in one file a reader can follow from top to bottom.
 
-``Trainer.fit`` is the whole story: take the lock, resolve the config (or adopt the stored
-one on ``resume``), seed everything, load the data once as uint8, build the model, then
-for each epoch walk a seeded permutation of the training images in mini-batches, step the
-optimizer at the scheduled rate, evaluate, and write an atomic checkpoint. Resume
-restores weights, optimizer, RNG and the position inside the epoch, so a resumed run
-ends bit-identical to an uninterrupted one. What differs between autoencoders and
-classifiers (model, loss, evaluation, config.json) comes from a :class:`Task`.
+``Trainer._fit`` is the whole story, in named phases: take the lock and read the run
+directory (``_prepare_run_dir``), ``_setup`` (seeds, the data once as uint8, the model and its
+optimizer), ``_restore_or_start``, then per epoch ``_epoch`` (a seeded permutation of the
+training images in mini-batches, each a ``_step`` at the scheduled rate), and
+``_end_of_epoch`` (evaluate, checkpoint atomically, log). Resume restores weights, optimizer,
+RNG, the position inside the epoch and its running totals (training/checkpoints.py), so a
+resumed run ends bit-identical to an uninterrupted one. What differs between autoencoders
+and classifiers (model, loss, evaluation, config.json) comes from a :class:`Task`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import shutil
 import time
 from contextlib import closing, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,17 +37,15 @@ from convae.run.files import (
     METRICS,
     STATE,
     WEIGHTS,
-    check_state_dict,
     load_state,
     read_config,
     read_metrics,
     remove_stale_temps,
     run_lock,
-    save_state,
-    save_weights,
     write_metrics,
 )
 from convae.run.splits import Splits
+from convae.training.checkpoints import EpochTotals, restore_checkpoint, save_checkpoint
 from convae.training.logs import CSV_FILE, TrainingLogs, write_csv
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
@@ -127,139 +126,164 @@ class Trainer:
         with run_lock(self.run_dir) if self.ranks.is_main else nullcontext():
             state = self._prepare_run_dir(resume)
             self.ranks.barrier()  # every process has read the run directory before rank 0 writes to it
-            cfg = self.config
-            torch.set_num_threads(cfg.threads or default_threads(self.ranks.local_world))
-            # Tiny weights decay into denormals, which slow CPU arithmetic many times over.
-            torch.set_flush_denormal(True)
-            seed_everything(cfg.seed, cfg.deterministic)
-            splits = Splits(cfg, train_set=self.train_set, test_set=self.test_set)
-            task = self.task = self.task_type(cfg, splits, self.device)
-            images, labels = task.train_tensors()
-            check_step_fits(task.build_model, task.input_shape(), max(cfg.batch_size // self.ranks.world, 1),
-                            self.device, cfg.model)
-            model = task.build_model().to(self.device)
-            optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, device=self.device, **task.optimizer_settings())
-            net = self.ranks.wrap(model, self.device)
-            net = torch.compile(net) if cfg.compile else net
-            autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
-            metrics = read_metrics(self.run_dir) if state else []
-            epoch, step = 0, 0
-            resumed_sums, resumed_seen = [0.0] * (1 + task.extra_sums), 0
-            if state:
-                self._restore(state, model, optimizer)
-                epoch, step = state["epoch"], state["step"]
-                resumed_seen = state.get("epoch_seen", 0)
-                extra = state.get("epoch_extra_sums", [0.0] * task.extra_sums)
-                resumed_sums = [state.get("epoch_loss_sum", 0.0), *extra]
-                # The state's own copy of the rows wins: a kill between state.pt and
-                # metrics.jsonl must neither lose nor repeat an epoch.
-                metrics = list(state["metrics"]) if "metrics" in state else [r for r in metrics if r["epoch"] <= epoch]
-                if self.ranks.is_main:
-                    write_metrics(self.run_dir, metrics)
-                    # A kill after the checkpoint but before the CSV: the spreadsheet catches up too.
-                    if metrics and "csv" in parse_loggers(cfg.logger):
-                        write_csv(self.run_dir / CSV_FILE, metrics)
-                if epoch < cfg.epochs:
-                    self.say(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
-            else:
-                self.say(task.start_line(self.run_dir)
-                         + (f", on {self.ranks.world} processes" if self.ranks.world > 1 else ""))
-                if self.ranks.is_main:
-                    write_json(self.run_dir / CONFIG, task.config_json(model))
-            self.model = model
-            self.already_complete = epoch >= cfg.epochs
-            if self.already_complete:
-                self.say(f"{self.run_dir} is already complete: it has trained {epoch} epoch(s) and --epochs is "
-                         f"{cfg.epochs}; give a larger --epochs to train further")
-            if fits_on_device(images, self.device):
-                images = images.to(self.device)
-                labels = labels.to(self.device) if labels is not None else None
-            check_every = 1 if self.device.type == "cpu" else 25
-
-            served = task.batch_options()
-            steps = len(Batches(images, cfg.batch_size, shuffle=False, seed=0, labels=labels,
-                                shard=(self.ranks.rank, self.ranks.world), **served))
+            run = self._setup()
+            epoch, step, metrics, totals = self._restore_or_start(state, run)
+            cfg, steps = self.config, run.steps
             logs = TrainingLogs(self.run_dir, parse_loggers(cfg.logger), epoch * steps + step,
                                 enabled=self.ranks.is_main and epoch < cfg.epochs)
             with RunProgress(self.console, cfg.epochs, steps, epoch * steps + step, self.progress,
                              self.say) as progress, closing(logs):
                 while epoch < cfg.epochs:
-                    # The global batch is split across torchrun processes: same math as one process.
-                    batches = Batches(images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=labels,
-                                      start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world),
-                                      **served)
-                    model.train()
-                    # A resumed epoch's partial totals are global ones: rank 0 carries them.
-                    if not self.ranks.is_main:
-                        resumed_sums, resumed_seen = [0.0] * len(resumed_sums), 0
-                    started, seen = time.perf_counter(), resumed_seen
-                    sums = torch.tensor(resumed_sums, dtype=torch.float64, device=self.device)
-                    resumed_sums, resumed_seen = [0.0] * len(resumed_sums), 0
-                    self._epoch_totals = lambda: self.ranks.total(sums, seen)
-                    with StopOnCtrlC(enabled=self.ranks.world == 1) as stop:
-                        try:
-                            for batch in batches:
-                                x, y = batch if labels is not None else (batch, None)
-                                shard_step = step * self.ranks.world + self.ranks.rank
-                                generator = lambda: batch_generator(  # noqa: E731
-                                    cfg.seed, epoch, shard_step, self.device)
-                                loss, extra = task.loss(net, x, y, generator, autocast)
-                                optimizer.zero_grad(set_to_none=True)
-                                # DDP averages the processes' gradients; when a last batch splits unevenly,
-                                # weigh each process's mean by its share so the step is the global mean's.
-                                whole = min(cfg.batch_size, batches.items - step * cfg.batch_size)
-                                share = self.ranks.world * x.shape[0] / whole
-                                (loss * share if x.shape[0] != whole else loss).backward()
-                                if task.schedule != "none":
-                                    set_lr(optimizer, scheduled_lr(task.schedule, cfg.lr, epoch * len(batches) + step,
-                                                                   cfg.epochs * len(batches)))
-                                optimizer.step()
-                                step += 1
-                                fault_point("step")
-                                seen += x.shape[0]
-                                sums[0] += loss.detach().double() * x.shape[0]
-                                if extra is not None:
-                                    sums[1:] += extra.detach().double()
-                                if step % check_every == 0 or step == len(batches):
-                                    value = loss.item()
-                                    if not math.isfinite(value):
-                                        raise NonFiniteLoss(
-                                            f"loss became {value} at epoch {epoch + 1}, step {step}; kept the last "
-                                            f"good checkpoint in {self.run_dir}; try a lower --lr (now {cfg.lr})"
-                                        )
-                                    progress.update(epoch * len(batches) + step, value,
-                                                    seen / max(time.perf_counter() - started, 1e-9))
-                                    logs.step(epoch * len(batches) + step, value, optimizer.param_groups[0]["lr"],
-                                              last=step == len(batches))
-                                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
-                                    self._checkpoint(model, optimizer, epoch, step, metrics)
-                                if stop.requested:
-                                    self._checkpoint(model, optimizer, epoch, step, metrics)
-                                    raise TrainingInterrupted(
-                                        f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
-                                        f"continue with: {task.command} --out {self.run_dir} --resume"
-                                    )
-                        except KeyboardInterrupt:
-                            # Raised mid-step (second Ctrl-C, or not in the main thread): the model
-                            # may be half-updated, so the last checkpoint on disk is the one to keep.
-                            raise TrainingInterrupted(
-                                f"interrupted at epoch {epoch + 1}, step {step}; kept the last checkpoint; "
-                                f"continue with: {task.command} --out {self.run_dir} --resume"
-                            ) from None
-                    seconds = time.perf_counter() - started
-                    totals, seen = self.ranks.total(sums, seen)
-                    train_loss = totals[0] / max(seen, 1)
+                    started = time.perf_counter()
+                    self._epoch(run, epoch, step, totals, metrics, progress, logs)
                     epoch, step = epoch + 1, 0
-                    if self.ranks.is_main:
-                        lr = optimizer.param_groups[0]["lr"]
-                        row = task.row(model, epoch, train_loss, totals[1:], seen, seconds, lr)
-                        metrics.append(row)
-                    self._checkpoint(model, optimizer, epoch, 0, metrics, write_rows=True)
-                    if self.ranks.is_main:
-                        logs.epoch(metrics, task.preview(model) if logs.writer is not None else None)
-                        self.say(task.epoch_line(row))
+                    self._end_of_epoch(run, epoch, totals, time.perf_counter() - started, metrics, logs)
+                    totals = EpochTotals.fresh(run.task.extra_sums, self.device)
             last = metrics[-1] if metrics else {}
-            return task.finish(model, self.run_dir, last) if self.ranks.is_main else last
+            return run.task.finish(run.model, self.run_dir, last) if self.ranks.is_main else last
+
+    # -- the phases -------------------------------------------------------------------
+    def _setup(self) -> "_Setup":
+        """Threads and seeds, the data once as uint8, the model, its optimizer and how steps run."""
+        cfg = self.config
+        torch.set_num_threads(cfg.threads or default_threads(self.ranks.local_world))
+        # Tiny weights decay into denormals, which slow CPU arithmetic many times over.
+        torch.set_flush_denormal(True)
+        seed_everything(cfg.seed, cfg.deterministic)
+        splits = Splits(cfg, train_set=self.train_set, test_set=self.test_set)
+        task = self.task = self.task_type(cfg, splits, self.device)
+        images, labels = task.train_tensors()
+        check_step_fits(task.build_model, task.input_shape(), max(cfg.batch_size // self.ranks.world, 1),
+                        self.device, cfg.model)
+        model = self.model = task.build_model().to(self.device)
+        optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, device=self.device, **task.optimizer_settings())
+        net = self.ranks.wrap(model, self.device)
+        net = torch.compile(net) if cfg.compile else net
+        if fits_on_device(images, self.device):
+            images = images.to(self.device)
+            labels = labels.to(self.device) if labels is not None else None
+        served = task.batch_options()
+        steps = len(Batches(images, cfg.batch_size, shuffle=False, seed=0, labels=labels,
+                            shard=(self.ranks.rank, self.ranks.world), **served))
+        return _Setup(task, model, optimizer, net, images, labels, served, steps,
+                      torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"))
+
+    def _restore_or_start(self, state: dict[str, Any] | None,
+                          run: "_Setup") -> tuple[int, int, list[dict[str, Any]], "EpochTotals"]:
+        """(epoch, step, metrics rows, the epoch's running totals): from the checkpoint, or from zero."""
+        cfg, task = self.config, run.task
+        epoch, step, metrics = 0, 0, []
+        totals = EpochTotals.fresh(task.extra_sums, self.device)
+        if state:
+            self._restore(state, run.model, run.optimizer)
+            epoch, step = state["epoch"], state["step"]
+            if self.ranks.is_main:  # a resumed epoch's partial totals are global ones: rank 0 carries them
+                totals = EpochTotals.from_state(state, task.extra_sums, self.device)
+            # The state's own copy of the rows wins: a kill between state.pt and
+            # metrics.jsonl must neither lose nor repeat an epoch.
+            metrics = (list(state["metrics"]) if "metrics" in state
+                       else [r for r in read_metrics(self.run_dir) if r["epoch"] <= epoch])
+            if self.ranks.is_main:
+                write_metrics(self.run_dir, metrics)
+                # A kill after the checkpoint but before the CSV: the spreadsheet catches up too.
+                if metrics and "csv" in parse_loggers(cfg.logger):
+                    write_csv(self.run_dir / CSV_FILE, metrics)
+            if epoch < cfg.epochs:
+                self.say(f"resuming {self.run_dir} at epoch {epoch + 1}, step {step}")
+        else:
+            self.say(task.start_line(self.run_dir)
+                     + (f", on {self.ranks.world} processes" if self.ranks.world > 1 else ""))
+            if self.ranks.is_main:
+                write_json(self.run_dir / CONFIG, task.config_json(run.model))
+        self.already_complete = epoch >= cfg.epochs
+        if self.already_complete:
+            self.say(f"{self.run_dir} is already complete: it has trained {epoch} epoch(s) and --epochs is "
+                     f"{cfg.epochs}; give a larger --epochs to train further")
+        return epoch, step, metrics, totals
+
+    def _epoch(self, run: "_Setup", epoch: int, step: int, totals: "EpochTotals", metrics: list[dict[str, Any]],
+               progress: RunProgress, logs: TrainingLogs) -> None:
+        """One pass over a seeded permutation of the training images, from ``step`` on."""
+        cfg = self.config
+        # The global batch is split across torchrun processes: same math as one process.
+        batches = Batches(run.images, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, labels=run.labels,
+                          start_step=step, device=self.device, shard=(self.ranks.rank, self.ranks.world), **run.served)
+        run.model.train()
+        started = time.perf_counter()
+        with StopOnCtrlC(enabled=self.ranks.world == 1) as stop:
+            try:
+                for batch in batches:
+                    x, y = batch if run.labels is not None else (batch, None)
+                    loss, extra = self._step(run, batches, epoch, step, x, y)
+                    step += 1
+                    fault_point("step")
+                    totals.add(loss, extra, x.shape[0])
+                    if step % self.check_every == 0 or step == len(batches):
+                        self._report_step(loss, epoch, step, len(batches), totals, started, run, progress, logs)
+                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
+                        self._checkpoint(run.model, run.optimizer, epoch, step, metrics, totals)
+                    if stop.requested:
+                        self._checkpoint(run.model, run.optimizer, epoch, step, metrics, totals)
+                        raise TrainingInterrupted(
+                            f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; "
+                            f"continue with: {run.task.command} --out {self.run_dir} --resume"
+                        )
+            except KeyboardInterrupt:
+                # Raised mid-step (second Ctrl-C, or not in the main thread): the model
+                # may be half-updated, so the last checkpoint on disk is the one to keep.
+                raise TrainingInterrupted(
+                    f"interrupted at epoch {epoch + 1}, step {step}; kept the last checkpoint; "
+                    f"continue with: {run.task.command} --out {self.run_dir} --resume"
+                ) from None
+
+    def _step(self, run: "_Setup", batches: Batches, epoch: int, step: int, x: torch.Tensor,
+              y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on one batch at the scheduled rate; the batch's loss and task extras."""
+        cfg, ranks = self.config, self.ranks
+        shard_step = step * ranks.world + ranks.rank
+        generator = lambda: batch_generator(cfg.seed, epoch, shard_step, self.device)  # noqa: E731
+        loss, extra = run.task.loss(run.net, x, y, generator, run.autocast)
+        run.optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients; when a last batch splits unevenly,
+        # weigh each process's mean by its share so the step is the global mean's.
+        whole = min(cfg.batch_size, batches.items - step * cfg.batch_size)
+        share = ranks.world * x.shape[0] / whole
+        (loss * share if x.shape[0] != whole else loss).backward()
+        if run.task.schedule != "none":
+            set_lr(run.optimizer, scheduled_lr(run.task.schedule, cfg.lr, epoch * len(batches) + step,
+                                               cfg.epochs * len(batches)))
+        run.optimizer.step()
+        return loss, extra
+
+    def _report_step(self, loss: torch.Tensor, epoch: int, step: int, steps: int, totals: "EpochTotals",
+                     started: float, run: "_Setup", progress: RunProgress, logs: TrainingLogs) -> None:
+        """Check the loss is finite, move the progress bar and log the step."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"loss became {value} at epoch {epoch + 1}, step {step}; kept the last "
+                f"good checkpoint in {self.run_dir}; try a lower --lr (now {self.config.lr})"
+            )
+        done = epoch * steps + step
+        progress.update(done, value, (totals.seen - totals.resumed_seen) / max(time.perf_counter() - started, 1e-9))
+        logs.step(done, value, run.optimizer.param_groups[0]["lr"], last=step == steps)
+
+    def _end_of_epoch(self, run: "_Setup", epoch: int, totals: "EpochTotals", seconds: float,
+                      metrics: list[dict[str, Any]], logs: TrainingLogs) -> None:
+        """The epoch's row (train loss, evaluation), a checkpoint at its end, the logs."""
+        sums, seen = totals.total(self.ranks)
+        if self.ranks.is_main:
+            lr = run.optimizer.param_groups[0]["lr"]
+            metrics.append(run.task.row(run.model, epoch, sums[0] / max(seen, 1), sums[1:], seen, seconds, lr))
+        self._checkpoint(run.model, run.optimizer, epoch, 0, metrics, None, write_rows=True)
+        if self.ranks.is_main:
+            logs.epoch(metrics, run.task.preview(run.model) if logs.writer is not None else None)
+            self.say(run.task.epoch_line(metrics[-1]))
+
+    @property
+    def check_every(self) -> int:
+        """How often the loss is read back (a GPU sync): every step on a CPU, every 25th on a GPU."""
+        return 1 if self.device.type == "cpu" else 25
 
     # -- pieces of the loop -------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> dict[str, Any] | None:
@@ -299,26 +323,7 @@ class Trainer:
         return load_state(self.run_dir / STATE) if has_state else None
 
     def _restore(self, state: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Load a checkpoint into the model and optimizer, or refuse it in one line.
-
-        state.pt is only trusted as far as it checks out: every field present, the weights
-        matching the model of config.json in names, shapes and dtypes, before any is used.
-        """
-        path = self.run_dir / STATE
-        keys = ("epoch", "step", "model", "optimizer", "torch_rng", "python_rng")
-        if not isinstance(state, dict) or any(key not in state for key in keys):
-            raise RunError(f"{path}: not a convae training state (missing fields); delete it to start over")
-        if not isinstance(state["model"], dict):
-            raise RunError(f"{path}: its 'model' entry is not a set of weights")
-        check_state_dict(path, model, state["model"])
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            version, internal, gauss = state["python_rng"]
-            random.setstate((version, tuple(internal), gauss))
-        except (RuntimeError, ValueError, TypeError, KeyError) as error:
-            raise RunError(f"{path}: does not fit this run ({str(error).strip().splitlines()[0]})") from None
+        restore_checkpoint(self.run_dir / STATE, state, model, optimizer)
 
     def _checkpoint(
         self,
@@ -327,6 +332,7 @@ class Trainer:
         epoch: int,
         step: int,
         metrics: list[dict[str, Any]],
+        totals: "EpochTotals | None",
         write_rows: bool = False,
     ) -> None:
         """State first, then weights, then metrics: each file is whole on its own.
@@ -334,28 +340,24 @@ class Trainer:
         state.pt also carries the metrics rows, so resuming after a kill anywhere in here
         rebuilds metrics.jsonl with every finished epoch exactly once.
         """
-        sums, seen = self._epoch_totals() if step else ([0.0], 0)  # collective under torchrun
+        sums, seen = totals.total(self.ranks) if step and totals is not None else ([0.0], 0)  # collective
         if not self.ranks.is_main:
             return
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        save_state(
-            self.run_dir / STATE,
-            {
-                "epoch": epoch,
-                "step": step,
-                "model": weights,
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(),
-                "epoch_loss_sum": float(sums[0]) if step else 0.0,
-                "epoch_extra_sums": [float(v) for v in sums[1:]] if step else [],
-                "epoch_seen": seen if step else 0,
-                "metrics": list(metrics),
-            },
-        )
-        save_weights(self.run_dir / WEIGHTS, weights, {"epoch": str(epoch), "step": str(step)})
+        save_checkpoint(self.run_dir, model, optimizer, epoch, step, metrics, sums, seen)
         if write_rows:
             write_metrics(self.run_dir, metrics)
 
-    def _epoch_totals(self) -> tuple[list[float], int]:
-        return [0.0], 0
+
+@dataclass
+class _Setup:
+    """What every phase of one training run works with."""
+
+    task: Task
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    net: torch.nn.Module  # the model as trained: wrapped for DDP, compiled
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    served: dict[str, Any]  # how Batches serves them (patches)
+    steps: int  # per epoch, on this process
+    autocast: Any
