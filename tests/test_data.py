@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import convae.data.folder as folder_mod
+import convae.data.folder_decode as folder_decode
 import convae.data.sources as sources
 from convae.core.decode import BadImage, decode_image
 from convae.core.errors import ConvaeError, DataError
@@ -685,7 +685,7 @@ def test_folder_cache_hit_skips_decoding(tmp_path, _isolated_env, monkeypatch):
         calls.append(a)
         raise AssertionError("decoder called on a cache hit")
 
-    monkeypatch.setattr(folder_mod, "decode_image", counting)
+    monkeypatch.setattr(folder_decode, "decode_image", counting)
     second = load_folder(tmp_path / "d", "train")
     assert not calls
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
@@ -697,7 +697,7 @@ def test_folder_cache_hit_skips_decoding(tmp_path, _isolated_env, monkeypatch):
     with pytest.raises(AssertionError, match="decoder called"):
         load_folder(tmp_path / "d", "train")
     # the edited folder and other options get their own cache entries
-    monkeypatch.setattr(folder_mod, "decode_image", decode_image)
+    monkeypatch.setattr(folder_decode, "decode_image", decode_image)
     load_folder(tmp_path / "d", "train")
     load_folder(tmp_path / "d", "train", channels=1)
     assert len(list((_isolated_env / "convae" / "folders").glob("*.safetensors"))) == 3

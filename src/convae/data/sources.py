@@ -27,6 +27,7 @@ from convae.core.errors import DataError
 from convae.data import mvtec
 from convae.data.convert import check_channels, check_image_size, convert_images
 from convae.data.folder import load_folder
+from convae.data.folder_decode import Progress, no_progress
 from convae.data.idx import read_idx_images, read_idx_labels
 from convae.data.imageset import ImageSet
 from convae.data.paths import cache_root, data_roots
@@ -232,7 +233,7 @@ def _load_idx(name: str, split: str, roots: list[Path], download: bool) -> Image
 
 
 def _load_cifar(split: str, roots: list[Path], download: bool, channels: int | None,
-                size: tuple[int, int] | None) -> ImageSet:
+                size: tuple[int, int] | None, progress: Progress = no_progress) -> ImageSet:
     fix = "set --data-dir or $CONVAE_DATA to a folder holding CIFAR10-png/ or cifar-10-batches-py/"
     found = _find_cifar(roots)
     if found is None:
@@ -244,7 +245,7 @@ def _load_cifar(split: str, roots: list[Path], download: bool, channels: int | N
         found = ("pickle", cache)
     kind, where = found
     if kind == "png":
-        s = load_folder(where, split, channels=channels, image_size=size)
+        s = load_folder(where, split, channels=channels, image_size=size, progress=progress)
         if s.classes != CIFAR10_CLASSES:
             raise DataError(
                 f"{where}: class folders are {', '.join(s.classes)}; expected the 10 CIFAR-10 "
@@ -302,10 +303,12 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     download: bool = True,
     any_size: bool = False,
+    progress: Progress = no_progress,
 ) -> ImageSet:
     """Load one split of a dataset by spec, converted to ``channels`` and ``image_size``.
 
     ``any_size``: a folder's images may differ in size and keep it (for patch training).
+    ``progress``: the caller's bar for a long decode into the memory-mapped cache.
 
     ``download`` only matters when the files are on none of the searched roots; then the
     dataset is fetched into the cache through torchvision (a DataError within seconds when
@@ -324,7 +327,8 @@ def load_dataset(
         if inspection:
             mvtec.check_layout(root)
         data = dataclasses.replace(
-            load_folder(root, split, channels=channels, image_size=size, any_size=any_size), name=spec.strip()
+            load_folder(root, split, channels=channels, image_size=size, any_size=any_size, progress=progress),
+            name=spec.strip()
         )
         return mvtec.attach_masks(root, data) if inspection and split == "test" else data
     _check_split(name, split)
@@ -332,7 +336,7 @@ def load_dataset(
         raise DataError(f"{data_dir}: data folder does not exist")
     roots = data_roots(data_dir)
     if name == "cifar10":
-        return _load_cifar(split, roots, download, channels, size)
+        return _load_cifar(split, roots, download, channels, size, progress)
     if name == "mnist-sample":
         s = _mnist_sample(split)
     else:

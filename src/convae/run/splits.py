@@ -17,6 +17,7 @@ from convae.core.errors import ConvaeError, DataError
 from convae.data import ImageSet, load_dataset
 from convae.data.patches import patch_set
 from convae.run.config import ClassifyConfig, TrainConfig
+from convae.run.progress import decode_bar
 
 #: Offsets on the run's seed for the two seeded cuts, kept from the first releases so
 #: runs trained then still recover their own validation images.
@@ -111,7 +112,8 @@ class Splits:
     def _load(self, split: str) -> ImageSet:
         cfg = self.config
         return load_dataset(cfg.dataset, split, data_dir=cfg.data_dir, channels=cfg.channels,
-                            image_size=cfg.image_size, any_size=cfg.tiling.tiled)
+                            image_size=cfg.image_size, any_size=cfg.tiling.tiled,
+                            progress=decode_bar)
 
     @property
     def is_classifier(self) -> bool:
