@@ -17,15 +17,7 @@ import argparse
 
 from _common import RESULTS, data_root, machine, write_results
 
-from convae.bench.speed import (
-    JOBS,
-    QUICK_EPOCHS,
-    QUICK_SUBSETS,
-    SUITE_EPOCHS,
-    SUITE_SUBSETS,
-    markdown,
-    run_suite,
-)
+from convae.bench.speed import JOBS, markdown, plan, run_suite
 
 
 def main() -> None:
@@ -38,9 +30,7 @@ def main() -> None:
                         help="a loaded-machine suite: fc 2 epochs; unpool, conv-pool, conv 1 epoch on 20k/10k/2k images")
     parser.add_argument("--name", default="speed", help="result file stem")
     args = parser.parse_args()
-    names = [name for name in args.jobs.split(",") if name]
-    plan_epochs, subsets = (QUICK_EPOCHS, QUICK_SUBSETS) if args.quick else (SUITE_EPOCHS, SUITE_SUBSETS)
-    epochs = {name: args.epochs or plan_epochs.get(name, 1) for name in names}
+    names, epochs, subsets = plan([name for name in args.jobs.split(",") if name], args.quick, args.epochs)
     results = run_suite(names, data_dir=str(data_root()), epochs=epochs, subsets=subsets, threads=args.threads,
                         limit=args.limit)
     results["plan"] = "quick" if args.quick else "full"

@@ -1,9 +1,7 @@
 """Side-by-side training speed: convae's Trainer against the reference training loop.
 
-The reference examples train the way their readers run them: a torchvision dataset whose
-``__getitem__`` turns one image at a time into a PIL image and then a float tensor
-(``ToTensor``, plus a flatten for the fully connected model), a ``DataLoader`` that collates
-those into batches, and the example's optimizer and loss. convae's Trainer trains the same
+The tutorial's loop and the expert's are in reference.py, what is measured besides seconds in
+measure.py, the table in speed_report.py; this file is the harness. convae's Trainer trains the same
 model (same initial weights, batch size, optimizer, learning rate, loss and epochs) from an
 in-memory uint8 tensor.
 
@@ -17,11 +15,8 @@ same run so the achieved GFLOP/s can be read against it.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import math
 import os
-import resource
-import shutil
 import statistics
 import tempfile
 import time
@@ -31,12 +26,21 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from rich.console import Console
 
+from convae.bench.measure import PeakRSS, matmul_peak, test_rmse, train_flops_per_image
 from convae.bench.provenance import commit
+from convae.bench.reference import (
+    CIFAR10Arrays,
+    expert_epoch,
+    mnist_reference_dataset,
+    reference_epoch,
+    reference_model,
+    unpack_mnist,
+)
+from convae.bench.speed_report import markdown
 from convae.core.errors import DataError
 from convae.data import ImageSet, load_splits
-from convae.data.paths import data_roots
 from convae.models import build_model, get_preset, resolve_params
 from convae.run import read_metrics
 from convae.training import TrainConfig, Trainer, default_threads
@@ -74,319 +78,142 @@ SUITE_SUBSETS: dict[str, int | None] = {"fc": None, "unpool": None, "conv-pool":
 QUICK_EPOCHS = {"fc": 2, "unpool": 1, "conv-pool": 1, "conv": 1}
 QUICK_SUBSETS: dict[str, int | None] = {"fc": None, "unpool": 20000, "conv-pool": 10000, "conv": 2000}
 
-
-# -- the reference side ------------------------------------------------------------------
-class CIFAR10Arrays(torch.utils.data.Dataset):
-    """torchvision's CIFAR10 ``__getitem__`` over the same HWC uint8 array it would hold.
-
-    The pickled CIFAR-10 batches are not available offline, so the pixels come from the
-    PNG copy; per item the work is exactly torchvision's: ``Image.fromarray`` then the transform.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
-        self.data = images.permute(0, 2, 3, 1).contiguous().numpy()
-        self.targets = labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
-        img, target = self.data[index], self.targets[index]
-        return self.transform(Image.fromarray(img)), target
+__all__ = ["JOBS", "Job", "markdown", "plan", "run_suite"]
 
 
-def mnist_reference_dataset(train: bool, root: Path, transform: Callable) -> torch.utils.data.Dataset:
-    """The real ``torchvision.datasets.MNIST`` over a temporary unpacked copy of the IDX files."""
-    from torchvision import datasets
-
-    return datasets.MNIST(str(root), train=train, transform=transform, download=False)
-
-
-def unpack_mnist(work: Path, data_dir: str | None) -> Path:
-    """Unpack MNIST's .gz files into ``work/MNIST/raw`` (torchvision unpacks next to the
-    files it is given, and the shared data folder must stay untouched)."""
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    for root in data_roots(data_dir):
-        raw = root / "MNIST" / "raw"
-        if all((raw / f"{n}.gz").is_file() or (raw / n).is_file() for n in names):
-            target = work / "MNIST" / "raw"
-            target.mkdir(parents=True, exist_ok=True)
-            for n in names:
-                if (raw / n).is_file():
-                    shutil.copyfile(raw / n, target / n)
-                else:
-                    with gzip.open(raw / f"{n}.gz", "rb") as src, open(target / n, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-            return work
-    raise DataError(f"speed benchmark: MNIST IDX files not found under {', '.join(map(str, data_roots(data_dir)))}")
-
-
-def reference_model(job: Job, ours: nn.Module, shape: tuple[int, int, int]) -> nn.Module:
-    """The model as the reference writes it, starting from convae's initial weights."""
-    if job.flatten:
-        c, h, w = shape
-        hidden = resolve_params(job.model, job.args)["hidden"]
-        model = nn.Sequential(nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, c * h * w), nn.Sigmoid())
-        with torch.no_grad():
-            for mine, theirs in zip(model.parameters(), ours.parameters(), strict=True):
-                mine.copy_(theirs)
-        return model
-    import copy
-
-    return copy.deepcopy(ours)
-
-
-def reference_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: Callable) -> float:
-    """One epoch of the reference loop, written the way the examples write it."""
-    model.train()
-    running, seen = 0.0, 0
-    for x, _ in loader:
-        output = model(x)
-        loss = loss_fn(output, x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        running += loss.item() * x.size(0)
-        seen += x.size(0)
-    return running / max(seen, 1)
-
-
-def expert_epoch(model: nn.Module, images: torch.Tensor, batch_size: int, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable, generator: torch.Generator) -> float:
-    """One epoch as an expert writes it by hand: the whole split as one float tensor in memory,
-    a fresh permutation per epoch, a slice per step, and nothing else (no checks, no logs)."""
-    model.train()
-    running, n = 0.0, len(images)
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        x = images[order[start:start + batch_size]]
-        loss = loss_fn(model(x), x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        running += loss.item() * x.size(0)
-    return running / max(n, 1)
-
-
-# -- measuring --------------------------------------------------------------------------
-def matmul_peak(threads: int, size: int = 1024, repeats: int = 7) -> float:
-    """Best sgemm GFLOP/s of ``size``³ float32 matmuls on ``threads`` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b)
-        best = min(best, (time.perf_counter() - started) / 4)
-    return 2 * size**3 / best / 1e9
-
-
-def train_flops_per_image(model: nn.Module, shape: tuple[int, ...], loss_fn: Callable, batch: int = 16) -> float:
-    """Forward + backward FLOPs per image as torch's FlopCounterMode counts them (matmuls and convs)."""
-    import copy
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    probe = copy.deepcopy(model).train()
-    x = torch.rand(batch, *shape)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = probe(x)
-        loss_fn(out, x.reshape(out.shape)).backward()
-    return counter.get_total_flops() / batch
-
-
-class PeakRSS:
-    """Peak resident memory of this process during a block (Linux: resets VmHWM on entry).
-
-    Both sides share one process, so the figure includes everything already loaded; the
-    ``growth`` (peak minus the RSS at entry) is what the training loop itself added.
-    """
-
-    def __enter__(self) -> "PeakRSS":
-        self.reset = _write("/proc/self/clear_refs", "5")
-        self.start_mb = _status_mb("VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        peak = _status_mb("VmHWM") if self.reset else None
-        if peak is None:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.peak_mb = round(peak, 1)
-        self.growth_mb = round(peak - (self.start_mb or 0.0), 1) if self.reset else None
-
-
-def _write(path: str, text: str) -> bool:
-    try:
-        with open(path, "w") as handle:
-            handle.write(text)
-        return True
-    except OSError:
-        return False
-
-
-def _status_mb(key: str) -> float | None:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-@torch.no_grad()
-def test_rmse(model: nn.Module, images: torch.Tensor, flatten: bool, batch: int = 500) -> float:
-    """sqrt(mean squared error per pixel) over the test split; the same code for both sides."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch].float().div_(255)
-        x = x.flatten(1) if flatten else x
-        total += F.mse_loss(model(x).reshape(x.shape), x, reduction="sum").item()
-    return math.sqrt(total / images.numel())
+def plan(names: list[str] | None, quick: bool, epochs: int | None) -> tuple[list[str], dict[str, int],
+                                                                             dict[str, int | None]]:
+    """(jobs, epochs per job, training images per job): the one plan `convae bench speed` and
+    benchmarks/speed.py both run; ``quick`` is for a machine whose cores are shared."""
+    names = names or [job.name for job in JOBS]
+    if epochs is not None and epochs < 1:
+        raise DataError(f"--epochs must be at least 1, got {epochs}")
+    per_job, subsets = (QUICK_EPOCHS, QUICK_SUBSETS) if quick else (SUITE_EPOCHS, SUITE_SUBSETS)
+    return names, {name: epochs or per_job.get(name, 1) for name in names}, subsets
 
 
 # -- the suite --------------------------------------------------------------------------
-def run_job(
-    job: Job,
-    splits: tuple[ImageSet, ImageSet],
-    work: Path,
-    mnist_root: Path | None,
-    *,
-    epochs: int,
-    threads: int,
-    seed: int,
-    limit: int | None,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    from torchvision import transforms
+class _ThreeSides:
+    """One job's three sides, built on the same initial weights, batch size, optimizer and loss."""
 
+    def __init__(self, job: Job, train: ImageSet, test: ImageSet, work: Path, mnist_root: Path | None,
+                 threads: int, seed: int) -> None:
+        from torchvision import transforms
+
+        self.job, self.train, self.test, self.threads = job, train, test, threads
+        preset = get_preset(job.model)
+        self.batch_size, self.lr, self.loss_name = (preset.training[k] for k in ("batch_size", "lr", "loss"))
+        # The tutorial and the expert write torch's own losses (convae's fused BCE is convae's side only).
+        self.loss_fn = {"bce": F.binary_cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}[self.loss_name]
+        torch.set_num_threads(threads)
+        # Same initial weights on both sides: the Trainer seeds torch with ``seed`` and then
+        # builds the model; doing the same here gives the reference model those weights.
+        torch.manual_seed(seed)
+        ours_init = build_model(job.model, train.shape, job.args)
+        self.model = reference_model(job, ours_init, train.shape)
+        steps = [transforms.ToTensor()] + ([transforms.Lambda(torch.flatten)] if job.flatten else [])
+        transform = transforms.Compose(steps)
+        if job.dataset == "mnist":
+            assert mnist_root is not None
+            dataset = mnist_reference_dataset(True, mnist_root, transform)
+            if len(dataset) > len(train):
+                dataset = torch.utils.data.Subset(dataset, range(len(train)))
+        else:
+            dataset = CIFAR10Arrays(train.images, train.labels, transform)
+        torch.manual_seed(seed)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=True)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        # The expert's side: the same model and initial weights, the split as one float tensor.
+        self.expert_model = reference_model(job, ours_init, train.shape)
+        images = train.images.float().div(255)
+        self.expert_images = images.flatten(1) if job.flatten else images
+        self.expert_optimizer = torch.optim.Adam(self.expert_model.parameters(), lr=self.lr)
+        self.expert_generator = torch.Generator().manual_seed(seed)
+        self.run_dir = work / f"run-{job.name}"
+        self.config = TrainConfig(dataset=train.name, model=job.model, model_args=dict(job.args), seed=seed,
+                                  threads=threads, device="cpu")
+        self.seconds: dict[str, list[float]] = {"reference": [], "expert": [], "convae": []}
+        self.memory: dict[str, list[PeakRSS]] = {"reference": [], "expert": [], "convae": []}
+        self.loss = {"reference": math.nan, "expert": math.nan}
+        self.overhead = 0.0
+        self.trainer: Trainer | None = None
+        self.quiet = Console(file=open(os.devnull, "w"), stderr=False)
+
+    def reference(self, epoch: int) -> None:
+        self._timed("reference", lambda: reference_epoch(self.model, self.loader, self.optimizer, self.loss_fn))
+
+    def expert(self, epoch: int) -> None:
+        self._timed("expert", lambda: expert_epoch(self.expert_model, self.expert_images, self.batch_size,
+                                                   self.expert_optimizer, self.loss_fn, self.expert_generator))
+
+    def _timed(self, side: str, epoch: Callable[[], float]) -> None:
+        torch.set_num_threads(self.threads)
+        with PeakRSS() as mem:
+            started = time.perf_counter()
+            self.loss[side] = epoch()
+            self.seconds[side].append(time.perf_counter() - started)
+        self.memory[side].append(mem)
+
+    def convae(self, epoch: int) -> None:
+        """One more epoch of the run (a resume, bit-identical to an uninterrupted run); its own clock."""
+        started = time.perf_counter()
+        with PeakRSS() as mem:
+            self.trainer = Trainer(dataclasses.replace(self.config, epochs=epoch + 1), self.run_dir,
+                                   train_set=self.train, test_set=self.test, progress=False, console=self.quiet)
+            self.trainer.fit(resume=epoch > 0)
+        self.memory["convae"].append(mem)
+        seconds = read_metrics(self.run_dir)[-1]["seconds"]
+        self.seconds["convae"].append(seconds)
+        self.overhead += time.perf_counter() - started - seconds
+
+
+def run_job(job: Job, splits: tuple[ImageSet, ImageSet], work: Path, mnist_root: Path | None, *, epochs: int,
+            threads: int, seed: int, limit: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one job three ways, taking turns epoch by epoch; the result row."""
     train, test = splits
     limit = min(n for n in (limit, job.subset, len(train)) if n)
     if limit < len(train):
         train, test = train.subset(range(limit)), test.subset(range(min(limit, len(test))))
-    preset = get_preset(job.model)
-    batch_size, lr, loss_name = (preset.training[k] for k in ("batch_size", "lr", "loss"))
-    # The tutorial and the expert write torch's own losses (convae's fused BCE is convae's side only).
-    loss_fn = {"bce": F.binary_cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}[loss_name]
-    torch.set_num_threads(threads)
-
-    # Same initial weights on both sides: the Trainer seeds torch with ``seed`` and then
-    # builds the model; doing the same here gives the reference model those weights.
-    torch.manual_seed(seed)
-    ours_init = build_model(job.model, train.shape, job.args)
-    model = reference_model(job, ours_init, train.shape)
-    steps = [transforms.ToTensor()] + ([transforms.Lambda(torch.flatten)] if job.flatten else [])
-    transform = transforms.Compose(steps)
-    if job.dataset == "mnist":
-        assert mnist_root is not None
-        dataset = mnist_reference_dataset(True, mnist_root, transform)
-        if len(dataset) > len(train):
-            dataset = torch.utils.data.Subset(dataset, range(len(train)))
-    else:
-        dataset = CIFAR10Arrays(train.images, train.labels, transform)
-    torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    # The expert's side: the same model and initial weights, the split as one float tensor.
-    expert_model = reference_model(job, ours_init, train.shape)
-    expert_images = train.images.float().div(255)
-    expert_images = expert_images.flatten(1) if job.flatten else expert_images
-    expert_optimizer = torch.optim.Adam(expert_model.parameters(), lr=lr)
-    expert_generator = torch.Generator().manual_seed(seed)
-
-    run_dir = work / f"run-{job.name}"
-    config = TrainConfig(dataset=train.name, model=job.model, model_args=dict(job.args), seed=seed, threads=threads,
-                         device="cpu")
-    ref_seconds: list[float] = []
-    our_seconds: list[float] = []
-    expert_seconds: list[float] = []
-    ref_loss = expert_loss = math.nan
-    expert_mem: list[PeakRSS] = []
-    ref_mem: list[PeakRSS] = []
-    our_mem: list[PeakRSS] = []
+    sides = _ThreeSides(job, train, test, work, mnist_root, threads, seed)
+    order: list[Callable[[int], None]] = [sides.reference, sides.expert, sides.convae]
     loads: list[tuple[float, float, float]] = [os.getloadavg()]
-    overhead = 0.0
-    trainer: Trainer | None = None
-    quiet = _quiet_console()
-
-    def reference() -> None:
-        nonlocal ref_loss
-        torch.set_num_threads(threads)
-        with PeakRSS() as mem:
-            started = time.perf_counter()
-            ref_loss = reference_epoch(model, loader, optimizer, loss_fn)
-            ref_seconds.append(time.perf_counter() - started)
-        ref_mem.append(mem)
-
-    def expert() -> None:
-        nonlocal expert_loss
-        torch.set_num_threads(threads)
-        with PeakRSS() as mem:
-            started = time.perf_counter()
-            expert_loss = expert_epoch(expert_model, expert_images, batch_size, expert_optimizer, loss_fn,
-                                       expert_generator)
-            expert_seconds.append(time.perf_counter() - started)
-        expert_mem.append(mem)
-
-    def convae(epoch: int) -> None:
-        nonlocal overhead, trainer
-        started = time.perf_counter()
-        with PeakRSS() as mem:
-            trainer = Trainer(dataclasses_replace(config, epochs=epoch + 1), run_dir, train_set=train, test_set=test,
-                              progress=False, console=quiet)
-            trainer.fit(resume=epoch > 0)
-        our_mem.append(mem)
-        seconds = read_metrics(run_dir)[-1]["seconds"]
-        our_seconds.append(seconds)
-        overhead += time.perf_counter() - started - seconds
-
-    sides: list[Callable[[int], None]] = [lambda _: reference(), lambda _: expert(), convae]
     for epoch in range(epochs):
         # Rotate who goes first, so a burst of outside load does not always hit one side.
-        for side in sides[epoch % 3:] + sides[:epoch % 3]:
+        for side in order[epoch % 3:] + order[:epoch % 3]:
             side(epoch)
         loads.append(os.getloadavg())
-        log(f"  {job.name} epoch {epoch + 1}/{epochs}: tutorial {ref_seconds[-1]:.2f}s, expert "
-            f"{expert_seconds[-1]:.2f}s, convae {our_seconds[-1]:.2f}s (load {loads[-1][0]:.2f})")
+        s = sides.seconds
+        log(f"  {job.name} epoch {epoch + 1}/{epochs}: tutorial {s['reference'][-1]:.2f}s, expert "
+            f"{s['expert'][-1]:.2f}s, convae {s['convae'][-1]:.2f}s (load {loads[-1][0]:.2f})")
+    return _result(sides, epochs, seed, loads)
 
-    assert trainer is not None and trainer.model is not None
-    our_loss = read_metrics(run_dir)[-1]["train_loss"]
+
+def _result(sides: _ThreeSides, epochs: int, seed: int, loads: list[tuple[float, float, float]]) -> dict[str, Any]:
+    job, train, test, seconds = sides.job, sides.train, sides.test, sides.seconds
+    assert sides.trainer is not None and sides.trainer.model is not None
+    ours = sides.trainer.model
+    our_loss, ref_loss = read_metrics(sides.run_dir)[-1]["train_loss"], sides.loss["reference"]
     images = len(train)
-    flops = train_flops_per_image(trainer.model, train.shape, loss_fn)
-    ref_total, our_total, expert_total = sum(ref_seconds), sum(our_seconds), sum(expert_seconds)
-    ref_rmse = test_rmse(model, test.images, job.flatten)
-    expert_rmse = test_rmse(expert_model, test.images, job.flatten)
-    our_rmse = test_rmse(trainer.model, test.images, False)
+    flops = train_flops_per_image(ours, train.shape, sides.loss_fn)
+    ref_total, our_total, expert_total = (sum(seconds[k]) for k in ("reference", "convae", "expert"))
+    ref_rmse = test_rmse(sides.model, test.images, job.flatten)
+    our_rmse = test_rmse(ours, test.images, False)
+    median = {k: statistics.median(v) for k, v in seconds.items()}
     return {
-        "job": job.name,
-        "dataset": train.name,
-        "model": job.model,
+        "job": job.name, "dataset": train.name, "model": job.model,
         "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in resolve_params(job.model, job.args).items()},
-        "train_images": images,
-        "batch_size": batch_size,
-        "optimizer": "adam",
-        "lr": lr,
-        "loss": loss_name,
-        "epochs": epochs,
-        "reference_epochs": job.epochs,
-        "threads": threads,
-        "seed": seed,
-        "train_gflop_per_epoch": round(flops * images / 1e9, 2),
-        "reference": _side(ref_seconds, images, flops, ref_loss, ref_rmse, ref_mem),
-        "expert": _side(expert_seconds, images, flops, expert_loss, expert_rmse, expert_mem),
-        "convae": {**_side(our_seconds, images, flops, our_loss, our_rmse, our_mem),
-                   "setup_and_checkpoint_seconds": round(overhead, 2)},
+        "train_images": images, "batch_size": sides.batch_size, "optimizer": "adam", "lr": sides.lr,
+        "loss": sides.loss_name, "epochs": epochs, "reference_epochs": job.epochs, "threads": sides.threads,
+        "seed": seed, "train_gflop_per_epoch": round(flops * images / 1e9, 2),
+        "reference": _side(seconds["reference"], images, flops, ref_loss, ref_rmse, sides.memory["reference"]),
+        "expert": _side(seconds["expert"], images, flops, sides.loss["expert"],
+                        test_rmse(sides.expert_model, test.images, job.flatten), sides.memory["expert"]),
+        "convae": {**_side(seconds["convae"], images, flops, our_loss, our_rmse, sides.memory["convae"]),
+                   "setup_and_checkpoint_seconds": round(sides.overhead, 2)},
         "speedup": round(ref_total / our_total, 2) if our_total > 0 else None,
-        "speedup_median_epoch": round(statistics.median(ref_seconds) / statistics.median(our_seconds), 2),
+        "speedup_median_epoch": round(median["reference"] / median["convae"], 2),
         "speedup_vs_expert": round(expert_total / our_total, 2) if our_total > 0 else None,
-        "speedup_vs_expert_median_epoch": round(statistics.median(expert_seconds) / statistics.median(our_seconds), 2),
+        "speedup_vs_expert_median_epoch": round(median["expert"] / median["convae"], 2),
         "train_loss_relative_difference": round(abs(our_loss - ref_loss) / ref_loss, 4),
         "test_rmse_relative_difference": round(abs(our_rmse - ref_rmse) / ref_rmse, 4),
         "load_average_1min": [round(load[0], 2) for load in loads],
@@ -405,18 +232,6 @@ def _side(seconds: list[float], images: int, flops: float, loss: float, rmse: fl
         "peak_rss_mb": max(m.peak_mb for m in mem),
         "peak_rss_growth_mb": max((m.growth_mb for m in mem if m.growth_mb is not None), default=None),
     }
-
-
-def dataclasses_replace(config: TrainConfig, **changes: Any) -> TrainConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
-def _quiet_console() -> Any:
-    from rich.console import Console
-
-    return Console(file=open(os.devnull, "w"), stderr=False)
 
 
 def run_suite(
@@ -477,33 +292,3 @@ def run_suite(
         "total_seconds": round(time.perf_counter() - started, 1),
         "jobs": results,
     }
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The results as the three-sided table the README shows."""
-    peak = results["matmul_peak_gflop_per_s"]
-    lines = [
-        f"Training speed on {results['threads']} CPU thread(s), commit {results.get('commit', '?')}; matmul peak "
-        f"measured in the same run: {peak['start']}–{peak['end']} GFLOP/s. Times are the training epochs only; the "
-        "tutorial loop, the expert's in-memory loop and convae take turns epoch by epoch in one process.",
-        "",
-        "| job | data (train images), batch | epochs (reference's) | tutorial s | expert s | convae s "
-        "| convae vs tutorial | convae vs expert | GFLOP/s tutorial / expert / convae (convae's share of peak) "
-        "| train loss tutorial / expert / convae | test RMSE tutorial / expert / convae | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results["jobs"]:
-        ref, expert, ours = row["reference"], row["expert"], row["convae"]
-        load = row["load_average_1min"]
-        lines.append(
-            f"| {row['job']} | {row['dataset']} ({row['train_images']:,}), {row['batch_size']} "
-            f"| {row['epochs']} ({row['reference_epochs']}) "
-            f"| {ref['seconds']:.1f} | {expert['seconds']:.1f} | {ours['seconds']:.1f} "
-            f"| **{row['speedup']:.2f}×** | **{row['speedup_vs_expert']:.2f}×** "
-            f"| {ref['gflop_per_s']:.1f} / {expert['gflop_per_s']:.1f} / {ours['gflop_per_s']:.1f} "
-            f"({ours['fraction_of_matmul_peak']:.0%}) "
-            f"| {ref['final_train_loss']:.4f} / {expert['final_train_loss']:.4f} / {ours['final_train_loss']:.4f} "
-            f"| {ref['test_rmse']:.4f} / {expert['test_rmse']:.4f} / {ours['test_rmse']:.4f} "
-            f"| {min(load):.1f}–{max(load):.1f} |"
-        )
-    return "\n".join(lines) + "\n"

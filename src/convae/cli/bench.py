@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from convae.cli._app import app, out
-from convae.core.errors import ConvaeError
 
 bench_app = typer.Typer(help="Benchmarks: how fast convae trains, measured against the reference loop.",
                         no_args_is_help=True)
@@ -30,12 +29,9 @@ def speed(
     from convae.bench import speed as suite
     from convae.core.atomic import atomic_write_text
 
-    names = [name.strip() for name in jobs.split(",") if name.strip()] if jobs else [job.name for job in suite.JOBS]
-    if epochs is not None and epochs < 1:
-        raise ConvaeError(f"--epochs must be at least 1, got {epochs}")
-    plan = (suite.QUICK_EPOCHS, suite.QUICK_SUBSETS) if quick else (suite.SUITE_EPOCHS, suite.SUITE_SUBSETS)
-    counts = {name: epochs or plan[0].get(name, 1) for name in names}
-    results = suite.run_suite(names, data_dir=str(data_dir) if data_dir else None, epochs=counts, subsets=plan[1],
+    chosen = [name.strip() for name in jobs.split(",") if name.strip()] if jobs else None
+    names, counts, subsets = suite.plan(chosen, quick, epochs)
+    results = suite.run_suite(names, data_dir=str(data_dir) if data_dir else None, epochs=counts, subsets=subsets,
                               threads=threads, limit=limit,
                               log=lambda line: out.print(line, markup=False, highlight=False))
     results["plan"] = "quick" if quick else "full"
