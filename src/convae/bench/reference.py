@@ -12,17 +12,15 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from convae.bench.jobs import Job
 from convae.core.errors import DataError
 from convae.data.paths import data_roots
 from convae.models import resolve_params
-
-if TYPE_CHECKING:  # pragma: no cover
-    from convae.bench.speed import Job
 
 
 class CIFAR10Arrays(torch.utils.data.Dataset):
