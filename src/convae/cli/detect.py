@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from convae.cli._app import app, data_dir_option, engine_option, err, onnx_option, open_run, out, parse_classes
+from convae.cli._app import app, data_dir_option, engine_option, err, onnx_option, open_run, out, parse_classes, shown
 from convae.core.errors import ConvaeError
 
 
@@ -46,9 +46,6 @@ def detect(
     from convae.applications import anomaly
     from convae.applications.export.engine import open_engine
 
-    def log(line: str) -> None:
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
-
     run = open_run(run_dir, "autoencoder", "convae detect", data_dir=data_dir)
     if not inputs and not evaluate and not fit:
         raise ConvaeError("detect needs images or folders to score, --eval, or --fit")
@@ -59,41 +56,22 @@ def detect(
     if fit and threshold is not None:
         raise ConvaeError("--fit and --threshold exclude each other (a given threshold is not fitted)")
     how = dict(threshold_value=threshold, score=score, refit=fit, method=method, quantile=quantile, k=k,
-               device=device, log=log)
+               device=device, log=_log)
     exported = open_engine(run, engine, onnx, "detect", "convae detect")
     if exported is not None:
-        clash = [flag for flag, given in (("--fit", fit), ("--eval", evaluate), ("--threshold", threshold is not None),
-                                          ("--score", score is not None)) if given]
-        if clash:
-            raise ConvaeError(f"{clash[0]} cannot go with --onnx: the exported graph holds its own score and threshold; "
-                              "drop it, or re-export after refitting")
-        if not inputs:
-            raise ConvaeError("detect --onnx needs images or folders to score")
-        how = dict(device=device, log=log, engine=exported)
-    fitted = None
+        _refuse_with_onnx(fit=fit, evaluate=evaluate, threshold=threshold is not None, score=score is not None,
+                          inputs=bool(inputs))
+        how = dict(device=device, log=_log, engine=exported)
+    fitted = found = None
     if fit and not inputs and not evaluate:
         fitted = anomaly.resolve_threshold(run, value=threshold, score=score, refit=True, method=method,
-                                           quantile=quantile, k=k, device=device, log=log)
+                                           quantile=quantile, k=k, device=device, log=_log)
         out.print(f"threshold {fitted.describe()}; {100 * (fitted.validation_flagged or 0):.1f}% of the validation "
                   f"normals are above it", markup=False, highlight=False)
     if inputs:
         found = anomaly.detect_paths(run, inputs, csv_path=csv_path, heatmaps=heatmaps, **how)
         fitted = found.threshold
-        for r in found.results:
-            if r.verdict == anomaly.UNREADABLE:
-                err.print(f"error: {r.note}", markup=False, highlight=False, soft_wrap=True)
-            elif as_json:
-                print(json.dumps({"path": r.path, "score": r.score, "score_kind": fitted.score,
-                                  "threshold": fitted.value, "verdict": r.verdict, "note": r.note,
-                                  "heatmap": r.heatmap}))
-            else:
-                note = f"  ({r.note})" if r.note else ""
-                print(f"{r.path}  {r.score:.6g}  {r.verdict}{note}")
-        scored = len(found.results) - len(found.unreadable)
-        log(f"{len(found.anomalous)} of {scored} image(s) anomalous; threshold {fitted.describe()}")
-        for written in (csv_path, heatmaps):
-            if written is not None:
-                log(f"wrote {written}")
+        _print_scores(found, as_json, [csv_path, heatmaps])
     if evaluate:
         if fitted is not None:
             how.update(refit=False, threshold_value=None)
@@ -102,30 +80,71 @@ def detect(
         from convae.report.page import write_report
 
         if result["file"].endswith(anomaly.EVAL_FILE):  # the run's own evaluation: its report section changed
-            result["report"] = str(write_report(run_dir))
+            result["report"] = str(write_report(run))
         if as_json:
             print(json.dumps(result))
         else:
-            print(f"{result['dataset']} test split: {result['normal_images']} normal "
-                  f"({', '.join(result['normal_classes'])}), {result['anomalous_images']} anomalous; "
-                  f"{result['score']} score")
-            print(f"AUROC {result['auroc']:.4f}  average precision {result['average_precision']:.4f}")
-            if "pixel_auroc" in result:
-                print(f"pixel AUROC {result['pixel_auroc']:.4f}  AUPRO (FPR ≤ {result['aupro_fpr_limit']}) "
-                      f"{result['aupro']:.4f}")
-            per = result.get("auroc_per_anomalous_class", {})
-            if "pixel_auroc" in result and per:
-                print(f"{'defect type':<16}{'image AUROC':>12}{'pixel AUROC':>13}{'AUPRO':>8}")
-                for name, value in per.items():
-                    pix = result["pixel_auroc_per_anomalous_class"].get(name)
-                    pro = result["aupro_per_anomalous_class"].get(name)
-                    print(f"{name:<16}{value:>12.4f}{'' if pix is None else f'{pix:>13.4f}'}"
-                          f"{'' if pro is None else f'{pro:>8.4f}'}")
-            print(f"at threshold {result['threshold']:.6g}: F1 {result['f1']:.4f}  precision {result['precision']:.4f}  "
-                  f"recall {result['recall']:.4f}  normal flagged {100 * result['false_positive_rate']:.1f}%")
-            for path in result.get("figures", []) + [result.get("file"), result.get("report")]:
-                if path:
-                    print(f"wrote {path}")
-    if inputs and found.unreadable:
+            _print_evaluation(result)
+    if found is not None and found.unreadable:
+        scored = len(found.results) - len(found.unreadable)
         raise ConvaeError(f"{len(found.unreadable)} of {len(found.results)} file(s) could not be read; "
-                          f"the other {len(found.results) - len(found.unreadable)} were scored")
+                          + (f"the other {scored} were scored" if scored else "nothing was scored"))
+
+
+def _refuse_with_onnx(*, inputs: bool, **given: bool) -> None:
+    """The exported graph holds its own score and threshold: flags that would change them are refused."""
+    clash = [f"--{'eval' if flag == 'evaluate' else flag}" for flag, on in given.items() if on]
+    if clash:
+        raise ConvaeError(f"{clash[0]} cannot go with --onnx: the exported graph holds its own score and threshold; "
+                          "drop it, or re-export after refitting")
+    if not inputs:
+        raise ConvaeError("detect --onnx needs images or folders to score")
+
+
+def _log(line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_scores(found: Any, as_json: bool, written: list[Path | None]) -> None:
+    """One line per image (a JSON object with --json); unreadable files on stderr, one line each."""
+    from convae.applications import anomaly
+
+    fitted = found.threshold
+    for r in found.results:
+        if r.verdict == anomaly.UNREADABLE:
+            err.print(f"error: {shown(r.note)}", markup=False, highlight=False, soft_wrap=True)
+        elif as_json:
+            print(json.dumps({"path": r.path, "score": r.score, "score_kind": fitted.score,
+                              "threshold": fitted.value, "verdict": r.verdict, "note": r.note,
+                              "heatmap": r.heatmap}))
+        else:
+            note = f"  ({r.note})" if r.note else ""
+            print(f"{shown(r.path)}  {r.score:.6g}  {r.verdict}{note}")
+    scored = len(found.results) - len(found.unreadable)
+    _log(f"{len(found.anomalous)} of {scored} image(s) anomalous; threshold {fitted.describe()}")
+    for path in written:
+        if path is not None:
+            _log(f"wrote {path}")
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    print(f"{result['dataset']} test split: {result['normal_images']} normal "
+          f"({', '.join(result['normal_classes'])}), {result['anomalous_images']} anomalous; "
+          f"{result['score']} score")
+    print(f"AUROC {result['auroc']:.4f}  average precision {result['average_precision']:.4f}")
+    if "pixel_auroc" in result:
+        print(f"pixel AUROC {result['pixel_auroc']:.4f}  AUPRO (FPR ≤ {result['aupro_fpr_limit']}) "
+              f"{result['aupro']:.4f}")
+    per = result.get("auroc_per_anomalous_class", {})
+    if "pixel_auroc" in result and per:
+        print(f"{'defect type':<16}{'image AUROC':>12}{'pixel AUROC':>13}{'AUPRO':>8}")
+        for name, value in per.items():
+            pix = result["pixel_auroc_per_anomalous_class"].get(name)
+            pro = result["aupro_per_anomalous_class"].get(name)
+            print(f"{name:<16}{value:>12.4f}{'' if pix is None else f'{pix:>13.4f}'}"
+                  f"{'' if pro is None else f'{pro:>8.4f}'}")
+    print(f"at threshold {result['threshold']:.6g}: F1 {result['f1']:.4f}  precision {result['precision']:.4f}  "
+          f"recall {result['recall']:.4f}  normal flagged {100 * result['false_positive_rate']:.1f}%")
+    for path in result.get("figures", []) + [result.get("file"), result.get("report")]:
+        if path:
+            print(f"wrote {path}")

@@ -85,28 +85,11 @@ def detect_paths(
     files = find_image_files(inputs)
     if not files:
         raise ConvaeError("detect needs image files or folders to score")
-    input_shape = run.config.input_shape
     tile = run_tile(run)
     if tile is not None and engine is not None:
         raise ConvaeError("--onnx scores at the run's patch size only; a patch-trained run scores whole images "
                           "in tiles with its torch model (drop --onnx)")
-    results: list[ImageResult] = []
-    loaded: list[tuple[int, torch.Tensor]] = []
-    for found in files:
-        result = ImageResult(path=str(found.path))
-        try:
-            if found.error:
-                raise DataError(f"{found.path}: {found.error}")
-            if tile is not None:  # whole images at their own size, in tiles; only the channels change
-                image, result.note = image_for_model(found.path, input_shape, keep_size=True)
-            else:
-                image, result.note = image_for_model(found.path, input_shape)
-            loaded.append((len(results), image))
-        except ConvaeError as error:
-            result.note = str(error)
-        results.append(result)
-    if not loaded:
-        raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
+    results, loaded = _read_files(files, run.config.input_shape, keep_size=tile is not None)
     if engine is not None:
         exported = engine.exported
         threshold = Threshold(value=float(exported.threshold), score=str(exported.score_kind), method="exported",
@@ -117,54 +100,91 @@ def detect_paths(
     target = pick_device(device) if engine is None else torch.device("cpu")
     model = run.model(target) if engine is None else None
     code_index = run_code_index(run, model, device=target, log=log) if model and threshold.score == HYBRID else None
-    heat_dir = Path(heatmaps) if heatmaps is not None else None
-    names = UniqueNames()
+    scorer = _Scorer(threshold, Path(heatmaps) if heatmaps is not None else None, target)
     if tile is not None:
         for position, image in loaded:
-            result = results[position]
-            error, output = tiled_error_map(model, image, threshold.score, tile, target)
-            result.score = peak_score(error)
-            result.verdict = ANOMALOUS if result.score > threshold.value else NORMAL
-            if heat_dir is not None:
-                result.heatmap = str(write_overlay(
-                    heat_dir / f"{names.take(Path(result.path).stem)}.png", image.float().div(255), error,
-                    scale=threshold.heatmap_scale or float(error.max().clamp(min=1e-8)),
-                    title=f"{Path(result.path).name}: {threshold.score} peak {result.score:.4g} "
-                          f"{'>' if result.verdict == ANOMALOUS else '<='} {threshold.value:.4g}, {result.verdict}",
-                    mask_level=threshold.pixel_threshold,
-                ))
-        loaded = []
-    images = torch.stack([image for _, image in loaded]) if loaded else torch.zeros(0)
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(target).float().div_(255)
-        scores, maps, outputs = error_maps(model, x, threshold.score, code_index) if engine is None else engine.detect(x)
-        if not bool(torch.isfinite(scores).all()):
-            raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
-        for offset in range(x.shape[0]):
-            result = results[loaded[start + offset][0]]
-            result.score = float(scores[offset])
-            result.verdict = ANOMALOUS if result.score > threshold.value else NORMAL
-            if heat_dir is not None:
-                name = names.take(Path(result.path).stem)
-                result.heatmap = str(write_heatmap(
-                    heat_dir / f"{name}.png", x[offset].cpu(), outputs[offset].clamp(0, 1).cpu(), maps[offset].cpu(),
-                    scale=threshold.heatmap_scale or float(maps.max().clamp(min=1e-8)),
-                    caption=f"{threshold.score} {result.score:.4g} {'>' if result.verdict == ANOMALOUS else '<='} "
-                            f"{threshold.value:.4g}: {result.verdict}",
-                ))
-                original = read_image(result.path)
-                if tuple(original.shape[1:]) != tuple(x.shape[-2:]):  # resized for the model: the map goes back
-                    error = F.interpolate(maps[offset][None, None].float().cpu(), size=tuple(original.shape[1:]),
-                                          mode="bilinear", align_corners=False)[0, 0]
-                    write_overlay(heat_dir / f"{name}_overlay.png", original.float().div(255), error,
-                                  scale=threshold.heatmap_scale or float(maps.max().clamp(min=1e-8)),
-                                  title=f"{Path(result.path).name}: {threshold.score} {result.score:.4g}, "
-                                        f"{result.verdict} (map from {x.shape[-2]}×{x.shape[-1]}, upsampled)",
-                                  mask_level=threshold.pixel_threshold)
-    detection = Detection(results, threshold, Path(csv_path) if csv_path else None, heat_dir)
+            scorer.tiled(results[position], model, image, tile)
+    else:
+        images = torch.stack([image for _, image in loaded])
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(target).float().div_(255)
+            found = error_maps(model, x, threshold.score, code_index) if engine is None else engine.detect(x)
+            scorer.batch([results[p] for p, _ in loaded[start:start + batch_size]], x, *found)
     if csv_path is not None:
         write_csv(Path(csv_path), results, threshold)
-    return detection
+    return Detection(results, threshold, Path(csv_path) if csv_path else None, scorer.heat_dir)
+
+
+def _read_files(files: Sequence[Any], input_shape: tuple[int, int, int],
+                keep_size: bool) -> tuple[list[ImageResult], list[tuple[int, torch.Tensor]]]:
+    """A result per file, and (position, image) for those that read; a tiled run keeps their size."""
+    results: list[ImageResult] = []
+    loaded: list[tuple[int, torch.Tensor]] = []
+    for found in files:
+        result = ImageResult(path=str(found.path))
+        try:
+            if found.error:
+                raise DataError(f"{found.path}: {found.error}")
+            image, result.note = image_for_model(found.path, input_shape, keep_size=keep_size)
+            loaded.append((len(results), image))
+        except ConvaeError as error:
+            result.note = str(error)
+        results.append(result)
+    if not loaded:
+        raise ConvaeError(f"none of the {len(files)} file(s) could be read as an image (first: {results[0].note})")
+    return results, loaded
+
+
+class _Scorer:
+    """Scores and verdicts against one threshold, and each image's heatmaps when asked for."""
+
+    def __init__(self, threshold: Threshold, heat_dir: Path | None, target: torch.device) -> None:
+        self.threshold, self.heat_dir, self.target = threshold, heat_dir, target
+        self.names = UniqueNames()
+
+    def _judge(self, result: ImageResult, score: float) -> str:
+        result.score = score
+        result.verdict = ANOMALOUS if score > self.threshold.value else NORMAL
+        return ">" if result.verdict == ANOMALOUS else "<="
+
+    def tiled(self, result: ImageResult, model: Any, image: torch.Tensor, tile: tuple[int, int]) -> None:
+        """A whole image at its own size, in tiles: the peak of its blurred error map."""
+        t = self.threshold
+        error, _ = tiled_error_map(model, image, t.score, tile, self.target)
+        sign = self._judge(result, peak_score(error))
+        if self.heat_dir is not None:
+            result.heatmap = str(write_overlay(
+                self.heat_dir / f"{self.names.take(Path(result.path).stem)}.png", image.float().div(255), error,
+                scale=t.heatmap_scale or float(error.max().clamp(min=1e-8)),
+                title=f"{Path(result.path).name}: {t.score} peak {result.score:.4g} {sign} {t.value:.4g}, "
+                      f"{result.verdict}",
+                mask_level=t.pixel_threshold,
+            ))
+
+    def batch(self, results: list[ImageResult], x: torch.Tensor, scores: torch.Tensor, maps: torch.Tensor,
+              outputs: torch.Tensor) -> None:
+        """A batch at the model's size; a resized image also gets its map drawn back on the original."""
+        if not bool(torch.isfinite(scores).all()):
+            raise ConvaeError("the model produced NaN or Inf reconstructions; its scores cannot be used")
+        t = self.threshold
+        scale = t.heatmap_scale or float(maps.max().clamp(min=1e-8))
+        for offset, result in enumerate(results):
+            sign = self._judge(result, float(scores[offset]))
+            if self.heat_dir is None:
+                continue
+            name = self.names.take(Path(result.path).stem)
+            result.heatmap = str(write_heatmap(
+                self.heat_dir / f"{name}.png", x[offset].cpu(), outputs[offset].clamp(0, 1).cpu(), maps[offset].cpu(),
+                scale=scale, caption=f"{t.score} {result.score:.4g} {sign} {t.value:.4g}: {result.verdict}",
+            ))
+            original = read_image(result.path)
+            if tuple(original.shape[1:]) != tuple(x.shape[-2:]):  # resized for the model: the map goes back
+                error = F.interpolate(maps[offset][None, None].float().cpu(), size=tuple(original.shape[1:]),
+                                      mode="bilinear", align_corners=False)[0, 0]
+                write_overlay(self.heat_dir / f"{name}_overlay.png", original.float().div(255), error, scale=scale,
+                              title=f"{Path(result.path).name}: {t.score} {result.score:.4g}, "
+                                    f"{result.verdict} (map from {x.shape[-2]}×{x.shape[-1]}, upsampled)",
+                              mask_level=t.pixel_threshold)
 
 
 CSV_COLUMNS = ("path", "score", "score_kind", "threshold", "verdict", "note", "heatmap")

@@ -89,29 +89,11 @@ def evaluate_detection(
     labelled images are anomalous. Writes ``figures/detect-roc.png`` and
     ``figures/detect-scores.png``; the report's anomaly section shows them.
     """
-    from sklearn.metrics import roc_auc_score
-
     run = open_detector_run(run_dir)
-    config, cfg = run.config, run.config.training
-    spec = dataset or cfg.dataset
-    tile = run_tile(run)
-    if dataset is None:
-        data = run.splits().test
-    else:  # another dataset, converted to the run's input shape (a patch run: only its channels)
-        channels, height, width = config.input_shape
-        data = load_dataset(spec, "test", data_dir=run.data_dir or cfg.data_dir, channels=channels,
-                            image_size=cfg.image_size if tile else (height, width), any_size=tile is not None)
+    config, spec, tile = run.config, dataset or run.config.training.dataset, run_tile(run)
+    data = _test_split(run, dataset, spec)
     normal = _normal_indices(config, data, normal_classes, spec)
-    own = config.normal_class_names()
-    chosen = [data.classes[i] for i in normal]
-    eval_file = EVAL_FILE
-    if normal_classes is not None and chosen != own:
-        # Another question than the run's own: answered beside the stored evaluation, never over it.
-        eval_file = EVAL_FILE.replace(".json", f"-normal-{'-'.join(map(str, normal))}.json")
-        if log:
-            log(f"warning: evaluating with normal classes {', '.join(chosen)}, not the run's own "
-                f"({', '.join(own) if own else 'every class'}); writing {run.path / eval_file}, the stored "
-                f"evaluation is kept")
+    eval_file = _eval_file(run, data, normal, normal_classes, log)
     if log:
         log(class_listing(list(data.classes), normal))
     known = data.labels >= 0
@@ -134,24 +116,12 @@ def evaluate_detection(
         scores = score_images(model, data.images, threshold.score, batch_size=batch_size, device=target,
                               index=code_index)
     result: dict[str, Any] = {
-        "run": str(run.path),
-        "dataset": spec,
-        "split": "test",
-        "score": threshold.score,
+        "run": str(run.path), "dataset": spec, "split": "test", "score": threshold.score,
         "normal_classes": [data.classes[i] for i in normal],
         **detection_metrics(scores, labels, threshold.value),
         "threshold_fit": threshold.to_dict(),
+        "auroc_per_anomalous_class": _auroc_per_class(scores, labels, data, normal),
     }
-    per_class = {}
-    normal_mask = labels == 0
-    for class_index, name in enumerate(data.classes):
-        if class_index in normal:
-            continue
-        mask = data.labels.numpy() == class_index
-        if mask.any():
-            keep = mask | normal_mask
-            per_class[name] = float(roc_auc_score(labels[keep], scores[keep]))
-    result["auroc_per_anomalous_class"] = per_class
     if data.masks is not None and maps is not None:
         result.update(segmentation_metrics(maps, data.masks, data.labels.numpy(), normal, list(data.classes)))
     if figures and eval_file == EVAL_FILE:
@@ -163,6 +133,43 @@ def evaluate_detection(
             masks=data.masks)))
     result["file"] = str(run.write_json(eval_file, result))
     return result
+
+
+def _test_split(run: Run, dataset: str | None, spec: str) -> ImageSet:
+    """The run's own test split, or another dataset's converted to the run's input (a patch run: its channels)."""
+    if dataset is None:
+        return run.splits().test
+    cfg, tile = run.config.training, run_tile(run)
+    channels, height, width = run.config.input_shape
+    return load_dataset(spec, "test", data_dir=run.data_dir or cfg.data_dir, channels=channels,
+                        image_size=cfg.image_size if tile else (height, width), any_size=tile is not None)
+
+
+def _eval_file(run: Run, data: ImageSet, normal: list[int], given: Sequence[int | str] | None,
+               log: Callable[[str], None] | None) -> str:
+    """detect-eval.json, or, for another question than the run's own, a file beside it (never over it)."""
+    own, chosen = run.config.normal_class_names(), [data.classes[i] for i in normal]
+    if given is None or chosen == own:
+        return EVAL_FILE
+    eval_file = EVAL_FILE.replace(".json", f"-normal-{'-'.join(map(str, normal))}.json")
+    if log:
+        log(f"warning: evaluating with normal classes {', '.join(chosen)}, not the run's own "
+            f"({', '.join(own) if own else 'every class'}); writing {run.path / eval_file}, the stored "
+            f"evaluation is kept")
+    return eval_file
+
+
+def _auroc_per_class(scores: np.ndarray, labels: np.ndarray, data: ImageSet, normal: list[int]) -> dict[str, float]:
+    """Each anomalous class's AUROC against all the normal images."""
+    from sklearn.metrics import roc_auc_score
+
+    per_class, normal_mask = {}, labels == 0
+    for class_index, name in enumerate(data.classes):
+        mask = data.labels.numpy() == class_index
+        if class_index not in normal and mask.any():
+            keep = mask | normal_mask
+            per_class[name] = float(roc_auc_score(labels[keep], scores[keep]))
+    return per_class
 
 
 def segmentation_metrics(maps: torch.Tensor, masks: torch.Tensor, class_labels: np.ndarray, normal: list[int],
