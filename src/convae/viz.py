@@ -19,7 +19,8 @@ from convae.core.atomic import atomic_write_bytes
 def figure_png(fig: "plt.Figure", dpi: int = 110) -> bytes:
     """The figure as PNG bytes (closed afterwards): for pages that embed it without a file."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    # The PNG text chunk that marks a picture as convae's (convae.core.outputs.PNG_MARK).
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": "convae"})
     plt.close(fig)
     return buffer.getvalue()
 

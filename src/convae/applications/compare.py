@@ -16,6 +16,7 @@ from convae.core.atomic import atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.core.html import escape, png_figure, rows_table
+from convae.core.outputs import check_output_file
 from convae.data.convert import convert_images
 from convae.run import Run
 
@@ -30,6 +31,8 @@ def compare_runs(paths: Sequence[str | Path], *, out: str | Path | None = None, 
     """The comparison as data (and as a page when ``out`` is given)."""
     if len(paths) < 2:
         raise ConvaeError("compare needs at least two run directories")
+    if out is not None:
+        check_output_file(Path(out), "--out", "compare-html")
     runs = [Run.open(path) for path in paths]
     names = _names(runs)
     rows = []

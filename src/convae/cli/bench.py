@@ -28,7 +28,11 @@ def speed(
     """Time convae's Trainer against the reference DataLoader loop on the same models, side by side."""
     from convae.bench import speed as suite
     from convae.core.atomic import atomic_write_text
+    from convae.core.outputs import check_output_file, check_output_folder
 
+    check_output_folder(out_dir, "--out")
+    check_output_file(out_dir / "speed.json", "--out", "speed-json")
+    check_output_file(out_dir / "speed.md", "--out", "speed-md")
     chosen = [name.strip() for name in jobs.split(",") if name.strip()] if jobs else None
     names, counts, subsets = suite.plan(chosen, quick, epochs)
     results = suite.run_suite(names, data_dir=str(data_dir) if data_dir else None, epochs=counts, subsets=subsets,

@@ -19,7 +19,7 @@ from convae.core.errors import RunError
 from convae.core.faults import fault_point
 
 #: errno values that mean "the disk (or quota) is full": reported in one line, old file kept.
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -53,6 +53,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, sync: bool = True
             raise RunError(
                 f"{path}: disk full while writing it ({os.strerror(full.errno)}); the previous version was kept"
             ) from None
+        if isinstance(full, OSError) and full.errno == errno.EFBIG:
+            raise RunError(f"{path}: the file-size limit was reached while writing it (ulimit -f, or the "
+                           "filesystem's largest file); the previous version was kept") from None
         raise
     if not sync:
         return

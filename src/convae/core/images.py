@@ -43,8 +43,14 @@ def png_bytes(image: torch.Tensor | np.ndarray) -> bytes:
         array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    from PIL.PngImagePlugin import PngInfo
+
+    from convae.core.outputs import PNG_MARK
+
+    info = PngInfo()
+    info.add_text(*PNG_MARK)  # how a later run knows this picture is convae's to overwrite
     buffer = io.BytesIO()
-    Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG")
+    Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -165,8 +165,13 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock so two trainers never write one run directory."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK, "a+")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir}: exists and is not a folder; a run directory is a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")
+    except OSError as error:  # read-only filesystem, /proc, no permission, ...
+        raise RunError(f"--out {run_dir}: cannot make a run directory there ({error.strerror or error})") from None
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -26,6 +26,7 @@ from convae.core.atomic import atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
 from convae.core.images import UniqueNames
+from convae.core.outputs import check_output_file, check_output_folder, check_output_picture
 from convae.data.files import find_image_files, image_for_model, read_image
 from convae.run import Run
 
@@ -81,6 +82,10 @@ def detect_paths(
     exported detect graph, convae.applications.export.OnnxModel) scores in place of the torch
     model, with the threshold and score kind that are inside it.
     """
+    if csv_path is not None:
+        check_output_file(Path(csv_path), "--csv", "detect-csv")
+    if heatmaps is not None:
+        check_output_folder(Path(heatmaps), "--heatmaps")
     run = open_detector_run(run_dir)
     files = find_image_files(inputs)
     if not files:
@@ -142,6 +147,12 @@ class _Scorer:
         self.threshold, self.heat_dir, self.target = threshold, heat_dir, target
         self.names = UniqueNames()
 
+    @staticmethod
+    def _refuse_foreign(*paths: Path) -> None:
+        """Checked before the first picture of an image is drawn: nothing of the user's is overwritten."""
+        for path in paths:
+            check_output_picture(path)
+
     def _judge(self, result: ImageResult, score: float) -> str:
         result.score = score
         result.verdict = ANOMALOUS if score > self.threshold.value else NORMAL
@@ -153,8 +164,10 @@ class _Scorer:
         error, _ = tiled_error_map(model, image, t.score, tile, self.target)
         sign = self._judge(result, peak_score(error))
         if self.heat_dir is not None:
+            destination = self.heat_dir / f"{self.names.take(Path(result.path).stem)}.png"
+            self._refuse_foreign(destination, destination.with_name(f"{destination.stem}_mask.png"))
             result.heatmap = str(write_overlay(
-                self.heat_dir / f"{self.names.take(Path(result.path).stem)}.png", image.float().div(255), error,
+                destination, image.float().div(255), error,
                 scale=t.heatmap_scale or float(error.max().clamp(min=1e-8)),
                 title=f"{Path(result.path).name}: {t.score} peak {result.score:.4g} {sign} {t.value:.4g}, "
                       f"{result.verdict}",
@@ -173,6 +186,8 @@ class _Scorer:
             if self.heat_dir is None:
                 continue
             name = self.names.take(Path(result.path).stem)
+            self._refuse_foreign(*(self.heat_dir / f"{name}{end}" for end in (".png", "_overlay.png",
+                                                                             "_overlay_mask.png")))
             result.heatmap = str(write_heatmap(
                 self.heat_dir / f"{name}.png", x[offset].cpu(), outputs[offset].clamp(0, 1).cpu(), maps[offset].cpu(),
                 scale=scale, caption=f"{t.score} {result.score:.4g} {sign} {t.value:.4g}: {result.verdict}",

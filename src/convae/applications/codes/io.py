@@ -29,6 +29,7 @@ from convae.core.atomic import atomic_write_bytes, atomic_write_text
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
 from convae.core.images import UniqueNames, to_uint8, write_png
+from convae.core.outputs import check_output_file, check_output_folder, check_output_picture
 from convae.data import ImageSet, load_dataset
 from convae.data.convert import convert_images
 from convae.data.files import find_image_files, image_for_model
@@ -155,6 +156,7 @@ def encode_run(
     fmt = fmt or ("bin" if out.suffix.lower() in (".cvc", ".bin") else "npz")
     if fmt not in ("npz", "bin"):
         raise ConvaeError(f"--format must be npz or bin, got {fmt!r}")
+    check_output_file(out, "--out", "codes")
     run = open_code_run(run_dir, "convae encode")
     target = pick_device(device)
     model, config = run.model(target), run.config
@@ -200,8 +202,7 @@ def decode_file(run_dir: str | Path | Run, codes_path: str | Path, out_dir: str 
     check_same_run(codes, run.digest, codes_path, run_dir)
     check_code_shape(model, codes, run.config.input_shape, codes_path)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
+    check_output_folder(out_dir, "--out")
     tiles = codes.source.get("tiles")
     names = [t["name"] for t in tiles] if tiles else codes.output_names()
     if tiles and sum(len(t["places"]) for t in tiles) != len(codes):
@@ -210,6 +211,7 @@ def decode_file(run_dir: str | Path | Run, codes_path: str | Path, out_dir: str 
         relative = Path(name)
         if (not tiles and len(names) != len(codes)) or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png":
             raise DataError(f"{codes_path}: refusing output name {name!r} (must be a relative .png path inside --out)")
+        check_output_picture(out_dir / name)
     outputs = decode_codes(model, codes, target)
     if tiles:  # a patch run's codes: each image put back together from its tiles, at its own size
         start, whole = 0, []
@@ -231,6 +233,7 @@ def embed_run(run_dir: str | Path | Run, out: str | Path, *, dataset: str | None
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".npz"):
         raise ConvaeError(f"--out {out}: must end in .csv or .npz")
+    check_output_file(out, "--out", "embedding")
     run = open_code_run(run_dir, "convae embed")
     target = pick_device(device)
     model = run.model(target)

@@ -34,6 +34,7 @@ from convae.applications.anomaly.threshold import THRESHOLD_FILE, load_threshold
 from convae.applications.export.graphs import DecodeGraph, DetectGraph, EncodeGraph, switch_names
 from convae.core.atomic import atomic_write_bytes
 from convae.core.errors import ConvaeError
+from convae.core.outputs import check_output_file
 from convae.models import SwitchedCode, code_values
 from convae.run import AUTOENCODER, CLASSIFIER, Run
 
@@ -92,6 +93,7 @@ def export_run(run_dir: str | Path | Run, out: str | Path, what: str | None = No
         raise ConvaeError(f"--out {out}: is a folder; give a file name such as {out / 'model.onnx'}")
     if not out.parent.is_dir():
         raise ConvaeError(f"--out {out}: the folder {out.parent} does not exist")
+    check_output_file(out, "--out", "onnx")
     onnx = _onnx()
     metadata = _metadata(run, what)
     graph, inputs, outputs, example, extra = _graph(run, what, log)

@@ -14,6 +14,7 @@ from convae.applications.tiles import apply_tiled
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.core.images import UniqueNames, luma, write_png
+from convae.core.outputs import check_output_folder, check_output_picture
 from convae.data.files import find_image_files, read_image
 from convae.run import AUTOENCODER, Run
 
@@ -129,8 +130,7 @@ def restore_files(
         hint = f"use `convae {run_task}`" if run_task in FILE_TASKS else f"train one with --task {task}"
         raise ConvaeError(f"{run.path}: a {run_task} run, not a {task} run; {hint}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConvaeError(f"--out {out_dir}: exists and is not a folder")
+    check_output_folder(out_dir, "--out")
     batch = _Batch(model, target)
     planner = _Planner(model, run, task, target, engine is not None)
     results: list[dict[str, Any]] = []
@@ -145,6 +145,7 @@ def restore_files(
             destination = out_dir / names.take(found.output_name().as_posix())
             if destination.exists() and destination.resolve() == found.path.resolve():
                 raise ConvaeError("refusing to overwrite the input with its result; pick another --out")
+            check_output_picture(destination)
             x, plan, entry["note"] = planner.prepare(found.path)
         except ConvaeError as error:  # the CLI names the file itself
             entry["error"] = str(error).removeprefix(f"{found.path}: ")
