@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,8 @@ def test_binary_header_is_small_and_documented():
     assert struct.unpack("<I", data[16:20])[0] == 10
     header = 20 + 2 * 1 + 1 + 4 * 6  # fixed part, shape, switch-level count, float16 lo+step
     (payload,) = struct.unpack("<I", data[header:header + 4])
-    assert len(data) == header + 4 + payload
+    assert len(data) == header + 4 + payload + 4  # the CRC-32 of everything before it closes the file
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert payload <= (10 * 6 * 4 + 7) // 8  # packed at 4 bits (zlib only when smaller)
 
 

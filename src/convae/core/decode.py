@@ -8,9 +8,10 @@ colour"). Alpha is dropped (not composited); 16-bit gray is scaled to 8 bits.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 #: Refuse images with more pixels than this (decompression bombs, absurd scans); such files
 #: are reported as bad and skipped, like truncated ones.
@@ -84,8 +85,34 @@ def gray_from_rgb(array: np.ndarray) -> np.ndarray:
 MIN_SIDE = 2
 
 
-def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool]:
-    """Decode ``path`` to (uint8 array, is_colour); raise :class:`BadImage` with a reason."""
+#: EXIF orientations (5–8) that turn the picture a quarter: its stored H and W swap on screen.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
+EXIF_ORIENTATION = 0x0112
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation a viewer applies (1: as stored)."""
+    try:
+        return int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a damaged EXIF block: show it as stored, as viewers do
+        return 1
+
+
+def _say(note: str, path: str | os.PathLike[str], notes: list[str] | None) -> None:
+    if notes is not None:
+        notes.append(note)
+    else:
+        warnings.warn(f"{os.fspath(path)}: {note}", DataWarning, stacklevel=4)
+
+
+def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS,
+                 notes: list[str] | None = None) -> tuple[np.ndarray, bool]:
+    """Decode ``path`` to (uint8 array, is_colour) as a viewer shows it; raise :class:`BadImage` with a reason.
+
+    The EXIF orientation is applied (a phone photo stored sideways comes out upright). An
+    animated image gives its first frame and says so: in ``notes`` when the caller collects
+    them, else as a DataWarning.
+    """
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -98,6 +125,12 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> 
             if min(w, h) < MIN_SIDE:
                 raise BadImage(f"image is too small to use ({h}×{w} pixels, H×W; each side needs {MIN_SIDE} or more)")
             im.load()
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            if frames > 1:
+                _say(f"animated image: used the first of its {frames} frames", path, notes)
+            turn = orientation(im)
+            if turn != 1:
+                im = ImageOps.exif_transpose(im)
             return _to_array(im)
     except BadImage:
         raise

@@ -64,8 +64,10 @@ def find_image_files(inputs: Iterable[str | Path]) -> list[FoundFile]:
     return found
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 C×H×W (C is 1 or 3) of one image file, or DataError naming the file and the reason."""
+def read_image(path: str | Path, notes: list[str] | None = None) -> torch.Tensor:
+    """uint8 C×H×W (C is 1 or 3) of one image file as a viewer shows it (EXIF orientation applied),
+    or DataError naming the file and the reason. ``notes`` collects what the reading changed
+    (an animated image's first frame); without it such a note is a DataWarning."""
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
@@ -74,7 +76,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"{path}: not a file")
     try:
-        array, _ = decode_image(path)
+        array, _ = decode_image(path, notes=notes)
     except BadImage as error:
         raise DataError(f"{path}: not a readable image ({error})") from None
     tensor = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True))
@@ -100,10 +102,11 @@ def image_for_model(path: str | Path, input_shape: Sequence[int], keep_size: boo
     """
     from convae.data.convert import convert_images
 
-    image = read_image(path)
+    notes: list[str] = []
+    image = read_image(path, notes)
     channels, height, width = (int(v) for v in input_shape)
     if keep_size:
         height, width = image.shape[1], image.shape[2]
-    note = conversion_note(tuple(image.shape), (channels, height, width))
+    note = "; ".join(filter(None, [*notes, conversion_note(tuple(image.shape), (channels, height, width))]))
     converted = convert_images(image.unsqueeze(0), channels, (height, width))[0]
     return converted.contiguous(), note

@@ -19,7 +19,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from convae.core.decode import COLOUR_MODES_AS_IS, GRAY_MODES_VIA_L, MAX_PIXELS, SIXTEEN_BIT, BadImage, DataWarning
+from convae.core.decode import (
+    COLOUR_MODES_AS_IS,
+    GRAY_MODES_VIA_L,
+    MAX_PIXELS,
+    QUARTER_TURNS,
+    SIXTEEN_BIT,
+    BadImage,
+    DataWarning,
+    orientation,
+)
 from convae.core.decode import decode_image as decode_image
 from convae.core.errors import DataError
 from convae.data.convert import resize_images, to_channels
@@ -171,10 +180,13 @@ def header(path: str) -> tuple[int, int, bool] | str:
     try:
         with Image.open(path) as image:
             mode = image.mode
+            height, width = image.height, image.width
+            if orientation(image) in QUARTER_TURNS:  # shown turned a quarter: H and W swap
+                height, width = width, height
             if mode in ("P", "PA"):
                 colour = _try_decode(path)
-                return (image.height, image.width, colour[1]) if not isinstance(colour, str) else colour
-            return (image.height, image.width, mode in COLOUR_MODES_AS_IS or mode not in _GRAY_HEADER_MODES)
+                return (height, width, colour[1]) if not isinstance(colour, str) else colour
+            return (height, width, mode in COLOUR_MODES_AS_IS or mode not in _GRAY_HEADER_MODES)
     except Exception:
         reason = _try_decode(path)
         return reason if isinstance(reason, str) else "unreadable header"

@@ -147,12 +147,21 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise RunError(f"{path}:{number}: not a JSON line") from None
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RunError(f"{path}:{number}: not UTF-8 text; `convae train --out {path.parent} --resume` "
+                           "rewrites the log from the checkpoint") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise RunError(f"{path}:{number}: not a JSON line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise RunError(f"{path}:{number}: not a metrics row (a JSON object with an epoch)")
+        rows.append(row)
     return rows
 
 

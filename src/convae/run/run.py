@@ -8,6 +8,7 @@ write named artifacts; no application rebuilds a model, a split or a hash on its
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -218,11 +219,39 @@ class Run:
         return self.path / name
 
     def read_json(self, name: str) -> Any | None:
+        """An artifact the run wrote (an evaluation, a rate table), checked before a verb trusts it:
+        a JSON object whose numbers are finite, and whose shares (AUROC, accuracy, F1 ...) are in [0, 1]."""
         path = self.path / name
-        return read_json(path) if path.exists() else None
+        if not path.exists():
+            return None
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: not a convae result (a JSON object); run the verb that writes it again")
+        check_numbers(data, path)
+        return data
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
+
+
+#: Result fields that are shares: anything outside [0, 1] there is damage, not a result.
+SHARES = frozenset({"auroc", "average_precision", "accuracy", "f1", "precision", "recall", "pixel_auroc", "aupro",
+                    "false_positive_rate", "test_accuracy"})
+
+
+def check_numbers(value: Any, path: Path, where: str = "") -> None:
+    """Every number in ``value`` finite, and every share in [0, 1]; else one line naming the field."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_numbers(item, path, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_numbers(item, path, f"{where}[{i}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RunError(f"{path}: {where} is {value}, not a finite number; run the verb that writes it again")
+        if where.rsplit(".", 1)[-1] in SHARES and not 0.0 <= value <= 1.0:
+            raise RunError(f"{path}: {where} is {value}, outside [0, 1]; run the verb that writes it again")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:

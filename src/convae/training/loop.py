@@ -142,6 +142,17 @@ class Trainer:
             last = metrics[-1] if metrics else {}
             return run.task.finish(run.model, self.run_dir, last) if self.ranks.is_main else last
 
+    def _resumed_rows(self, state: dict[str, Any], epoch: int) -> list[dict[str, Any]]:
+        """The finished epochs' rows: the checkpoint's own copy, which is rewritten over a damaged log."""
+        try:
+            logged = read_metrics(self.run_dir)
+        except RunError as error:
+            if "metrics" not in state:
+                raise
+            self.say(f"{error}; rewriting {METRICS} from the checkpoint's own history")
+            logged = []
+        return list(state["metrics"]) if "metrics" in state else [r for r in logged if r["epoch"] <= epoch]
+
     # -- the phases -------------------------------------------------------------------
     def _setup(self) -> "_Setup":
         """Threads and seeds, the data once as uint8, the model, its optimizer and how steps run."""
@@ -181,8 +192,7 @@ class Trainer:
                 totals = EpochTotals.from_state(state, task.extra_sums, self.device)
             # The state's own copy of the rows wins: a kill between state.pt and
             # metrics.jsonl must neither lose nor repeat an epoch.
-            metrics = (list(state["metrics"]) if "metrics" in state
-                       else [r for r in read_metrics(self.run_dir) if r["epoch"] <= epoch])
+            metrics = self._resumed_rows(state, epoch)
             if self.ranks.is_main:
                 write_metrics(self.run_dir, metrics)
                 # A kill after the checkpoint but before the CSV: the spreadsheet catches up too.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,10 +130,20 @@ class CodeIndex:
                     raise ConvaeError(f"{path}: code index version {int(data['version'])}, expected {FORMAT_VERSION}")
                 scalars = {key: float(data[key]) for key in ("weight", "ssim_mean", "ssim_std", "distance_mean",
                                                               "distance_std")}
-                return cls(codes=data["codes"], center=data["center"], scale=data["scale"],
-                           neighbours=int(data["neighbours"]), weights_sha256=str(data["weights_sha256"]), **scalars)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                arrays = {key: np.asarray(data[key]) for key in ("codes", "center", "scale")}
+                neighbours = int(data["neighbours"])
+                weights = str(data["weights_sha256"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise ConvaeError(f"{path}: not a readable code index ({error})") from None
+        for key, value in [*scalars.items(), *arrays.items()]:
+            if not np.isfinite(value).all():
+                raise ConvaeError(f"{path}: {key} holds NaN or Inf; the index is rebuilt from the weights")
+        for key in ("ssim_std", "distance_std"):
+            if scalars[key] <= 0:
+                raise ConvaeError(f"{path}: {key} must be positive, got {scalars[key]}")
+        if neighbours < 1 or (arrays["scale"] <= 0).any():
+            raise ConvaeError(f"{path}: neighbours and scale must be positive")
+        return cls(**arrays, neighbours=neighbours, weights_sha256=weights, **scalars)
 
 
 def _spread(values: np.ndarray, what: str) -> float:

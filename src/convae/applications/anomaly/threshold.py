@@ -22,12 +22,20 @@ import numpy as np
 import torch
 
 from convae.applications.anomaly.runs import normal_splits, open_detector_run, run_tile
-from convae.applications.anomaly.scores import DEFAULT_SCORE, HYBRID, check_score_kind, run_code_index, score_images
+from convae.applications.anomaly.scores import (
+    DEFAULT_SCORE,
+    HYBRID,
+    SCORE_KINDS,
+    check_score_kind,
+    run_code_index,
+    score_images,
+)
 from convae.core.atomic import read_json
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.data import ImageSet
 from convae.run import Run
+from convae.run.fields import Field, Sources, check_fields
 
 THRESHOLD_METHODS = ("quantile", "meanstd", "f1")
 THRESHOLD_FILE = "threshold.json"
@@ -68,9 +76,27 @@ class Threshold:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Threshold":
+    def from_dict(cls, data: dict[str, Any], origin: str | None = None) -> "Threshold":
+        """Field by field: a stored threshold of NaN would call every image normal, so each value
+        is checked for its type and range, naming ``origin`` (the file) and the field."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if origin is not None:
+            sources = Sources({key: f"{origin}: {key}" for key in values})
+            values = check_fields(values, THRESHOLD_FIELDS, sources)
+            if values.get("score") not in SCORE_KINDS:
+                raise ConvaeError(f"{origin}: score must be one of {', '.join(SCORE_KINDS)}, got {values.get('score')!r}")
+        return cls(**values)
+
+
+#: What a stored threshold.json may hold (checked on every read).
+THRESHOLD_FIELDS = {
+    "value": Field("float"), "score": Field("str"), "method": Field("str"), "quantile": Field("float", low=0, high=1),
+    "k": Field("float"), "validation_images": Field("int", low=0), "validation_anomalies": Field("int", low=0),
+    "validation_flagged": Field("float", low=0, high=1), "fitted_on": Field("str"), "normal_mean": Field("float"),
+    "normal_std": Field("float", low=0), "f1": Field("float", low=0, high=1),
+    "heatmap_scale": Field("float", low=0), "pixel_threshold": Field("float"), "fitted_at": Field("str"),
+}
 
 
 def verdicts(scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -232,7 +258,7 @@ def load_threshold(run_dir: str | Path) -> Threshold | None:
     data = read_json(path)
     if not isinstance(data, dict) or "value" not in data or "score" not in data:
         raise ConvaeError(f"{path}: not a threshold file (needs 'value' and 'score'); refit with convae detect --fit")
-    return Threshold.from_dict(data)
+    return Threshold.from_dict(data, origin=str(path))
 
 
 def resolve_threshold(

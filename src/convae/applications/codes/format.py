@@ -5,11 +5,11 @@ values, the per-channel dequantization (``lo`` and ``step``), the max-pool switc
 ``unpool`` presets, and the hash of the weights that produced it. This module only moves a
 CodeSet to and from bytes; the model side (encode, quantize, decode) is in ``codes.py``.
 
-Binary layout of ``.cvc``, version 1 (all integers little-endian)::
+Binary layout of ``.cvc``, version 2 (all integers little-endian)::
 
     offset size  field
     0      4     magic  b"\\x89CVC"  (the high byte catches text-mode mangling, as PNG's does)
-    4      1     format version (1)
+    4      1     format version (2)
     5      1     bits per code value: 4, 6, 8, or 32 (float32, not quantized)
     6      1     flags: bit 0 payload is zlib-compressed, bit 1 a metadata block follows the payload
     7      1     ndim of one image's code shape
@@ -25,6 +25,10 @@ Binary layout of ``.cvc``, version 1 (all integers little-endian)::
                  when that is smaller (flag bit 0)
     ..     4+M   only with flag bit 1: metadata length and a zlib-compressed UTF-8 JSON object
                  (the image names or the dataset source, so decode can name its PNGs)
+    ..     4     CRC-32 (zlib's) of every byte before it: a flipped byte anywhere is refused
+
+Version 1 had no checksum; such files are refused with a word to re-encode them. The ``.npz``
+form carries a SHA-256 over its arrays (``checksum``), checked the same way.
 
 Every reading problem (wrong magic, another format version, a truncated or corrupt file)
 raises :class:`~convae.core.errors.DataError` with one line naming the file.
@@ -32,6 +36,7 @@ raises :class:`~convae.core.errors.DataError` with one line naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -48,7 +53,7 @@ from convae.core.atomic import atomic_write, atomic_write_bytes
 from convae.core.errors import DataError
 
 MAGIC = b"\x89CVC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NPZ_FORMAT = "convae-codes"
 BITS_CHOICES = (4, 6, 8, 32)
 FLAG_ZLIB = 1
@@ -183,7 +188,8 @@ def to_bytes(codes: CodeSet, meta: dict[str, Any] | None = None) -> bytes:
         block = zlib.compress(json.dumps(meta, separators=(",", ":")).encode("utf-8"), 9)
         tail, flags = struct.pack("<I", len(block)) + block, flags | FLAG_META
     head[6] = flags
-    return bytes(head) + struct.pack("<I", len(raw)) + raw + tail
+    body = bytes(head) + struct.pack("<I", len(raw)) + raw + tail
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def from_bytes(data: bytes, name: str | Path) -> CodeSet:
@@ -237,8 +243,12 @@ def from_bytes(data: bytes, name: str | Path) -> CodeSet:
             meta = json.loads(zlib.decompress(reader.take(meta_length)).decode("utf-8"))
         except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise DataError(f"{name}: corrupt metadata block ({error})") from None
+    (crc,) = reader.unpack(struct.Struct("<I"))
     if reader.offset != len(data):
         raise DataError(f"{name}: {len(data) - reader.offset} unexpected bytes after the end of the code file")
+    if crc != zlib.crc32(data[:-4]):
+        raise DataError(f"{name}: checksum mismatch, the file was changed or damaged after convae wrote it; "
+                        "nothing was decoded")
     return CodeSet(q, bits, lo, step, hash8.hex(), switches, names=meta.get("names"),
                    ids=meta.get("ids"), source=meta.get("source", {}))
 
@@ -281,23 +291,42 @@ def to_npz(codes: CodeSet) -> bytes:
     for i, level in enumerate(codes.switches):
         arrays[f"switch{i}_positions"] = level.positions
         arrays[f"switch{i}_meta"] = np.array([level.kernel, *level.pre_size], dtype=np.int64)
+    arrays["checksum"] = np.array(arrays_checksum(arrays))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array but ``checksum``: name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != "checksum"):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def from_npz(data: bytes, name: str | Path) -> CodeSet:
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{name}: not a readable .npz code file ({error})") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, KeyError, struct.error,
+            UnicodeDecodeError, NotImplementedError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"{name}: not a readable .npz code file ({reason})") from None
     if str(arrays.get("format", "")) != NPZ_FORMAT:
         raise DataError(f"{name}: an .npz file, but not a convae code file (no format={NPZ_FORMAT!r} entry)")
-    version = int(arrays.get("version", -1))
+    try:
+        version = int(arrays.get("version", -1))
+    except (TypeError, ValueError):
+        version = -1
     if version != FORMAT_VERSION:
         raise DataError(f"{name}: code file format version {version}; this convae reads version {FORMAT_VERSION} — "
                         "re-encode the images with this version")
+    if str(arrays.get("checksum", "")) != arrays_checksum(arrays):
+        raise DataError(f"{name}: checksum mismatch, the file was changed or damaged after convae wrote it; "
+                        "nothing was decoded")
     try:
         switches = []
         for i in range(len([k for k in arrays if k.startswith("switch") and k.endswith("_meta")])):

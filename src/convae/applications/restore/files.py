@@ -173,9 +173,10 @@ class _Planner:
 
     def prepare(self, path: Path) -> tuple[torch.Tensor, SizePlan, str]:
         """(the model's input, its plan, the note for the user) for one file."""
-        x, note = _model_input(read_image(path).unsqueeze(0), self.task, self.input_shape[0])
+        notes: list[str] = []
+        x, note = _model_input(read_image(path, notes).unsqueeze(0), self.task, self.input_shape[0])
         h, w = x.shape[-2:]
-        notes = [note] if note else []
+        notes += [note] if note else []
         if self.tiling.tiled:  # a patch-trained model: every image in tiles of the patch, at its own size
             plan = self.plans.setdefault((h, w), SizePlan("tile", self.tiling.tile))
             if (h, w) != plan.size:
