@@ -101,6 +101,10 @@ def _resumed(cls: Any, given: dict[str, Any], out_dir: Path | None, verb: str, k
         raise ConvaeError(f"{out_dir}: nothing to resume (no config.json there); train without --resume first")
     run = Run.open(out_dir, kind=kind, verb=f"{verb} --resume", weights=False)
     stored = cls.from_stored(run.config.raw, origin=f"{out_dir / 'config.json'}: training")
+    classes = run.config.get("dataset", {}).get("classes") or []
+    if given.get("normal_classes"):  # names, as the first command may have given them, mean the stored indices
+        given["normal_classes"] = [classes.index(c) if isinstance(c, str) and c in classes else c
+                                   for c in given["normal_classes"]]
     if model_pairs is not None:
         args = _model_args(given, model_pairs, given.get("model", stored.model))
         if args:

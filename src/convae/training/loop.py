@@ -327,6 +327,13 @@ class Trainer:
         if given["data_dir"] is None:
             del given["data_dir"]
         self.config = dataclasses.replace(saved, **given)
+        schedule = getattr(saved, "lr_schedule", None) or "none"
+        if self.config.epochs != saved.epochs and schedule != "none":
+            # The rate at each step is a function of the whole run's length: another --epochs
+            # would change every step still to come, and so what the run computes.
+            raise RunError(f"{self.run_dir}: --epochs {self.config.epochs} (this run: {saved.epochs}) would change "
+                           f"its {schedule} learning-rate schedule, which spans the whole run; resume without "
+                           "--epochs, or train a new run into another --out")
         if self.config.epochs > saved.epochs and self.ranks.is_main:  # --epochs extends the run: say so in config.json
             stored["training"]["epochs"] = self.config.epochs
             write_json(self.run_dir / CONFIG, stored)
