@@ -56,27 +56,23 @@ def _head(path: Path, size: int = 4096) -> bytes:
         return b""
 
 
-def _codes(path: Path) -> bool:
-    head = _head(path, 8)
-    if head.startswith(b"\x89CVC"):
-        return True
-    if not head.startswith(b"PK"):
+def _npz_holding(path: Path, *names: str) -> bool:
+    """An .npz archive with these arrays (how convae's code and embedding files are told apart)."""
+    if not _head(path, 2).startswith(b"PK"):
         return False
     try:
         with zipfile.ZipFile(path) as archive:
-            return "format.npy" in archive.namelist() and "weights_hash.npy" in archive.namelist()
+            return {f"{name}.npy" for name in names} <= set(archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def _codes(path: Path) -> bool:
+    return _head(path, 4).startswith(b"\x89CVC") or _npz_holding(path, "format", "weights_hash")
 
 
 def _embedding(path: Path) -> bool:
-    if _head(path, 3).startswith(b"id,"):
-        return True
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "codes.npy" in archive.namelist() and "ids.npy" in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return _head(path, 3).startswith(b"id,") or _npz_holding(path, "codes", "ids")
 
 
 def _png(path: Path) -> bool:
