@@ -53,6 +53,7 @@ def classify_train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images (quick checks)"),
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0, the default: per epoch only)"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="stop cleanly at the next step after this long (90s, 10m, 2h): checkpoint and evaluation as for a finished run; --resume continues"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options, or a run's config.json to repeat it (flags win)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="any setting by its config.json name, KEY=VALUE as in TOML (repeatable; flags win)"),

@@ -36,6 +36,7 @@ def train(
     patch: Optional[int] = typer.Option(None, "--patch", help="train on random NxN crops of images of any size; whole images then go through the model in overlapping tiles"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0: per epoch only)"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="stop cleanly at the next step after this long (90s, 10m, 2h): checkpoint and evaluation as for a finished run; --resume continues"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
@@ -74,7 +75,11 @@ def train(
     last = trainer.fit(resume=resume)
     if not trainer.ranks.is_main:
         return  # under torchrun, rank 0 reports for all
-    if not trainer.already_complete:
+    if trainer.stopped_on_time:
+        out.print(f"stopped on time: {out_path} {trainer.stopped_on_time['where']}  (test {last.get('loss')} "
+                  f"{last.get('test_loss', float('nan')):.5f}); continue with a larger --max-time (or none) plus --resume",
+                  markup=False, highlight=False)
+    elif not trainer.already_complete:
         out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
                   markup=False, highlight=False)
     if then_report:

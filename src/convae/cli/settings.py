@@ -110,7 +110,9 @@ def _resumed(cls: Any, given: dict[str, Any], out_dir: Path | None, verb: str, k
         if args:
             given["model_args"] = args
     refuse_conflicts(stored.conflicts(given), out_dir)
-    return dataclasses.replace(stored, **{key: given[key] for key in RUNTIME if key in given})
+    # --max-time is this command's choice: left out, the run trains on without a limit.
+    return dataclasses.replace(stored, **{key: given[key] for key in RUNTIME if key in given and key != "max_time"},
+                               max_time=given.get("max_time"))
 
 
 def default_out(cfg: Any, prefix: str) -> Path:

@@ -28,7 +28,7 @@ from convae.core.errors import ConvaeError
 #: What a run directory holds; an output option never writes any of these in a run directory.
 RUN_FILE_NAMES = frozenset({
     "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.csv", "threshold.json",
-    "report.html", ".lock",
+    "report.html", ".lock", "time-limit.json",
 })
 #: Prefixes of the evaluations and indexes a run directory keeps (eval-test.json, detect-eval.json, ...).
 RUN_FILE_PREFIXES = ("eval-", "detect-eval", "rate-", "code-index", "codes-index")

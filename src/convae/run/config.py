@@ -38,7 +38,8 @@ MIN_PATCH = 8
 T = TypeVar("T")
 #: How a run is carried out, not what it computes: these may change when a run is resumed
 #: (epochs extends it; data_dir says where the same data is now).
-RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir"})
+RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir",
+                     "max_time"})
 
 
 #: Names older runs stored, and the field each is now.
@@ -104,7 +105,7 @@ BASE_FIELDS = {
     "lr_schedule": Field("str", choices=LR_SCHEDULES), "seed": Field("int"), "deterministic": Field("bool"),
     "device": Field("str"), "threads": Field("int", low=1), "checkpoint_every": Field("int", low=0),
     "precision": Field("str", choices=PRECISIONS), "compile": Field("bool"), "logger": Field("str"),
-    "val_fraction": Field("float", low=0, high=1, high_open=True),
+    "val_fraction": Field("float", low=0, high=1, high_open=True), "max_time": Field("duration"),
 }
 
 
@@ -141,6 +142,9 @@ class RunSettings:
     #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
     logger: str = "tensorboard,csv"
     val_fraction: float | None = None
+    #: Stop cleanly at the first step after this many seconds of this command (checkpoint and
+    #: evaluation as for a finished run); the same command with --resume continues.
+    max_time: float | None = None
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
     FIELDS: ClassVar[dict[str, Field]] = BASE_FIELDS

@@ -11,6 +11,7 @@ else than asked: a float is no integer (``epochs = 1.5``), a boolean is no numbe
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class Sources(dict):
 class Field:
     """What one setting may hold: a kind and, for numbers, a range; for text, its choices."""
 
-    kind: str  # "int", "float", "bool", "str", "size", "classes", "table"
+    kind: str  # "int", "float", "bool", "str", "size", "classes", "table", "duration"
     low: float | None = None
     high: float | None = None
     high_open: bool = False
@@ -116,6 +117,22 @@ def _classes(value: Any, where: str) -> list[int | str]:
     return list(value)
 
 
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def _duration(value: Any, where: str) -> float:
+    """Seconds from ``90s``, ``10m``, ``2h``, ``1h30m`` (or a number of seconds); more than zero."""
+    seconds = None
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (found := _DURATION.match(value.strip().lower())) and any(found.groups()):
+        hours, minutes, secs = (float(v) if v else 0.0 for v in found.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConvaeError(f"{where} must be a time longer than zero, like 90s, 10m, 2h or 1h30m, got {value!r}")
+    return seconds
+
+
 def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConvaeError(f"{where} must be a table of KEY = VALUE, got {value!r}")
@@ -123,7 +140,7 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 
 _KINDS = {"int": _integer, "float": _real, "bool": _boolean, "str": _text, "size": _size, "classes": _classes,
-          "table": _table}
+          "table": _table, "duration": _duration}
 
 
 def check_fields(values: dict[str, Any], fields: dict[str, Field], sources: Sources) -> dict[str, Any]:

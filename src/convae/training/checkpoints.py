@@ -10,18 +10,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from convae.core.errors import RunError
-from convae.run.files import STATE, WEIGHTS, check_state_dict, save_state, save_weights
+from convae.run.files import METRICS, STATE, WEIGHTS, check_state_dict, read_metrics, save_state, save_weights
 from convae.training.ranks import Ranks
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, step: int,
-                    metrics: list[dict[str, Any]], sums: list[float], seen: int) -> None:
-    """state.pt, then model.safetensors; mid-epoch (``step`` > 0) with the epoch's totals so far."""
+                    metrics: list[dict[str, Any]], sums: list[float], seen: int, trained_seconds: float = 0.0) -> None:
+    """state.pt, then model.safetensors; mid-epoch (``step`` > 0) with the epoch's totals so far.
+    ``trained_seconds``: the run's training time over every command so far (what --max-time counts)."""
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     save_state(
         run_dir / STATE,
@@ -36,6 +37,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "epoch_extra_sums": [float(v) for v in sums[1:]] if step else [],
             "epoch_seen": seen if step else 0,
             "metrics": list(metrics),
+            "trained_seconds": float(trained_seconds),
         },
     )
     save_weights(run_dir / WEIGHTS, weights, {"epoch": str(epoch), "step": str(step)})
@@ -61,6 +63,18 @@ def restore_checkpoint(path: Path, state: Any, model: torch.nn.Module, optimizer
         random.setstate((version, tuple(internal), gauss))
     except (RuntimeError, ValueError, TypeError, KeyError) as error:
         raise RunError(f"{path}: does not fit this run ({str(error).strip().splitlines()[0]})") from None
+
+
+def resumed_rows(run_dir: Path, state: dict[str, Any], epoch: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The finished epochs' rows: the checkpoint's own copy, which is rewritten over a damaged log."""
+    try:
+        logged = read_metrics(run_dir)
+    except RunError as error:
+        if "metrics" not in state:
+            raise
+        say(f"{error}; rewriting {METRICS} from the checkpoint's own history")
+        logged = []
+    return list(state["metrics"]) if "metrics" in state else [r for r in logged if r["epoch"] <= epoch]
 
 
 @dataclass

@@ -39,19 +39,19 @@ from convae.run.files import (
     WEIGHTS,
     load_state,
     read_config,
-    read_metrics,
     remove_stale_temps,
     run_lock,
     write_metrics,
 )
 from convae.run.splits import Splits
-from convae.training.checkpoints import EpochTotals, restore_checkpoint, save_checkpoint
+from convae.training.checkpoints import EpochTotals, restore_checkpoint, resumed_rows, save_checkpoint
 from convae.training.logs import CSV_FILE, TrainingLogs, write_csv
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
 from convae.training.tasks import ReconstructTask, Task
+from convae.training.time_limit import TIME_LIMIT, OutOfTime, stop_on_time
 
 
 class TrainingInterrupted(ConvaeError):
@@ -103,6 +103,12 @@ class Trainer:
         self.task: Task | None = None
         #: True when a resumed run had already trained every epoch asked for.
         self.already_complete = False
+        #: What --max-time stopped (time-limit.json), or None when the run was not stopped on time.
+        self.stopped_on_time: dict[str, Any] | None = None
+        #: Training seconds before this command (from the checkpoint), and when this one's began.
+        self.trained_before, self.clock = 0.0, time.monotonic()
+        if self.config.max_time and self.ranks.world > 1:
+            raise ConvaeError("--max-time stops one process at its own clock; under torchrun give --epochs instead")
 
     # -- the loop -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -126,32 +132,39 @@ class Trainer:
         with run_lock(self.run_dir) if self.ranks.is_main else nullcontext():
             state = self._prepare_run_dir(resume)
             self.ranks.barrier()  # every process has read the run directory before rank 0 writes to it
+            cfg = self.config
             run = self._setup()
             epoch, step, metrics, totals = self._restore_or_start(state, run)
-            cfg, steps = self.config, run.steps
-            logs = TrainingLogs(self.run_dir, parse_loggers(cfg.logger), epoch * steps + step,
+            # --max-time counts the run's training time over every command, not loading or setup.
+            self.trained_before = float((state or {}).get("trained_seconds", 0.0))
+            self.clock = time.monotonic()
+            logs = TrainingLogs(self.run_dir, parse_loggers(cfg.logger), epoch * run.steps + step,
                                 enabled=self.ranks.is_main and epoch < cfg.epochs)
-            with RunProgress(self.console, cfg.epochs, steps, epoch * steps + step, self.progress,
+            with RunProgress(self.console, cfg.epochs, run.steps, epoch * run.steps + step, self.progress,
                              self.say) as progress, closing(logs):
                 while epoch < cfg.epochs:
+                    if cfg.max_time and self.trained_before >= cfg.max_time:  # spent by earlier commands
+                        return stop_on_time(self, run, epoch, step, totals, 0.0, metrics)
                     started = time.perf_counter()
-                    self._epoch(run, epoch, step, totals, metrics, progress, logs)
+                    try:
+                        self._epoch(run, epoch, step, totals, metrics, progress, logs)
+                    except OutOfTime as stop:
+                        return stop_on_time(self, run, epoch, stop.step, totals, time.perf_counter() - started, metrics)
                     epoch, step = epoch + 1, 0
                     self._end_of_epoch(run, epoch, totals, time.perf_counter() - started, metrics, logs)
                     totals = EpochTotals.fresh(run.task.extra_sums, self.device)
+                    if epoch < cfg.epochs and self._out_of_time():
+                        return stop_on_time(self, run, epoch, 0, totals, 0.0, metrics)
+            if self.ranks.is_main:
+                (self.run_dir / TIME_LIMIT).unlink(missing_ok=True)  # a stop on time before this is history
             last = metrics[-1] if metrics else {}
             return run.task.finish(run.model, self.run_dir, last) if self.ranks.is_main else last
 
-    def _resumed_rows(self, state: dict[str, Any], epoch: int) -> list[dict[str, Any]]:
-        """The finished epochs' rows: the checkpoint's own copy, which is rewritten over a damaged log."""
-        try:
-            logged = read_metrics(self.run_dir)
-        except RunError as error:
-            if "metrics" not in state:
-                raise
-            self.say(f"{error}; rewriting {METRICS} from the checkpoint's own history")
-            logged = []
-        return list(state["metrics"]) if "metrics" in state else [r for r in logged if r["epoch"] <= epoch]
+    def trained_seconds(self) -> float:
+        return self.trained_before + time.monotonic() - self.clock
+
+    def _out_of_time(self) -> bool:
+        return bool(self.config.max_time) and self.trained_seconds() >= self.config.max_time
 
     # -- the phases -------------------------------------------------------------------
     def _setup(self) -> "_Setup":
@@ -186,13 +199,13 @@ class Trainer:
         epoch, step, metrics = 0, 0, []
         totals = EpochTotals.fresh(task.extra_sums, self.device)
         if state:
-            self._restore(state, run.model, run.optimizer)
+            restore_checkpoint(self.run_dir / STATE, state, run.model, run.optimizer)
             epoch, step = state["epoch"], state["step"]
             if self.ranks.is_main:  # a resumed epoch's partial totals are global ones: rank 0 carries them
                 totals = EpochTotals.from_state(state, task.extra_sums, self.device)
             # The state's own copy of the rows wins: a kill between state.pt and
             # metrics.jsonl must neither lose nor repeat an epoch.
-            metrics = self._resumed_rows(state, epoch)
+            metrics = resumed_rows(self.run_dir, state, epoch, self.say)
             if self.ranks.is_main:
                 write_metrics(self.run_dir, metrics)
                 # A kill after the checkpoint but before the CSV: the spreadsheet catches up too.
@@ -232,6 +245,9 @@ class Trainer:
                         self._report_step(loss, epoch, step, len(batches), totals, started, run, progress, logs)
                     if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
                         self._checkpoint(run.model, run.optimizer, epoch, step, metrics, totals)
+                    if self._out_of_time() and step < len(batches):
+                        self._checkpoint(run.model, run.optimizer, epoch, step, metrics, totals)
+                        raise OutOfTime(step)
                     if stop.requested:
                         self._checkpoint(run.model, run.optimizer, epoch, step, metrics, totals)
                         raise TrainingInterrupted(
@@ -339,9 +355,6 @@ class Trainer:
             write_json(self.run_dir / CONFIG, stored)
         return load_state(self.run_dir / STATE) if has_state else None
 
-    def _restore(self, state: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        restore_checkpoint(self.run_dir / STATE, state, model, optimizer)
-
     def _checkpoint(
         self,
         model: torch.nn.Module,
@@ -360,7 +373,7 @@ class Trainer:
         sums, seen = totals.total(self.ranks) if step and totals is not None else ([0.0], 0)  # collective
         if not self.ranks.is_main:
             return
-        save_checkpoint(self.run_dir, model, optimizer, epoch, step, metrics, sums, seen)
+        save_checkpoint(self.run_dir, model, optimizer, epoch, step, metrics, sums, seen, self.trained_seconds())
         if write_rows:
             write_metrics(self.run_dir, metrics)
 
