@@ -83,17 +83,21 @@ def train(
         out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
                   markup=False, highlight=False)
     if then_report:
-        from convae.applications.evaluate import evaluate_run
-        from convae.applications.show import show_classes, show_run
-        from convae.report.page import write_report
+        _report_after_training(out_path, trainer.config.device)
 
-        result = evaluate_run(out_path, device=trainer.config.device)
-        out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
-        for path in [*show_run(out_path, device=trainer.config.device),
-                     show_classes(out_path, device=trainer.config.device)]:
-            if path is not None:
-                out.print(f"wrote {path}", markup=False, highlight=False)
-        out.print(f"wrote {write_report(out_path)}")
+
+def _report_after_training(run_dir: Path, device: str) -> None:
+    """`train --report`: evaluate, draw the figures and write report.html."""
+    from convae.applications.evaluate import evaluate_run
+    from convae.applications.show import show_classes, show_run
+    from convae.report.page import write_report
+
+    result = evaluate_run(run_dir, device=device)
+    out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+    for path in [*show_run(run_dir, device=device), show_classes(run_dir, device=device)]:
+        if path is not None:
+            out.print(f"wrote {path}", markup=False, highlight=False)
+    out.print(f"wrote {write_report(run_dir)}")
 
 
 @app.command()
