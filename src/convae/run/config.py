@@ -142,8 +142,8 @@ class RunSettings:
     #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
     logger: str = "tensorboard,csv"
     val_fraction: float | None = None
-    #: Stop cleanly at the first step after this many seconds of this command (checkpoint and
-    #: evaluation as for a finished run); the same command with --resume continues.
+    #: Stop cleanly at the first step after this many seconds of training, counted over every
+    #: resume (checkpoint and evaluation as for a finished run; convae.training.time_limit).
     max_time: float | None = None
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
