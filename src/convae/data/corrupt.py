@@ -21,20 +21,31 @@ KINDS = ("gaussian", "salt-pepper", "mask", "gray")
 
 @dataclass(frozen=True)
 class Corruption:
-    """A named corruption with its one strength parameter."""
+    """A named corruption with its one strength parameter, or (blind) a range it is drawn from.
+
+    ``gaussian:0.0-0.2`` draws each image's σ uniformly from [0, 0.2] with the batch's own
+    generator, so a model learns every noise level and a resumed run draws the same σs.
+    """
 
     kind: str
     strength: float = 0.0
+    high: float | None = None  # a range: strength is its low end
 
     def __str__(self) -> str:
-        return self.kind if self.kind == "gray" else f"{self.kind}:{self.strength:g}"
+        if self.kind == "gray":
+            return self.kind
+        return f"{self.kind}:{self.strength:g}" + (f"-{self.high:g}" if self.high is not None else "")
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return APPLY[self.kind](x, self.strength, generator)
+        if self.high is None:
+            return APPLY[self.kind](x, self.strength, generator)
+        levels = torch.rand((x.shape[0], 1, 1, 1), generator=generator, device=x.device, dtype=x.dtype)
+        return APPLY[self.kind](x, self.strength + (self.high - self.strength) * levels, generator)
 
 
 def parse_corruption(spec: str) -> Corruption:
-    """'gaussian:0.5', 'salt-pepper:0.2', 'mask:0.25' or 'gray'."""
+    """'gaussian:0.5', 'gaussian:0.0-0.2' (blind: σ per image from the range), 'salt-pepper:0.2',
+    'mask:0.25' or 'gray'."""
     kind, _, value = spec.strip().lower().partition(":")
     kind = {"sp": "salt-pepper", "saltpepper": "salt-pepper", "s&p": "salt-pepper", "cutout": "mask",
             "grayscale": "gray", "noise": "gaussian"}.get(kind, kind)
@@ -43,13 +54,18 @@ def parse_corruption(spec: str) -> Corruption:
     if kind == "gray":
         return Corruption("gray")
     defaults = {"gaussian": 0.5, "salt-pepper": 0.2, "mask": 0.25}
+    low_text, dash, high_text = value.partition("-") if kind == "gaussian" else (value, "", "")
     try:
-        strength = float(value) if value else defaults[kind]
+        strength = float(low_text) if low_text else defaults[kind]
+        high = float(high_text) if dash else None
     except ValueError:
-        raise ConvaeError(f"--noise {spec!r}: {value!r} is not a number") from None
-    if not 0.0 <= strength <= (10.0 if kind == "gaussian" else 1.0):
-        raise ConvaeError(f"--noise {spec!r}: strength {strength} is out of range")
-    return Corruption(kind, strength)
+        raise ConvaeError(f"--noise {spec!r}: {value!r} is not a number or a range LOW-HIGH") from None
+    for level in (strength, high):
+        if level is not None and not 0.0 <= level <= (10.0 if kind == "gaussian" else 1.0):
+            raise ConvaeError(f"--noise {spec!r}: strength {level} is out of range")
+    if high is not None and high <= strength:
+        raise ConvaeError(f"--noise {spec!r}: a range LOW-HIGH needs LOW below HIGH")
+    return Corruption(kind, strength, high)
 
 
 def batch_generator(seed: int, epoch: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -59,7 +75,8 @@ def batch_generator(seed: int, epoch: int, step: int, device: torch.device | str
     return generator
 
 
-def gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+def gaussian(x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Additive noise of σ ``sigma`` (one number, or one per image as an N×1×1×1 tensor), clipped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + sigma * noise).clamp_(0.0, 1.0)
 

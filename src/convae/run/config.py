@@ -23,6 +23,7 @@ from convae.data.mvtec import GOOD, is_mvtec
 from convae.models import get_preset, resolve_params
 from convae.models.classifier import get_classifier
 from convae.models.heads import canonical_color_output
+from convae.models.restoration import UNBOUNDED_OUTPUT
 from convae.run.fields import Field, Sources, check_fields
 from convae.run.tiling import Tiling
 
@@ -299,6 +300,9 @@ class TrainConfig(RunSettings):
         if self.val_fraction is None:
             # Anomaly thresholds are fitted on held-out normal images, so keep some by default.
             self.val_fraction = 0.1 if self.normal_classes is not None else 0.0
+        if self.loss == "bce" and self.model in UNBOUNDED_OUTPUT:
+            raise ConvaeError(f"--loss bce needs outputs in [0,1]; {self.model} predicts noise with no Sigmoid, "
+                              "use --loss mse or l1")
         if self.loss == "bce" and self.model_args.get("out_activation") == "none":
             raise ConvaeError(
                 f"--loss bce needs outputs in [0,1]; use --model-arg out_activation=sigmoid with {self.model}"

@@ -1,0 +1,70 @@
+"""Restoration presets: residual denoisers that predict the noise, not the image.
+
+A reconstruction autoencoder must re-synthesise every pixel through its code and a Sigmoid,
+which cost the photo denoiser a colour cast and several dB against non-local means
+(benchmarks/results/photo_denoise.md). Residual learning makes the identity free: the
+network predicts the noise and the output is the input minus it (Zhang et al., "Beyond a
+Gaussian Denoiser: Residual Learning of Deep CNN for Image Denoising", TIP 2017; the layout
+of IRCNN, Zhang et al., CVPR 2017: seven 3×3 convolutions with dilations 1, 2, 3, 4, 3, 2, 1,
+checked against the authors' reference code, github.com/cszn/DnCNN and cszn/IRCNN). The
+model is fully convolutional, so it takes any size and returns exactly that size.
+
+It has no bottleneck: its "code" is the image itself, so the verbs that want a code
+(encode, embed, the hybrid score) see the input, which is what such a model has.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convae.core.errors import ModelError
+from convae.models.autoencoder import AutoEncoder
+from convae.models.registry import register
+
+Shape = tuple[int, int, int]
+#: Presets whose output is not squashed into [0, 1] (so BCE, which needs it, cannot train them).
+UNBOUNDED_OUTPUT = frozenset({"dncnn"})
+
+
+class ResidualDenoiser(nn.Module):
+    """``x − body(x)``, no output activation; a gray input for colour output is its luma replicated."""
+
+    def __init__(self, body: nn.Module, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body, self.in_channels, self.out_channels = body, in_channels, out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x if self.in_channels == self.out_channels else x.mean(1, keepdim=True).expand(
+            -1, self.out_channels, -1, -1)
+        return base - self.body(x)
+
+
+@register(
+    "dncnn",
+    params={"width": 32, "dilations": (1, 2, 3, 4, 3, 2, 1), "batch_norm": False},
+    training={"loss": "mse", "batch_size": 64, "epochs": 30, "lr": 1e-3},
+    summary="residual denoiser (DnCNN/IRCNN): 3×3 convs with the given dilations predict the noise, output = "
+            "input − noise, no Sigmoid; any size in, the same size out",
+)
+def build_dncnn(input_shape: Shape, out_channels: int, *, width: int, dilations: tuple[int, ...],
+                batch_norm: bool = False) -> AutoEncoder:
+    """One convolution per entry of ``dilations`` (padding = dilation keeps the size), ReLU between,
+    BatchNorm in the middle layers with ``batch_norm`` (DnCNN's choice; IRCNN drops it)."""
+    in_channels = input_shape[0]
+    if width < 1 or len(dilations) < 2 or any(d < 1 for d in dilations):
+        raise ModelError(f"dncnn needs width >= 1 and at least two dilations >= 1, got width={width}, "
+                         f"dilations={','.join(map(str, dilations))}")
+    layers: list[nn.Module] = []
+    for i, dilation in enumerate(dilations):
+        first, last = i == 0, i == len(dilations) - 1
+        c_in, c_out = (in_channels if first else width), (out_channels if last else width)
+        layers.append(nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=first or last
+                                or not batch_norm))
+        if not last:
+            layers += [nn.BatchNorm2d(c_out)] if batch_norm and not first else []
+            layers.append(nn.ReLU(inplace=True))
+    body = nn.Sequential(*layers)
+    nn.init.zeros_(layers[-1].weight)  # starts as the identity: the first step already returns the input
+    nn.init.zeros_(layers[-1].bias)
+    return AutoEncoder(nn.Sequential(nn.Identity()), nn.Sequential(ResidualDenoiser(body, in_channels, out_channels)))
