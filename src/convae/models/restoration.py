@@ -65,6 +65,4 @@ def build_dncnn(input_shape: Shape, out_channels: int, *, width: int, dilations:
             layers += [nn.BatchNorm2d(c_out)] if batch_norm and not first else []
             layers.append(nn.ReLU(inplace=True))
     body = nn.Sequential(*layers)
-    nn.init.zeros_(layers[-1].weight)  # starts as the identity: the first step already returns the input
-    nn.init.zeros_(layers[-1].bias)
     return AutoEncoder(nn.Sequential(nn.Identity()), nn.Sequential(ResidualDenoiser(body, in_channels, out_channels)))
