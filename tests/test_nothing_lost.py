@@ -191,7 +191,7 @@ def test_a_flipped_byte_in_a_code_file_is_refused_before_anything_is_written(cli
 
 
 @pytest.mark.parametrize("suffix", ["cvc", "npz"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(where=st.integers(0, 10**9), flip=st.integers(1, 255))  # integers: training flushes denormals
 def test_any_flipped_byte_is_refused_or_harmless(made, suffix: str, where: int, flip: int) -> None:
     """Property: a code file with any one byte changed is refused, or decodes to exactly the clean values."""
@@ -206,6 +206,17 @@ def test_any_flipped_byte_is_refused_or_harmless(made, suffix: str, where: int, 
     except ConvaeError:
         return
     assert got.shape == want.shape and bool((got == want).all())
+
+
+def test_a_code_file_that_claims_to_be_encrypted_is_refused(made, tmp_path: Path) -> None:
+    """What hypothesis found: one flipped bit in a zip header's flags reads as "encrypted"."""
+    data = bytearray(made["npz"].read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first central-directory entry
+    data[central + 8] |= 1  # its general-purpose flags: bit 0, encrypted
+    damaged = tmp_path / "encrypted.npz"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ConvaeError, match="encrypted.npz: not a readable .npz code file"):
+        read_codes(damaged)
 
 
 def test_a_nan_threshold_is_refused_naming_the_file_and_field(cli, made, bars, tmp_path: Path) -> None:

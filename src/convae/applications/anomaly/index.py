@@ -133,7 +133,8 @@ class CodeIndex:
                 arrays = {key: np.asarray(data[key]) for key in ("codes", "center", "scale")}
                 neighbours = int(data["neighbours"])
                 weights = str(data["weights_sha256"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+                NotImplementedError) as error:
             raise ConvaeError(f"{path}: not a readable code index ({error})") from None
         for key, value in [*scalars.items(), *arrays.items()]:
             if not np.isfinite(value).all():
