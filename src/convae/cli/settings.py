@@ -100,7 +100,7 @@ def _resumed(cls: Any, given: dict[str, Any], out_dir: Path | None, verb: str, k
     if not (out_dir / "config.json").exists():
         raise ConvaeError(f"{out_dir}: nothing to resume (no config.json there); train without --resume first")
     run = Run.open(out_dir, kind=kind, verb=f"{verb} --resume", weights=False)
-    stored = cls.from_stored(run.config.raw, origin=f"{out_dir / 'config.json'}: training")
+    stored = cls.from_stored(run.config.raw, origin=str(out_dir / "config.json"))
     classes = run.config.get("dataset", {}).get("classes") or []
     if given.get("normal_classes"):  # names, as the first command may have given them, mean the stored indices
         given["normal_classes"] = [classes.index(c) if isinstance(c, str) and c in classes else c
@@ -119,8 +119,10 @@ def default_out(cfg: Any, prefix: str) -> Path:
     """runs/PREFIX-MODEL-DATASET-TIME, from any folder; under torchrun every process must be told."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
+    from convae.run.config import TrainConfig
+
     dataset = cfg.dataset
-    if dataset is None and hasattr(cfg, "patch"):
+    if dataset is None and isinstance(cfg, TrainConfig):  # a classifier's default, mnist, needs no look
         from convae.data import default_dataset
 
         dataset = cfg.dataset = default_dataset(cfg.data_dir)

@@ -51,8 +51,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], origin: str | None = No
     """Rebuild a config dataclass from its config.json form.
 
     Keys the dataclass does not know (written by another convae version) are ignored, and
-    ``image_size``, a list in JSON, becomes the tuple the config holds. ``origin`` is where the
-    values came from ("RUN/config.json: training"), so a bad one is reported there.
+    ``image_size``, a list in JSON, becomes the tuple the config holds. ``origin`` is the
+    config.json the values came from, so a bad one is reported as its ``training.KEY``.
     """
     known = {f.name for f in dataclasses.fields(cls)} - {"sources"}  # type: ignore[arg-type]
     data = {RENAMED.get(k, k): v for k, v in data.items()}
@@ -61,7 +61,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], origin: str | None = No
         values["image_size"] = tuple(values["image_size"])
     sources = Sources()
     if origin:
-        sources.mark(values, origin)
+        sources.mark(values, origin, within="training.")
     return cls(**values, sources=sources)
 
 
@@ -166,7 +166,7 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any], origin: str | None = None) -> T:
-        """From the stored form; ``origin`` (e.g. "RUN/config.json: training") names it in errors."""
+        """From the stored form; ``origin`` (the config.json it came from) names it in errors."""
         return config_from_dict(cls, data, origin)
 
     @classmethod

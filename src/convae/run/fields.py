@@ -25,10 +25,11 @@ class Sources(dict):
     def where(self, key: str) -> str:
         return self.get(key) or f"--{key.replace('_', '-')}"
 
-    def mark(self, keys: Any, origin: str) -> None:
-        """``origin`` is a settings file's name ("exp.toml") or a run's config.json ("RUN/config.json: training")."""
+    def mark(self, keys: Any, origin: str, within: str = "") -> None:
+        """Each key came from the file ``origin`` ("exp.toml: epochs"), under ``within`` for a nested
+        section ("RUN/config.json: training.epochs")."""
         for key in keys:
-            self[key] = f"{origin}: {key}" if not origin.endswith(": training") else f"{origin}.{key}"
+            self[key] = f"{origin}: {within}{key}"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class RunConfig:
     @cached_property
     def training(self) -> TrainConfig | ClassifyConfig:
         cls = ClassifyConfig if self.kind == CLASSIFIER else TrainConfig
-        return cls.from_dict(self.raw.get("training", {}), origin=f"{self.source}: training")
+        return cls.from_dict(self.raw.get("training", {}), origin=str(self.source))
 
     @property
     def tiling(self) -> Tiling:

@@ -336,7 +336,7 @@ class Trainer:
         if not has_state and not (self.run_dir / CONFIG).exists():
             raise RunError(f"{self.run_dir}: nothing to resume (no {STATE}); train without --resume first")
         stored = read_config(self.run_dir)
-        saved = type(self.config).from_stored(stored, origin=f"{self.run_dir / CONFIG}: training").resolved(
+        saved = type(self.config).from_stored(stored, origin=str(self.run_dir / CONFIG)).resolved(
             named_dataset=self.train_set is None)
         # How to carry the run out comes from the caller; a data_dir only when one was given.
         given = {key: getattr(self.config, key) for key in RUNTIME}

@@ -82,7 +82,8 @@ class Threshold:
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in data.items() if k in known}
         if origin is not None:
-            sources = Sources({key: f"{origin}: {key}" for key in values})
+            sources = Sources()
+            sources.mark(values, origin)
             values = check_fields(values, THRESHOLD_FIELDS, sources)
             if values.get("score") not in SCORE_KINDS:
                 raise ConvaeError(f"{origin}: score must be one of {', '.join(SCORE_KINDS)}, got {values.get('score')!r}")
