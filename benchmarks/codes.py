@@ -1,191 +1,124 @@
-"""Compact codes benchmark: rate–distortion of convae codes vs PNG, JPEG and WebP.
+"""Learned codecs with real bitstreams against JPEG, WebP, AVIF, the old fixed-bit codes and CompressAI.
 
-Run: ``python benchmarks/codes.py --keep /tmp/convae-codes-runs`` (needs real MNIST,
-Fashion-MNIST and the CIFAR-10 PNG copy via $CONVAE_DATA or ../shared/data).
+Run: ``python benchmarks/codes.py --keep /tmp/convae-codec-runs`` (needs the CIFAR-10 PNG copy via
+$CONVAE_DATA or ../shared/data; ``--train-only`` trains and stops, a second call measures).
 
-For each dataset it trains the ``conv`` preset at two code sizes (``latent_dim``), and for
-MNIST also the reference ``unpool`` preset (7×7×1 code plus max-pool switches) — or reuses
-the runs already trained in ``--keep`` — and then measures, on a seeded random ``--images`` (1000) test
-images, with :func:`convae.applications.codes.rate_distortion` (the code path of
-``convae evaluate --rate``):
+Training, each run on CIFAR-10's 50,000 training images with ``--max-time`` (2 torch threads):
 
-* convae codes quantized to 4, 6 and 8 bits per value (per-channel min/max scale), written
-  in the ``.cvc`` binary container (zlib-compressed payload) exactly as ``convae encode
-  --format bin`` writes them;
-* PNG (lossless, compress level 9), JPEG (Pillow, qualities 10–95) and WebP (Pillow,
-  qualities 10–95), one file per image.
+* ``codec`` (bmshj2018-factorized) and ``codec-hyper`` (bmshj2018-hyperprior) at four λ of
+  CompressAI's ladder; λ 0.013 of ``codec`` for the full budget, the others for ``--short``;
+* an ablation at λ 0.013: straight-through rounding for the synthesis (the default) against
+  additive noise for both rate and synthesis, each for ``--ablation`` minutes;
+* the old fixed-bit codes: the ``conv`` preset (latent 256) as benchmarks/fixed_codes.py trains it;
+* CompressAI's own ``bmshj2018-factorized`` at λ 0.013, trained on the same images for the same
+  wall time, in a virtual environment this script creates (benchmarks/.venv-compressai,
+  git-ignored), never in convae's dependencies.
 
-Bits per pixel (bpp) are counted per *pixel position* (H×W, not H×W×C) and shown two ways:
-``bpp_per_image`` counts every byte of a file that holds one image (container header,
-scales and the weights hash included for convae; the whole PNG/JPEG/WebP file for the
-others), ``bpp_amortised`` spreads one file header over the whole set (convae: one file
-holding all codes; image codecs: the mean file size minus the part of the file that is the
-same for every image, i.e. the bytes of the smallest headers, counted once). The decoder
-weights are not counted in either: they are shared, like a codec's implementation.
-
-Writes benchmarks/results/codes.json, benchmarks/results/codes.md (the README table) and
-benchmarks/results/codes-DATASET.png (the rate–distortion plots).
-Training uses one torch thread: on this small shared CPU that is the fastest setting.
+Measured on a seeded 1,000 CIFAR-10 test images and on the scikit-image photos none of the
+models saw (full size): bpp = 8 × file bytes / pixels of one file per image (every header
+counted), PSNR of the mean MSE over each set's pixels, SSIM (CIFAR) and MS-SSIM (photos),
+encode and decode megapixels per second, and BD-rate against WebP (Bjøntegaard, with the
+piecewise cubic interpolation of the current ITU/JVET practice).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import data_root, machine, write_results
+from _common import REPO, data_root, machine, write_results
 
-from convae.data import load_splits
 from convae.run import read_metrics
 from convae.training import TrainConfig, Trainer
 
-DATASETS = {
-    "mnist": {"label": "MNIST", "latent_dims": (16, 64, "unpool")},
-    "fashion-mnist": {"label": "Fashion-MNIST", "latent_dims": (16, 64)},
-    "cifar10": {"label": "CIFAR-10", "latent_dims": (64, 256)},
-}
-#: conv preset narrowed to width 16 (about 2× faster than 32 on CPU); five epochs over the whole
-#: training split, batch 64, lr 2e-3 annealed with a cosine schedule (a few minutes per model on
-#: the idle 2-core machine).
-MODEL = {"model": "conv", "width": 16, "levels": 2}
-TRAIN = {"epochs": 5, "batch_size": 64, "lr": 2e-3, "lr_schedule": "cosine"}
-#: The trainer's per-epoch test loss is computed on this many test images (it is not the benchmark's score).
-TRAIN_TEST_IMAGES = 2000
-#: One extra MNIST run: the reference `unpool` preset (1 map, pool 4: a 7×7×1 code whose max-pool
-#: switches, 4 bits per code value, are stored and counted in the rate).
-UNPOOL = {"maps": 1, "pool": 4, "out_activation": "none"}
-BITS = (4, 6, 8)
+LAMBDAS = (0.0067, 0.013, 0.025, 0.0483)
+HEADLINE = 0.013
 RESULT = Path(__file__).parent / "results" / "codes.json"
+TRAIN_TEST_IMAGES = 1000
 
 
-def run_name(dataset: str, latent_dim: int | str) -> str:
-    if latent_dim == "unpool":
-        return f"{dataset}-unpool-m{UNPOOL['maps']}-p{UNPOOL['pool']}"
-    return f"{dataset}-conv-w{MODEL['width']}-z{latent_dim}"
+def run_plan(full: float, short: float, ablation: float) -> list[dict[str, Any]]:
+    """Every convae run the benchmark trains: name, model, λ, quantizer and minutes."""
+    plan = [{"name": f"codec-l{HEADLINE:g}", "model": "codec", "lam": HEADLINE, "minutes": full}]
+    plan += [{"name": f"codec-l{lam:g}", "model": "codec", "lam": lam, "minutes": short}
+             for lam in LAMBDAS if lam != HEADLINE]
+    plan += [{"name": f"codec-hyper-l{lam:g}", "model": "codec-hyper", "lam": lam, "minutes": short} for lam in LAMBDAS]
+    plan += [{"name": f"ablation-{q}", "model": "codec", "lam": HEADLINE, "minutes": ablation, "quantizer": q,
+              "ablation": True} for q in ("ste", "noise")]
+    plan += [{"name": "fixed-conv-z256", "model": "conv", "model_args": {"latent_dim": 256, "width": 16, "levels": 2},
+              "loss": "mse", "minutes": short, "lr_schedule": "cosine", "batch_size": 64, "lr": 2e-3}]
+    return plan
 
 
-def model_of(latent_dim: int | str) -> tuple[str, dict[str, Any]]:
-    if latent_dim == "unpool":
-        return "unpool", dict(UNPOOL)
-    return MODEL["model"], {"latent_dim": latent_dim, "width": MODEL["width"], "levels": MODEL["levels"]}
+def train(entry: dict[str, Any], root: Path, work: Path, threads: int) -> dict[str, Any]:
+    """Train (or reuse) one run for its wall-time budget; what it cost."""
+    from convae.data import load_splits
 
-
-def train_run(dataset: str, latent_dim: int | str, root: Path, work: Path, seed: int, threads: int
-              ) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse) one run; return its directory and what training cost."""
-    run_dir = work / run_name(dataset, latent_dim)
-    rows = read_metrics(run_dir) if (run_dir / "model.safetensors").exists() else []
-    if rows and rows[-1].get("epoch") == TRAIN["epochs"]:
-        return run_dir, {"reused": True, "epoch_seconds": [row.get("seconds") for row in rows],
-                         "final_train_loss": rows[-1].get("train_loss"), "final_test_loss": rows[-1].get("test_loss")}
-    model, model_args = model_of(latent_dim)
-    config = TrainConfig(dataset=dataset, data_dir=str(root), model=model, model_args=model_args,
-                         seed=seed, threads=threads, **TRAIN)
-    train_set, test_set = load_splits(dataset, data_dir=str(root))
-    trainer = Trainer(config, run_dir, progress=False, train_set=train_set,
-                      test_set=test_set.subset(range(TRAIN_TEST_IMAGES)))
+    run_dir = work / entry["name"]
+    if (run_dir / "model.safetensors").exists():
+        rows = read_metrics(run_dir)
+        return {"run": str(run_dir), "reused": True, "epochs_done": len(rows), **_trained(run_dir)}
+    minutes = entry["minutes"]
+    is_codec = entry["model"].startswith("codec")
+    # An epoch count the budget roughly allows, so the cosine schedule anneals by the end
+    # (--max-time stops it on time either way).
+    per_epoch = 50000 / (300 if is_codec else 2500)
+    epochs = max(1, round(minutes * 60 / per_epoch))
+    config = TrainConfig(
+        dataset="cifar10", data_dir=str(root), model=entry["model"],
+        model_args=entry.get("model_args") or ({"quantizer": entry["quantizer"]} if "quantizer" in entry else {}),
+        loss=entry.get("loss") or f"rd:{entry['lam']:g}", epochs=epochs, lr_schedule=entry.get("lr_schedule", "cosine"),
+        batch_size=entry.get("batch_size"), lr=entry.get("lr"), threads=threads, max_time=minutes * 60, seed=0)
+    train_set, test_set = load_splits("cifar10", data_dir=str(root))
     started = time.perf_counter()
-    trainer.fit()
+    Trainer(config, run_dir, progress=False, train_set=train_set,
+            test_set=test_set.subset(range(0, 10000, 10000 // TRAIN_TEST_IMAGES))).fit()
+    return {"run": str(run_dir), "reused": False, "wall_seconds": round(time.perf_counter() - started, 1),
+            "epochs_planned": epochs, **_trained(run_dir)}
+
+
+def _trained(run_dir: Path) -> dict[str, Any]:
+    state = torch.load(run_dir / "state.pt", weights_only=True, map_location="cpu")
     rows = read_metrics(run_dir)
-    return run_dir, {"reused": False, "train_seconds": round(time.perf_counter() - started, 1),
-                     "epoch_seconds": [row.get("seconds") for row in rows],
-                     "final_train_loss": rows[-1].get("train_loss"), "final_test_loss": rows[-1].get("test_loss")}
-
-
-def markdown(payload: dict[str, Any]) -> str:
-    """One table per dataset: every codec setting with bpp (per image / amortised), PSNR, SSIM."""
-    lines = [f"Rate–distortion on {payload['settings']['images']} test images of each dataset (a seeded random sample) "
-             "(bpp per pixel position; per image = one file per image, headers included; amortised = one header "
-             "for the whole set; decoder weights not counted).", ""]
-    for block in payload["datasets"]:
-        lines += [f"**{block['label']}** ({block['image_shape']})", "",
-                  "| codec | setting | bpp per image | bpp amortised | PSNR | SSIM |", "|---|---|---:|---:|---:|---:|"]
-        for row in block["rows"]:
-            lines.append(f"| {row['codec']} | {row['setting']} | {row['bpp_per_image']:.3f} | {row['bpp_amortised']:.3f} "
-                         f"| {'lossless' if row['psnr'] is None else format(row['psnr'], '.2f') + ' dB'} | {row['ssim']:.3f} |")
-        lines.append("")
-    return "\n".join(lines)
+    return {"trained_seconds": round(float(state.get("trained_seconds", 0.0)), 1),
+            "stopped_on_time": (run_dir / "time-limit.json").exists(),
+            "last_row": {k: v for k, v in (rows[-1] if rows else {}).items() if isinstance(v, (int, float))}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="only this dataset (mnist, fashion-mnist, cifar10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--images", type=int, default=1000, help="rate–distortion on a seeded random N test images")
-    parser.add_argument("--keep", type=Path, help="keep (and reuse) the run directories here")
-    parser.add_argument("--train-only", action="store_true", help="train the runs and stop")
-    parser.add_argument("--table-only", action="store_true", help="rewrite codes.md from codes.json")
+    parser.add_argument("--keep", type=Path, required=True, help="keep (and reuse) the run directories here")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget of the headline run")
+    parser.add_argument("--short", type=float, default=5.0, help="training budget of every other run")
+    parser.add_argument("--ablation", type=float, default=3.0, help="training budget of each ablation run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--skip-compressai", action="store_true")
     args = parser.parse_args()
-    if args.table_only:
-        table = markdown(json.loads(RESULT.read_text(encoding="utf-8")))
-        (RESULT.parent / "codes.md").write_text(table, encoding="utf-8")
-        print(table)
-        return
     torch.set_num_threads(args.threads)
     root = data_root()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="convae-codes-"))
-    datasets = [d for d in DATASETS if not args.only or d == args.only]
-    trained: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
-    for dataset in datasets:
-        for latent_dim in DATASETS[dataset]["latent_dims"]:
-            print(f"== train {dataset} latent_dim={latent_dim}", flush=True)
-            trained[dataset, latent_dim] = train_run(dataset, latent_dim, root, work, args.seed, args.threads)
-            print(f"   {trained[dataset, latent_dim][1]}", flush=True)
+    args.keep.mkdir(parents=True, exist_ok=True)
+    costs = {}
+    for entry in run_plan(args.minutes, args.short, args.ablation):
+        print(f"== train {entry['name']} ({entry['minutes']:g} min)", flush=True)
+        costs[entry["name"]] = {**entry, **train(entry, root, args.keep, args.threads)}
+        print(f"   {costs[entry['name']]}", flush=True)
     if args.train_only:
         return
-    from convae.applications.codes import classic_codec_rows, rate_distortion, rate_figure, sample_images
+    from codes_measure import measure
 
-    blocks = []
-    for dataset in datasets:
-        _, test = load_splits(dataset, data_dir=str(root))
-        images = sample_images(test, args.images)  # seeded: the CIFAR-10 test folders are sorted by class
-        rows: list[dict[str, Any]] = []
-        runs = []
-        for latent_dim in DATASETS[dataset]["latent_dims"]:
-            run_dir, cost = trained[dataset, latent_dim]
-            started = time.perf_counter()
-            result = rate_distortion(run_dir, images, bits=BITS)
-            what = "unpool 7×7×1 + switches" if latent_dim == "unpool" else f"latent_dim={latent_dim}"
-            for row in result["rows"]:
-                row["setting"] = f"{what}, {row['setting']}"
-                row["label"] = f"convae {what}"
-            rows += result["rows"]
-            model, model_args = model_of(latent_dim)
-            runs.append({"run": run_name(dataset, latent_dim), "model": model, "model_args": model_args, **TRAIN,
-                         "train_images": 60000 if dataset != "cifar10" else 50000, **cost,
-                         "code_shape": result["code_shape"], "float_psnr": result["float_psnr"],
-                         "rate_seconds": round(time.perf_counter() - started, 1)})
-            print(f"   {dataset} z={latent_dim}: float PSNR {result['float_psnr']:.2f} dB", flush=True)
-        rows += classic_codec_rows(images)
-        if not args.only:
-            figure = rate_figure(rows, RESULT.parent / f"codes-{dataset}.png",
-                                 f"{DATASETS[dataset]['label']}: rate–distortion on {len(images)} test images (seeded sample)")
-            print(f"   wrote {figure}", flush=True)
-        blocks.append({"dataset": dataset, "label": DATASETS[dataset]["label"],
-                       "image_shape": "×".join(map(str, images.images.shape[1:])), "runs": runs, "rows": rows})
-    payload = {
-        "machine": machine(),
-        "settings": {"images": args.images, "bits": list(BITS), "model": MODEL, "unpool_mnist": UNPOOL, "training": TRAIN,
-                     "train_test_images": TRAIN_TEST_IMAGES, "seed": args.seed, "threads": args.threads,
-                     "conventions": "bpp = bits / (H×W) pixel positions; per image = one file per image (headers, scales, "
-                                    "hash repeated); amortised = one header for the set (convae: one .cvc of all codes; "
-                                    "image codecs: the bytes all files share counted once); decoder weights not counted; "
-                                    "PSNR from the mean MSE over images, SSIM mean over images; image codecs decode to "
-                                    "uint8, convae output clamped to [0,1]"},
-        "datasets": blocks,
-    }
-    table = markdown(payload)
-    if not args.only:
-        write_results("codes.json", payload)
-        (RESULT.parent / "codes.md").write_text(table, encoding="utf-8")
-    print(table)
+    payload = measure(args, root, costs)
+    payload["machine"] = machine()
+    write_results("codes.json", payload)
+    print(json.dumps(payload["summary"], indent=2))
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "benchmarks"))
     main()

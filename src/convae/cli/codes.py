@@ -16,8 +16,10 @@ def encode(
     inputs: Optional[list[Path]] = typer.Argument(None, help="image files and/or folders (searched recursively)"),
     dataset: Optional[str] = typer.Option(None, help="encode a dataset split instead (mnist, fashion-mnist, cifar10, ...)"),
     split: str = typer.Option("test", help="train or test (with --dataset)"),
-    out_path: Path = typer.Option(..., "--out", help="code file: .npz (codes, ids, labels) or .cvc (compact binary)"),
-    bits: int = typer.Option(8, help="bits per code value: 4, 6, 8, or 32 (float32, no quantization)"),
+    out_path: Path = typer.Option(..., "--out", help="code file: .npz (codes, ids, labels) or .cvc (compact binary); "
+                                  "for a codec run, a folder (one .cvc per image) or FILE.cvc (all in one)"),
+    bits: Optional[int] = typer.Option(None, help="bits per code value: 4, 6, 8 (default), or 32 (float32, no "
+                                       "quantization); not for codec runs, whose rate λ set in training"),
     fmt: Optional[str] = typer.Option(None, "--format", help="npz or bin (default: bin for .cvc/.bin, else npz)"),
     limit: Optional[int] = typer.Option(None, help="only the first N images of --dataset"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
@@ -28,6 +30,7 @@ def encode(
     \b
     Examples:  convae encode runs/unpool photos/ --out codes.cvc --bits 6
                convae encode runs/unpool --dataset mnist --out test.npz
+               convae encode runs/codec photos/ --out codes/      (a codec run: one bitstream per image)
     A run trained with --patch encodes each file at its own size, as one code per tile of the patch;
     convae decode puts the tiles back together.
     Exit code 2 if a file could not be read (the others are still encoded).
@@ -37,6 +40,14 @@ def encode(
     run = open_run(run_dir, "autoencoder", "convae encode", data_dir=data_dir)
     result = encode_run(run, out_path, inputs=inputs or [], dataset=dataset, split=split, bits=bits, fmt=fmt,
                         limit=limit, device=device)
+    if result.get("codec"):
+        where = result["out"] if result["packed"] else f"{result['out']}/ ({result['images']} file(s))"
+        out.print(f"wrote {where}: {result['images']} image(s), {result['pixels']:,} pixels, {result['bytes']:,} bytes "
+                  f"= {result['bpp']:.4f} bits per pixel (the model's estimate: {result['bpp_estimate']:.4f})",
+                  markup=False, highlight=False, soft_wrap=True)
+        fail_files(result["failed"], result["images"] + len(result["failed"]),
+                   f"the other {result['images']} were encoded")
+        return
     note = f"; {result['converted']} image(s) converted to the run's input shape" if result["converted"] else ""
     switches = f", plus {result['switch_levels']} level(s) of pool switches" if result["switch_levels"] else ""
     what = (f"{result['images']} image(s) at full size in {result['tiles']} tile codes" if "tiles" in result
@@ -50,7 +61,8 @@ def encode(
 @app.command()
 def decode(
     run_dir: Path = typer.Argument(..., help="the run that encoded the codes"),
-    codes: Path = typer.Argument(..., help="code file written by `convae encode` (.npz or .cvc)"),
+    codes: Path = typer.Argument(..., help="code file written by `convae encode` (.npz or .cvc); for a codec run "
+                                 "also a folder of .cvc files"),
     out_dir: Path = typer.Option(..., "--out", help="folder for the reconstructed PNGs"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:

@@ -67,7 +67,7 @@ def _npz_holding(path: Path, *names: str) -> bool:
 
 
 def _codes(path: Path) -> bool:
-    return _head(path, 4).startswith(b"\x89CVC") or _npz_holding(path, "format", "weights_hash")
+    return _head(path, 3).startswith(b"\x89CV") or _npz_holding(path, "format", "weights_hash")
 
 
 def _embedding(path: Path) -> bool:

@@ -21,6 +21,7 @@ from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
 from convae.data.mvtec import GOOD, is_mvtec
 from convae.models import get_preset, resolve_params
+from convae.models.codec import CODEC_PRESETS
 from convae.models.classifier import get_classifier
 from convae.models.heads import canonical_color_output
 from convae.models.restoration import UNBOUNDED_OUTPUT
@@ -28,6 +29,8 @@ from convae.run.fields import Field, Sources, check_fields
 from convae.run.tiling import Tiling
 
 LOSSES = ("mse", "bce", "l1")
+#: CompressAI's λ ladder for its bmshj2018 models (qualities 1-8), for --loss rd:LAMBDA.
+RD_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 TASKS = ("reconstruct", "denoise", "colorize")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
@@ -63,6 +66,20 @@ def config_from_dict(cls: type[T], data: dict[str, Any], origin: str | None = No
     if origin:
         sources.mark(values, origin, within="training.")
     return cls(**values, sources=sources)
+
+
+def rd_lambda(loss: str | None) -> float | None:
+    """λ of a rate–distortion loss ``rd:LAMBDA`` (λ·255²·MSE + bits per pixel), None for other losses."""
+    if not isinstance(loss, str) or not loss.startswith("rd:"):
+        return None
+    try:
+        value = float(loss[3:])
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConvaeError(f"--loss {loss}: LAMBDA must be a positive number, e.g. rd:0.013 (CompressAI's ladder: "
+                          f"{', '.join(f'{v:g}' for v in RD_LAMBDAS)})")
+    return value
 
 
 def check(condition: bool, message: str) -> None:
@@ -223,7 +240,7 @@ class RunSettings:
 
 
 TRAIN_FIELDS = {
-    **BASE_FIELDS, "model_args": Field("table"), "loss": Field("str", choices=LOSSES),
+    **BASE_FIELDS, "model_args": Field("table"), "loss": Field("str"),
     "optimizer": Field("str", choices=OPTIMIZERS), "task": Field("str", choices=TASKS), "noise": Field("str"),
     "normal_classes": Field("classes"), "color_output": Field("str"), "patch": Field("int", low=MIN_PATCH),
 }
@@ -300,6 +317,7 @@ class TrainConfig(RunSettings):
         if self.val_fraction is None:
             # Anomaly thresholds are fitted on held-out normal images, so keep some by default.
             self.val_fraction = 0.1 if self.normal_classes is not None else 0.0
+        self._check_loss()
         if self.loss == "bce" and self.model in UNBOUNDED_OUTPUT:
             raise ConvaeError(f"--loss bce needs outputs in [0,1]; {self.model} predicts noise with no Sigmoid, "
                               "use --loss mse or l1")
@@ -307,6 +325,20 @@ class TrainConfig(RunSettings):
             raise ConvaeError(
                 f"--loss bce needs outputs in [0,1]; use --model-arg out_activation=sigmoid with {self.model}"
             )
+
+    def _check_loss(self) -> None:
+        """mse, bce, l1, or rd:LAMBDA, which exactly the codec presets train with."""
+        lam = rd_lambda(self.loss)
+        codec = self.model in CODEC_PRESETS
+        check(lam is not None or self.loss in LOSSES,
+              f"{self.where('loss')} must be one of {', '.join(LOSSES)} or rd:LAMBDA, got {self.loss!r}")
+        check(lam is None or codec, f"--loss {self.loss} trains a codec; add --model codec or --model codec-hyper")
+        check(lam is not None or not codec, f"--model {self.model} trains with a rate–distortion loss, "
+              f"e.g. --loss rd:0.013, not --loss {self.loss}")
+        check(not codec or self.task == "reconstruct", f"--model {self.model} compresses images; it trains with "
+              f"--task reconstruct, not --task {self.task}")
+        if lam is not None:
+            self.loss = f"rd:{lam:g}"
 
     def corruption(self) -> Corruption | None:
         """What the model sees instead of the clean image (None: the clean image)."""

@@ -95,7 +95,9 @@ class EpochTotals:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], extra_sums: int, device: torch.device) -> "EpochTotals":
-        extra = state.get("epoch_extra_sums", [0.0] * extra_sums)
+        extra = list(state.get("epoch_extra_sums") or [])
+        if len(extra) != extra_sums:  # an end-of-epoch checkpoint holds no running sums
+            extra = [0.0] * extra_sums
         sums = torch.tensor([state.get("epoch_loss_sum", 0.0), *extra], dtype=torch.float64, device=device)
         seen = state.get("epoch_seen", 0)
         return cls(sums, seen, seen)

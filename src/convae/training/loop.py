@@ -30,7 +30,7 @@ from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import batch_generator
-from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers
+from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers, rd_lambda
 from convae.run.files import (
     CONFIG,
     LOCK,
@@ -50,6 +50,7 @@ from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
+from convae.training.rd import RateDistortionTask
 from convae.training.tasks import ReconstructTask, Task
 from convae.training.time_limit import TIME_LIMIT, OutOfTime, stop_on_time
 
@@ -84,10 +85,11 @@ class Trainer:
     ) -> None:
         if task is None and not isinstance(config, TrainConfig):
             raise ConvaeError("a classifier config trains through convae.applications.classify.train_classifier")
-        self.task_type = task or ReconstructTask
         if train_set is not None and config.dataset is None:
             config = dataclasses.replace(config, dataset=train_set.name)
         self.config = config.resolved(named_dataset=train_set is None)
+        self.task_type = task or (RateDistortionTask if rd_lambda(getattr(self.config, "loss", None))
+                                  else ReconstructTask)
         self.run_dir = Path(run_dir)
         #: This process's place in a torchrun job (rank 0 of 1 otherwise); only rank 0 writes.
         self.ranks = Ranks.from_env()

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from convae.applications.codes.codec_io import decode_codec, encode_codec_run, is_codec_run
 from convae.applications.codes.format import BITS_CHOICES, read_codes, write_codes
 from convae.applications.codes.quantize import (
     check_code_shape,
@@ -141,15 +142,27 @@ def encode_run(
     inputs: Sequence[str | Path] = (),
     dataset: str | None = None,
     split: str = "test",
-    bits: int = 8,
+    bits: int | None = None,
     fmt: str | None = None,
     limit: int | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Encode images (files/folders, or a dataset split) into a code file; return a summary with its rate."""
+    """Encode images (files/folders, or a dataset split) into a code file; return a summary with its rate.
+
+    A codec run (``--model codec``/``codec-hyper``) entropy-codes each image at its own size
+    instead (convae.applications.codes.codec_io); its rate was set by λ in training, not ``bits``.
+    """
     if bool(inputs) == bool(dataset):
         raise ConvaeError("give either IMAGE/FOLDER arguments or --dataset, not both" if inputs
                           else "nothing to encode: give IMAGE/FOLDER arguments or --dataset NAME")
+    run = open_code_run(run_dir, "convae encode")
+    if is_codec_run(run):
+        if bits is not None or fmt is not None:
+            raise ConvaeError(f"{run.path} is a codec run: its rate was set by --loss {run.config.training.loss} "
+                              "in training; drop --bits and --format")
+        return {"codec": True, **encode_codec_run(run, out, inputs=inputs, dataset=dataset, split=split, limit=limit,
+                                                  device=device)}
+    bits = 8 if bits is None else bits
     if bits not in BITS_CHOICES:
         raise ConvaeError(f"--bits must be one of {', '.join(map(str, BITS_CHOICES))}, got {bits}")
     out = Path(out)
@@ -157,7 +170,6 @@ def encode_run(
     if fmt not in ("npz", "bin"):
         raise ConvaeError(f"--format must be npz or bin, got {fmt!r}")
     check_output_file(out, "--out", "codes")
-    run = open_code_run(run_dir, "convae encode")
     target = pick_device(device)
     model, config = run.model(target), run.config
     input_shape = config.input_shape
@@ -194,9 +206,13 @@ def encode_run(
 
 
 def decode_file(run_dir: str | Path | Run, codes_path: str | Path, out_dir: str | Path, *, device: str = "auto") -> list[Path]:
-    """Decode a code file with its run into PNGs under ``out_dir``; refuse another run's codes."""
-    codes = read_codes(codes_path)
+    """Decode a code file with its run into PNGs under ``out_dir``; refuse another run's codes.
+
+    A codec run decodes its bitstreams: a file, a pack, or a folder of them (codec_io)."""
     run = open_code_run(run_dir, "convae decode")
+    if is_codec_run(run):
+        return decode_codec(run, codes_path, out_dir, device)
+    codes = read_codes(codes_path)
     target = pick_device(device)
     model = run.model(target)
     check_same_run(codes, run.digest, codes_path, run_dir)
