@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import REPO, data_root, machine, write_results
+from _common import REPO, commit, data_root, machine, write_results
 
 from convae.run import read_metrics
 from convae.training import TrainConfig, Trainer
@@ -90,6 +90,31 @@ def _trained(run_dir: Path) -> dict[str, Any]:
             "last_row": {k: v for k, v in (rows[-1] if rows else {}).items() if isinstance(v, (int, float))}}
 
 
+PEER_VENV = REPO / "benchmarks" / ".venv-compressai"
+PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "compressai")
+
+
+def compressai_peer(root: Path, test_ids: list[str], minutes: float, work: Path) -> dict[str, Any]:
+    """CompressAI's own factorized model, same images and wall time, in its own virtual environment."""
+    import subprocess
+
+    python = PEER_VENV / "bin" / "python"
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+        listing = work / "compressai-test.txt"
+        listing.write_text("\n".join(str(root / "CIFAR10-png" / i) for i in test_ids))
+        result = work / f"compressai-{minutes:g}m.json"
+        if not result.exists():
+            subprocess.run([str(python), str(REPO / "benchmarks" / "compressai_peer.py"),
+                            str(root / "CIFAR10-png" / "train"), str(listing), str(minutes), str(HEADLINE),
+                            str(result)], check=True)
+        return json.loads(result.read_text())
+    except (subprocess.CalledProcessError, OSError) as error:
+        return {"codec": "CompressAI bmshj2018-factorized", "error": str(error)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, required=True, help="keep (and reuse) the run directories here")
@@ -100,6 +125,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--skip-compressai", action="store_true")
+    parser.add_argument("--compressai-minutes", type=float, help="CompressAI's budget (default: --minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = data_root()
@@ -113,7 +139,15 @@ def main() -> None:
         return
     from codes_measure import measure
 
-    payload = measure(args, root, costs)
+    payload = {"commit": commit(), **measure(args, root, costs)}
+    if not args.skip_compressai:
+        print("== CompressAI", flush=True)
+        payload["compressai"] = compressai_peer(root, payload.pop("test_ids"), args.compressai_minutes or args.minutes,
+                                                args.keep)
+    payload.pop("test_ids", None)
+    from codes_measure import markdown
+
+    (RESULT.parent / "codes.md").write_text(markdown(payload), encoding="utf-8")
     payload["machine"] = machine()
     write_results("codes.json", payload)
     print(json.dumps(payload["summary"], indent=2))

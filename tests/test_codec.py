@@ -228,3 +228,36 @@ def test_integer_counts_are_positive_and_sum_to_the_total() -> None:
         counts = integer_counts(pmf)
         assert counts.sum() == TOTAL and counts.min() >= 1
     assert list(integer_counts(np.array([0.5, 0.25, 0.25]))) == [32768, 16384, 16384]
+
+
+def test_the_report_of_a_codec_run_draws_its_rd_point_beside_jpeg_webp_and_avif(runs, cli) -> None:
+    made, _ = runs
+    run = made["codec"]
+    code, out, err = cli("report", run)
+    assert code == 0, err
+    rate = json.loads((run / "rate-test.json").read_text())
+    codecs = {row["codec"] for row in rate["rows"]}
+    assert {"convae", "JPEG", "WebP", "AVIF"} <= codecs
+    mine = next(row for row in rate["rows"] if row["codec"] == "convae")
+    assert mine["setting"] == "rd:0.013" and mine["header_bytes"] == 16
+    assert mine["bpp_per_image"] > mine["bpp_amortised"] > 0 and mine["bpp_estimate"] > 0
+    page = (run / "report.html").read_text()
+    assert "Rate–distortion" in page and "bpp_estimate" in page and (run / "figures" / "rate_distortion.png").exists()
+
+
+@pytest.mark.parametrize("model", ["codec", "codec-hyper"])
+def test_a_tall_image_goes_through_in_bands_and_comes_back_as_the_model_sees_it(model: str) -> None:
+    from convae.applications.codes.codec import BAND, HALO, ImageCodec
+    from convae.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(model, (3, 32, 32), {"width": 8, "latent": 8}).eval()
+    height = 16 * (2 * BAND + 2 * HALO) + 7  # three bands
+    image = torch.from_numpy(_photo(np.random.default_rng(1), height, 21).copy()).permute(2, 0, 1).contiguous()
+    codec = ImageCodec(net, "0123abcd" * 8)
+    data, _ = codec.encode(image)
+    back = codec.decode(data, "tall.cvc")
+    with torch.no_grad():
+        direct = torch.round(net(image[None].float().div(255)).clamp(0, 1) * 255)[0]
+    assert back.shape == image.shape
+    assert (back.float() - direct).abs().max() <= 1

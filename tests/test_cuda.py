@@ -78,3 +78,27 @@ def test_batches_stay_on_the_gpu_during_training(bars: Path, tmp_path: Path) -> 
     trainer = Trainer(config, tmp_path / "fc", progress=False)
     trainer.fit()
     assert next(trainer.model.parameters()).device.type == "cuda"
+
+
+def test_a_codec_trained_on_cuda_decodes_its_files_to_the_same_pixels_on_cuda_and_cpu(cli, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(24):
+        small = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
+        Image.fromarray(small).resize((32, 32), Image.BILINEAR).save(photos / f"p{i}.png")
+    code, _, err = cli("train", "--dataset", f"folder:{photos}", "--model", "codec-hyper", "--model-arg", "width=8",
+                       "--model-arg", "latent=8", "--loss", "rd:0.013", "--epochs", "1", "--device", "cuda",
+                       "--no-progress", "--logger", "none", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert cli("encode", tmp_path / "run", photos, "--out", tmp_path / "codes", "--device", "cuda")[0] == 0
+    pixels = {}
+    for device in ("cuda", "cpu"):
+        code, _, err = cli("decode", tmp_path / "run", tmp_path / "codes", "--out", tmp_path / device, "--device", device)
+        assert code == 0, err
+        pixels[device] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / device).glob("*.png"))]
+    assert len(pixels["cpu"]) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(pixels["cuda"], pixels["cpu"]))

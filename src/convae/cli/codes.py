@@ -103,7 +103,8 @@ def print_rate(run: Any, split: str, images: int, as_json: bool, device: str) ->
         print(json.dumps(result))
         return
     print_table(f"{run.path} — rate–distortion on {result['images']} {result['dataset']} {split} images "
-                f"({'×'.join(map(str, result['image_shape']))}, code {'×'.join(map(str, result['code_shape']))})",
+                f"({'×'.join(map(str, result['image_shape']))}, "
+                f"{'code ' + '×'.join(map(str, result['code_shape'])) if result['code_shape'] else 'entropy-coded'})",
                 ("codec", "setting", "bpp per image", "bpp amortised", "PSNR", "SSIM"), rate_table_rows(result))
     note(result["conventions"])
     out.print(f"wrote {run.path / f'rate-{split}.json'} and {result['figure']}", markup=False, highlight=False)

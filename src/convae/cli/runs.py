@@ -20,7 +20,8 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's reference setting)"),
     batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's)"),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: the preset's)"),
-    loss: Optional[str] = typer.Option(None, help="mse, bce or l1 (default: the preset's)"),
+    loss: Optional[str] = typer.Option(None, help="mse, bce or l1, or rd:LAMBDA for a codec (λ·255²·MSE + bpp); "
+                                       "default: the preset's"),
     optimizer: Optional[str] = typer.Option(None, help="adam (default) or sgd"),
     lr_schedule: Optional[str] = typer.Option(None, help="none (default), cosine or onecycle: the learning rate over the whole run"),
     seed: Optional[int] = typer.Option(None, help="one seed for Python, NumPy and torch (default 0)"),
@@ -56,6 +57,7 @@ def train(
                convae train --dataset folder:photos --image-size 64 --out runs/photos
                convae train --dataset folder:photos --patch 64 --task denoise --out runs/photo-denoiser
                convae train --dataset mvtec:bottle --patch 64 --out runs/bottle
+               convae train --dataset cifar10 --model codec --loss rd:0.013 --max-time 15m --out runs/codec
                convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool --resume
                convae train --config runs/unpool/config.json --out runs/again
     The same command with --resume continues a run (a larger --epochs extends it).
@@ -202,6 +204,12 @@ def report(
             show_run(run, device=device)
         if not (run.figures / "reconstructions-per-class.png").exists():
             show_classes(run, device=device)
+        from convae.applications.codes.codec_io import is_codec_run
+
+        if is_codec_run(run) and not run.artifact("rate-test.json").exists():
+            from convae.applications.codes import evaluate_rate
+
+            evaluate_rate(run, limit=200, device=device)  # a codec's report opens with its RD curve
     out.print(f"wrote {write_report(run)}", markup=False, highlight=False)
 
 

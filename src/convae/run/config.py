@@ -21,8 +21,8 @@ from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
 from convae.data.mvtec import GOOD, is_mvtec
 from convae.models import get_preset, resolve_params
-from convae.models.codec import CODEC_PRESETS
 from convae.models.classifier import get_classifier
+from convae.models.codec import CODEC_PRESETS
 from convae.models.heads import canonical_color_output
 from convae.models.restoration import UNBOUNDED_OUTPUT
 from convae.run.fields import Field, Sources, check_fields

@@ -49,8 +49,8 @@ from convae.training.logs import CSV_FILE, TrainingLogs, write_csv
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
-from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
 from convae.training.rd import RateDistortionTask
+from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
 from convae.training.tasks import ReconstructTask, Task
 from convae.training.time_limit import TIME_LIMIT, OutOfTime, stop_on_time
 

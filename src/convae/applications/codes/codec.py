@@ -26,7 +26,27 @@ from convae.applications.codes.entropy_tables import (
     gaussian_tables,
 )
 from convae.core.errors import DataError
-from convae.models.codec import Codec, latent_size
+from convae.models.codec import MULTIPLE, Codec, latent_size, pad_to_multiple
+
+#: Large images go through the transforms in bands of this many latent rows (512 pixels), each
+#: with HALO latent rows of context on both sides that are computed and dropped: every layer
+#: looks at most one or two rows away, so the kept rows are those of the whole image, and
+#: memory stays that of one band (a 4000×3000 photo whole would need about 10 GB in float64).
+BAND, HALO = 32, 4
+
+
+def in_bands(transform, x: torch.Tensor, rows_in: int, rows_out: int) -> torch.Tensor:
+    """``transform`` over bands of ``x``'s rows; ``rows_in``/``rows_out``: rows per latent row."""
+    total = x.shape[-2] // rows_in
+    if total <= BAND + 2 * HALO:
+        return transform(x)
+    parts = []
+    for start in range(0, total, BAND):
+        low, high = max(0, start - HALO), min(total, start + BAND + HALO)
+        out = transform(x[..., low * rows_in: high * rows_in, :])
+        keep = out[..., (start - low) * rows_out: (min(start + BAND, total) - low) * rows_out, :]
+        parts.append(keep)
+    return torch.cat(parts, dim=-2)
 
 
 @contextmanager
@@ -46,7 +66,6 @@ class ImageCodec:
     def __init__(self, model: Codec, digest: str, device: torch.device | str = "cpu") -> None:
         self.model, self.digest, self.device = model.eval(), digest, torch.device(device)
         self.digest_prefix = bytes.fromhex(digest[:8])
-        self.channels = int(model.encoder[0].in_channels)
 
     @cached_property
     def exact(self) -> Codec:
@@ -66,8 +85,8 @@ class ImageCodec:
     @torch.no_grad()
     def latents(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """The rounded latent ``y`` (and the hyperprior's ``z``) of one uint8 C×H×W image."""
-        x = image.to(self.device).float().div(255).unsqueeze(0)
-        y = self.model.encode(x)
+        x = pad_to_multiple(image.to(self.device).float().div(255).unsqueeze(0))
+        y = in_bands(self.model.encoder, x, MULTIPLE, 1)
         z = self.model.hyper_latent(y) if self.model.hyper else None
         as_int = lambda t: torch.round(t).to("cpu", torch.int64)[0].numpy()  # noqa: E731
         return as_int(y), (as_int(z) if z is not None else None)
@@ -111,7 +130,7 @@ class ImageCodec:
             raise DataError(f"{name}: was encoded by another model (digest {record.digest.hex()}…, this run's is "
                             f"{self.digest[:8]}…); decode it with the run that encoded it")
         rows, cols = latent_size(record.height, record.width)
-        latent = int(self.model.density.channels if not self.model.hyper else self.model.decoder[0].in_channels)
+        latent = int(self.model.decoder[0].in_channels)
         reader = SymbolReader(record.payload)
         try:
             if not self.model.hyper:
@@ -135,5 +154,5 @@ class ImageCodec:
     def _synthesis(self, y: np.ndarray, height: int, width: int) -> torch.Tensor:
         with one_thread():
             y_hat = torch.from_numpy(y).to(torch.float64).unsqueeze(0)
-            x_hat = self.exact.decoder(y_hat)[0, :, :height, :width]
+            x_hat = in_bands(self.exact.decoder, y_hat, 1, MULTIPLE)[0, :, :height, :width]
         return torch.round(x_hat.clamp(0, 1) * 255).to(torch.uint8)

@@ -17,6 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from convae.applications.codes.codec import ImageCodec
+from convae.applications.codes.codec_io import is_codec_run
+from convae.applications.codes.codec_rate import codec_rows
 from convae.applications.codes.format import BITS_CHOICES, to_bytes
 from convae.applications.codes.io import dataset_images, open_code_run, sample_images
 from convae.applications.codes.quantize import decode_codes, encode_batches, quantize
@@ -29,6 +32,7 @@ from convae.run import Run, tensors_checksum
 RATE_FILE = "rate-{split}.json"
 JPEG_QUALITIES = (10, 30, 50, 75, 95)
 WEBP_QUALITIES = (10, 30, 50, 75, 95)
+AVIF_QUALITIES = (10, 30, 50, 75, 95)
 
 
 def _quality(outputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
@@ -84,8 +88,8 @@ def _common_affixes(files: list[bytes]) -> int:
     return prefix + suffix
 
 
-def classic_codec_rows(images: ImageSet) -> list[dict[str, Any]]:
-    """PNG, JPEG and WebP (Pillow) rows: one file per image, decoded back, scored like convae's.
+def classic_codec_rows(images: ImageSet, avif: bool = False) -> list[dict[str, Any]]:
+    """PNG, JPEG, WebP and, with ``avif``, AVIF (Pillow) rows: one file per image, decoded back, scored like convae's.
 
     ``bpp_per_image`` is the mean file size. ``bpp_amortised`` removes the bytes that every
     file has in common (the longest common prefix and suffix: signatures, image size, tables)
@@ -101,6 +105,8 @@ def classic_codec_rows(images: ImageSet) -> list[dict[str, Any]]:
     settings = [("PNG", "lossless", {"format": "PNG", "optimize": True})]
     settings += [("JPEG", f"quality {q}", {"format": "JPEG", "quality": q}) for q in JPEG_QUALITIES]
     settings += [("WebP", f"quality {q}", {"format": "WEBP", "quality": q, "method": 6}) for q in WEBP_QUALITIES]
+    if avif:
+        settings += [("AVIF", f"quality {q}", {"format": "AVIF", "quality": q}) for q in AVIF_QUALITIES]
     rows = []
     for codec, setting, options in settings:
         files, decoded = [], []
@@ -166,8 +172,13 @@ def evaluate_rate(run_dir: str | Path | Run, *, split: str = "test", limit: int 
     if config.task != "reconstruct":
         raise ConvaeError(f"{run.path}: a {config.task} run; --rate measures runs that reconstruct their input")
     data = sample_images(dataset_images(run, None, split), limit)
-    result = rate_distortion((model, config), data, bits, target)
-    rows = result["rows"] + classic_codec_rows(data)
+    if is_codec_run(run):
+        codec = ImageCodec(model, run.digest, target)
+        result = {"rows": codec_rows(codec, data, config.training.loss), "code_shape": [],
+                  "weights_hash": run.digest[:16]}
+    else:
+        result = rate_distortion((model, config), data, bits, target)
+    rows = result["rows"] + classic_codec_rows(data, avif=is_codec_run(run))
     payload = {"run": str(run.path), "dataset": config["dataset"]["spec"], "split": split, "images": len(data),
                "image_shape": list(data.shape), "code_shape": result["code_shape"],
                "weights_hash": result["weights_hash"], "rows": rows,

@@ -13,9 +13,10 @@ def rate_section(run: Run) -> str | None:
     return "\n".join([
         f"<h2>Rate–distortion ({result.get('images')} test images)</h2>",
         table(result.get("rows", []), ["codec", "setting", "bpp_per_image", "bpp_amortised", "psnr", "ssim",
-                                       "header_bytes"]),
+                                       "header_bytes"] + (["bpp_estimate"] if any(
+                                           "bpp_estimate" in r for r in result.get("rows", [])) else [])),
         "<p>PSNR in dB; bpp: bits per pixel position. " + escape(result.get("conventions", "")) + "</p>",
-        figure(run.figures / "rate_distortion.png", "bits per pixel against PSNR and SSIM, next to PNG/JPEG/WebP"),
+        figure(run.figures / "rate_distortion.png", "bits per pixel against PSNR and SSIM, next to PNG, JPEG, WebP (and AVIF for a codec)"),
     ])
 
 
