@@ -126,3 +126,47 @@ def test_every_epoch_draws_fresh_noise_and_the_test_tag_differs_from_training() 
     noise = parse_corruption("gaussian:0.5")
     draws = [noise(x, batch_generator(0, epoch, 0)) for epoch in (-1, 0, 1)]
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+
+
+def test_poisson_noise_is_seeded_and_grows_with_the_brightness() -> None:
+    from convae.data.corrupt import batch_generator, parse_corruption
+
+    corruption = parse_corruption("poisson:20")
+    dark, bright = torch.full((1, 1, 64, 64), 0.05), torch.full((1, 1, 64, 64), 0.45)
+    x = torch.cat([dark, bright])
+    first, again = corruption(x, batch_generator(3, 0, 0)), corruption(x, batch_generator(3, 0, 0))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, corruption(x, batch_generator(3, 0, 1)))
+    spread = (first - x).std(dim=(1, 2, 3))
+    assert spread[1] > 2 * spread[0]  # σ = sqrt(value / peak): 0.15 against 0.05
+    assert abs(float(first[1].mean()) - 0.45) < 0.01  # unbiased where it is (almost) never clipped
+
+
+def test_jpeg_artefacts_are_what_a_jpeg_file_at_that_quality_holds() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from convae.data.corrupt import batch_generator, parse_corruption
+
+    x = torch.linspace(0, 1, 3 * 24 * 40).reshape(1, 3, 24, 40).repeat(2, 1, 1, 1)
+    x[1] = x[1].flip(-1)
+    out = parse_corruption("jpeg:15")(x, batch_generator(0, 0, 0))
+    buffer = io.BytesIO()
+    Image.fromarray((x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=15)
+    expected = torch.from_numpy(np.asarray(Image.open(buffer)).copy()).permute(2, 0, 1).float() / 255
+    assert torch.equal(out[0], expected) and not torch.equal(out[0], x[0])
+    gray = parse_corruption("jpeg:15")(x[:, :1], batch_generator(0, 0, 0))
+    assert gray.shape == (2, 1, 24, 40)
+    blind = parse_corruption("jpeg:10-60")
+    assert torch.equal(blind(x, batch_generator(0, 1, 2)), blind(x, batch_generator(0, 1, 2)))
+
+
+@pytest.mark.parametrize("spec, needle", [("poisson:0", "out of range"), ("jpeg:101", "out of range"),
+                                          ("jpeg:60-20", "LOW below HIGH"), ("poisson:lots", "not a number")])
+def test_bad_poisson_and_jpeg_specs_are_one_line(spec: str, needle: str, cli, tmp_path) -> None:
+    code, _, err = cli("train", "--dataset", "mnist-sample", "--task", "denoise", "--noise", spec, "--epochs", "1",
+                       "--out", tmp_path / "run")
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

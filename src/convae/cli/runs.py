@@ -40,7 +40,8 @@ def train(
     max_time: Optional[str] = typer.Option(None, "--max-time", help="stop cleanly at the next step after this long (90s, 10m, 2h): checkpoint and evaluation as for a finished run; --resume continues"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
-    noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA, salt-pepper:AMOUNT, mask:FRACTION"),
+    noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA (or LOW-HIGH, blind), poisson:PEAK, "
+                                        "jpeg:QUALITY (or LOW-HIGH), salt-pepper:AMOUNT, mask:FRACTION"),
     normal_classes: Optional[str] = typer.Option(None, help="train only on these classes, as indices or names, e.g. 0,1 or cat,dog (anomaly detection)"),
     color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA[:GAIN]] (default chroma:4:0.6: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px and scaled by GAIN at inference) or rgb"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),

@@ -16,7 +16,12 @@ import torch
 from convae.core.errors import ConvaeError
 from convae.core.images import luma
 
-KINDS = ("gaussian", "salt-pepper", "mask", "gray")
+KINDS = ("gaussian", "poisson", "jpeg", "salt-pepper", "mask", "gray")
+#: The strengths each kind takes (inclusive), its default, and whether it takes a range LOW-HIGH.
+LIMITS = {"gaussian": (0.0, 10.0), "poisson": (0.01, 1e6), "jpeg": (1.0, 100.0), "salt-pepper": (0.0, 1.0),
+          "mask": (0.0, 1.0)}
+DEFAULTS = {"gaussian": 0.5, "poisson": 30.0, "jpeg": 20.0, "salt-pepper": 0.2, "mask": 0.25}
+RANGED = frozenset({"gaussian", "poisson", "jpeg"})
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,9 @@ class Corruption:
 
 
 def parse_corruption(spec: str) -> Corruption:
-    """'gaussian:0.5', 'gaussian:0.0-0.2' (blind: σ per image from the range), 'salt-pepper:0.2',
-    'mask:0.25' or 'gray'."""
+    """'gaussian:0.5', 'gaussian:0.0-0.2' (blind: σ per image from the range), 'poisson:PEAK' (shot
+    noise of an image whose white is PEAK photons, or a range of peaks), 'jpeg:10-50' (JPEG
+    artefacts at a quality per image from the range), 'salt-pepper:0.2', 'mask:0.25' or 'gray'."""
     kind, _, value = spec.strip().lower().partition(":")
     kind = {"sp": "salt-pepper", "saltpepper": "salt-pepper", "s&p": "salt-pepper", "cutout": "mask",
             "grayscale": "gray", "noise": "gaussian"}.get(kind, kind)
@@ -53,16 +59,17 @@ def parse_corruption(spec: str) -> Corruption:
         raise ConvaeError(f"--noise {spec!r}: unknown corruption {kind!r}; use one of {', '.join(KINDS)}")
     if kind == "gray":
         return Corruption("gray")
-    defaults = {"gaussian": 0.5, "salt-pepper": 0.2, "mask": 0.25}
-    low_text, dash, high_text = value.partition("-") if kind == "gaussian" else (value, "", "")
+    low_text, dash, high_text = value.partition("-") if kind in RANGED else (value, "", "")
     try:
-        strength = float(low_text) if low_text else defaults[kind]
+        strength = float(low_text) if low_text else DEFAULTS[kind]
         high = float(high_text) if dash else None
     except ValueError:
         raise ConvaeError(f"--noise {spec!r}: {value!r} is not a number or a range LOW-HIGH") from None
+    least, most = LIMITS[kind]
     for level in (strength, high):
-        if level is not None and not 0.0 <= level <= (10.0 if kind == "gaussian" else 1.0):
-            raise ConvaeError(f"--noise {spec!r}: strength {level} is out of range")
+        if level is not None and not least <= level <= most:
+            raise ConvaeError(f"--noise {spec!r}: strength {level:g} is out of range ({kind} takes {least:g} to "
+                              f"{most:g})")
     if high is not None and high <= strength:
         raise ConvaeError(f"--noise {spec!r}: a range LOW-HIGH needs LOW below HIGH")
     return Corruption(kind, strength, high)
@@ -79,6 +86,34 @@ def gaussian(x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Gene
     """Additive noise of σ ``sigma`` (one number, or one per image as an N×1×1×1 tensor), clipped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + sigma * noise).clamp_(0.0, 1.0)
+
+
+def poisson(x: torch.Tensor, peak: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shot noise: each value counts photons of a Poisson law with mean ``value · peak``, divided back.
+
+    A low peak is a dark, noisy exposure (peak 4 is very noisy, 100 mild); the noise grows with
+    the brightness, unlike Gaussian noise (Foi et al.'s Poisson–Gaussian model, its Poisson part).
+    """
+    return torch.poisson(x * peak, generator=generator).div_(peak).clamp_(0.0, 1.0)
+
+
+def jpeg(x: torch.Tensor, quality: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image JPEG-compressed by Pillow at ``quality`` (one number, or one per image) and decoded back."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    qualities = quality.flatten().tolist() if isinstance(quality, torch.Tensor) else [quality] * x.shape[0]
+    images = (x.detach().clamp(0, 1) * 255).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = []
+    for image, q in zip(images, qualities):
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+            buffer, format="JPEG", quality=max(1, min(100, round(q))))
+        back = np.asarray(Image.open(buffer))
+        out.append(torch.from_numpy(back.reshape(image.shape).copy()))
+    return torch.stack(out).permute(0, 3, 1, 2).to(x.device, x.dtype).div_(255)
 
 
 def salt_pepper(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
@@ -115,6 +150,8 @@ def gray(x: torch.Tensor, _strength: float = 0.0, _generator: torch.Generator | 
 
 APPLY: dict[str, Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]] = {
     "gaussian": gaussian,
+    "poisson": poisson,
+    "jpeg": jpeg,
     "salt-pepper": salt_pepper,
     "mask": mask,
     "gray": gray,
