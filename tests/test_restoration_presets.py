@@ -56,10 +56,20 @@ def test_a_dncnn_denoiser_beats_its_input_and_keeps_an_odd_size(cli, bars: Path,
                        "--task", "denoise", "--noise", "gaussian:0.05-0.2", "--epochs", "3", "--batch-size", "8",
                        "--threads", "1", "--no-progress", "--out", str(run))
     assert code == 0, err
+    # blind noise is scored at fixed levels of its range, each epoch and in evaluate
+    levels = ["gaussian:0.0588", "gaussian:0.098", "gaussian:0.1961"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["noise"] for r in rows[-1]["test_per_level"]] == levels
+    assert rows[-1]["test_per_level"][0]["psnr"] > rows[-1]["test_per_level"][2]["psnr"]  # less noise, less error
+    assert "gaussian:0.098: " in err
     code, out, err = cli("evaluate", str(run), "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["psnr"] > result["input_psnr"] + 0.5, result
+    assert [r["noise"] for r in result["per_level"]] == levels
+    assert all(r["psnr"] > r["input_psnr"] for r in result["per_level"]), result["per_level"]
+    code, out, err = cli("evaluate", str(run))
+    assert code == 0 and "at fixed levels" in out and "gaussian:0.1961" in out, err
     odd = tmp_path / "odd.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (23, 41), dtype=np.uint8)).save(odd)
     code, out, err = cli("denoise", str(run), str(odd), "--out", str(tmp_path / "clean"))

@@ -19,6 +19,11 @@ def print_restoration(run_dir: Path, split: str, result: dict[str, Any]) -> None
                 [(what, f"{mse:.5f}", f"{psnr:.2f} dB", f"{ssim:.4f}") for what, mse, psnr, ssim in comparison_rows(result)])
     out.print(f"convae gains {result['psnr'] - result['input_psnr']:+.2f} dB over the input and "
               f"{result['psnr'] - result['baseline_psnr']:+.2f} dB over the baseline")
+    if result.get("per_level"):
+        print_table(f"blind noise ({result['corruption']}) at fixed levels", ("noise", "input PSNR", "convae PSNR",
+                    "input SSIM", "convae SSIM"), [(r["noise"], f"{r['input_psnr']:.2f} dB", f"{r['psnr']:.2f} dB",
+                                                    f"{r['input_ssim']:.4f}", f"{r['ssim']:.4f}")
+                                                   for r in result["per_level"]])
     note(result["conventions"])
 
 

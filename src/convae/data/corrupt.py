@@ -41,6 +41,16 @@ class Corruption:
             return self.kind
         return f"{self.kind}:{self.strength:g}" + (f"-{self.high:g}" if self.high is not None else "")
 
+    def levels(self) -> list["Corruption"]:
+        """Fixed levels a blind range is scored at: the field's σ 15, 25 and 50 (/255) where the range holds
+        them, else its quarter, middle and three-quarter points; a fixed corruption is its own one level."""
+        if self.high is None:
+            return [self]
+        standard = [v / 255 for v in (15, 25, 50) if self.strength <= v / 255 <= self.high]
+        points = standard if self.kind == "gaussian" and standard else [
+            self.strength + (self.high - self.strength) * t for t in (0.25, 0.5, 0.75)]
+        return [Corruption(self.kind, round(v) if self.kind == "jpeg" else round(v, 4)) for v in points]
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.high is None:
             return APPLY[self.kind](x, self.strength, generator)

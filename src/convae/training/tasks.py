@@ -173,15 +173,33 @@ class ReconstructTask(Task):
 
     def row(self, model, epoch, train_loss, extras, seen, seconds, lr):
         val = self.splits.val
+        blind = self.corruption is not None and self.corruption.high is not None
         return {
             "epoch": epoch,
             "train_loss": train_loss,
             "test_loss": self._evaluate(model, self.splits.test),
             **({"val_loss": self._evaluate(model, val)} if val is not None else {}),
+            **({"test_per_level": self._per_level(model)} if blind else {}),
             "seconds": round(seconds, 4),
             "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
             "loss": self.config.loss,
         }
+
+    @torch.no_grad()
+    def _per_level(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """Blind noise: PSNR and SSIM of the test split at fixed levels across the range."""
+        images = self.splits.measured(self.splits.test).images
+        was_training = model.training
+        model.eval()
+        rows = []
+        for level in self.corruption.levels():  # type: ignore[union-attr]
+            metrics = ReconstructionMetrics(("mse", "ssim"))
+            for index, x in enumerate(Batches(images, max(self.config.batch_size, 256), shuffle=False, seed=0,
+                                              device=self.device)):
+                metrics.add(model(level(x, batch_generator(self.config.seed, -1, index, self.device))), x)
+            rows.append({"noise": str(level), **{k: metrics.summary()[k] for k in ("psnr", "ssim")}})
+        model.train(was_training)
+        return rows
 
     @torch.no_grad()
     def preview(self, model):
@@ -199,8 +217,9 @@ class ReconstructTask(Task):
 
     def epoch_line(self, row):
         cfg = self.config
+        levels = "".join(f"  {r['noise']}: {r['psnr']:.2f} dB" for r in row.get("test_per_level", []))
         return (f"epoch {row['epoch']}/{cfg.epochs}  train {cfg.loss} {row['train_loss']:.5f}  test {cfg.loss} "
-                f"{row['test_loss']:.5f}  {row['seconds']:.1f}s  {row['images_per_s'] or 0:,.0f} img/s")
+                f"{row['test_loss']:.5f}{levels}  {row['seconds']:.1f}s  {row['images_per_s'] or 0:,.0f} img/s")
 
     def start_line(self, run_dir):
         cfg, train, test = self.config, self.splits.train, self.splits.test

@@ -111,6 +111,11 @@ def evaluate_restoration(run: Run, data: ImageSet, device: torch.device | str = 
         result["input"] = "the gray input replicated to RGB"
         result["baseline"] = f"gray + the {table}, fitted on {val_where}"
     result.update(metrics)
+    if corruption.high is not None:  # blind noise: the model and the input at fixed levels of the range
+        result["per_level"] = [
+            {"noise": str(level), **{k: m[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim")}}
+            for level in corruption.levels()
+            for m in [restoration_metrics(model, data, level, seed=seed, chunk=chunk, baselines={}, device=device)]]
     result["conventions"] = (
         "pixels in [0,1]; mean per pixel; PSNR from the split's mean MSE; the model scored on its raw output, SSIM "
         f"on it clipped to [0,1]; the split corrupted as in training's test loss (chunks of {chunk}, seed {seed})"
