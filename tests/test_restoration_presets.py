@@ -1,4 +1,4 @@
-"""Residual denoisers (dncnn) and blind noise ranges: any size in, the same size out; seeded σ per image."""
+"""Residual denoisers (dncnn, unet) and blind noise ranges: any size in, the same size out; seeded σ per image."""
 
 from __future__ import annotations
 
@@ -18,16 +18,17 @@ from convae.models import build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.parametrize("name", ["dncnn", "unet"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 37, 53), (3, 9, 130)])
-def test_dncnn_returns_exactly_the_input_size_as_input_minus_noise(shape) -> None:
-    model = build_model("dncnn", shape).eval()
+def test_residual_presets_return_exactly_the_input_size_as_input_minus_noise(name, shape) -> None:
+    model = build_model(name, shape).eval()
     x = torch.rand(2, *shape)
     with torch.no_grad():
         y = model(x)
     with torch.no_grad():
         noise = model.decoder[0].body(x)
     assert y.shape == x.shape and torch.allclose(y, x - noise)  # the output is the input minus the predicted noise
-    colour = build_model("dncnn", (1, 20, 21), out_channels=3)  # colorize: gray in, RGB out
+    colour = build_model(name, (1, 20, 21), out_channels=3)  # colorize: gray in, RGB out
     assert colour(torch.rand(1, 1, 20, 21)).shape == (1, 3, 20, 21)
 
 

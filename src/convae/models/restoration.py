@@ -16,6 +16,7 @@ It has no bottleneck: its "code" is the image itself, so the verbs that want a c
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
@@ -24,7 +25,7 @@ from convae.models.registry import register
 
 Shape = tuple[int, int, int]
 #: Presets whose output is not squashed into [0, 1] (so BCE, which needs it, cannot train them).
-UNBOUNDED_OUTPUT = frozenset({"dncnn"})
+UNBOUNDED_OUTPUT = frozenset({"dncnn", "unet"})
 
 
 class ResidualDenoiser(nn.Module):
@@ -66,3 +67,54 @@ def build_dncnn(input_shape: Shape, out_channels: int, *, width: int, dilations:
             layers.append(nn.ReLU(inplace=True))
     body = nn.Sequential(*layers)
     return AutoEncoder(nn.Sequential(nn.Identity()), nn.Sequential(ResidualDenoiser(body, in_channels, out_channels)))
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class UNetBody(nn.Module):
+    """A small U-Net (Ronneberger et al., MICCAI 2015) that predicts the noise: ``levels`` halvings
+    by stride-2 convolution, the skips concatenated on the way up, as DRUNet's layout does
+    without its residual blocks (Zhang et al., "Plug-and-Play Image Restoration with Deep
+    Denoiser Prior", TPAMI 2021, github.com/cszn/DPIR). Any size: the input is padded by
+    replication to a multiple of 2**levels and the prediction cropped back."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, levels: int) -> None:
+        super().__init__()
+        widths = [width * 2 ** i for i in range(levels + 1)]
+        self.levels = levels
+        self.head = _block(in_channels, widths[0])
+        self.downs = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2),
+                                                 nn.ReLU(inplace=True), _block(widths[i + 1], widths[i + 1]))
+                                   for i in range(levels))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels))
+        self.merges = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in range(levels))
+        self.tail = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        multiple = 2 ** self.levels
+        x = F.pad(x, (0, -width % multiple, 0, -height % multiple), mode="replicate")
+        skips = [self.head(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for i in reversed(range(self.levels)):
+            y = self.merges[i](torch.cat([self.ups[i](y), skips.pop()], dim=1))
+        return self.tail(y)[..., :height, :width]
+
+
+@register(
+    "unet",
+    params={"width": 24, "levels": 2},
+    training={"loss": "mse", "batch_size": 16, "epochs": 30, "lr": 1e-3},
+    summary="residual U-Net denoiser: a small U-Net with skip connections predicts the noise, output = input − "
+            "noise, no Sigmoid; any size in, the same size out",
+)
+def build_unet(input_shape: Shape, out_channels: int, *, width: int, levels: int) -> AutoEncoder:
+    if width < 1 or not 1 <= levels <= 5:
+        raise ModelError(f"unet needs width >= 1 and 1 to 5 levels, got width={width}, levels={levels}")
+    body = UNetBody(input_shape[0], out_channels, width, levels)
+    return AutoEncoder(nn.Sequential(nn.Identity()), nn.Sequential(ResidualDenoiser(body, input_shape[0], out_channels)))
