@@ -1,0 +1,155 @@
+"""Simulated defects for inspection training: DRAEM's Perlin masks, CutPaste patches and scars.
+
+DRAEM (Zavrtanik, Kristan & Skočaj, "DRAEM – A discriminatively trained reconstruction
+embedding for surface anomaly detection", ICCV 2021) learns to find defects without ever
+seeing one: it paints synthetic ones onto good images. Following the authors' reference code
+(github.com/VitjanZ/DRAEM, data_loader.py and perlin.py, checked against it):
+
+* a Perlin noise map at a random power-of-two scale 2^0 … 2^5 per axis, rotated by up to ±90°,
+  thresholded at 0.5, is the defect's shape;
+* the shape is filled with a foreign texture blended in with opacity 1 − β, β uniform in
+  [0, 0.8): ``x·(1 − m) + (1 − β)·t·m + β·x·m``;
+* half of the samples stay clean (their mask is empty).
+
+Where DRAEM fills from the DTD texture set (a download), the texture here comes from
+``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
+from the other images of the batch, colour-jittered, or a colour Perlin texture. CutPaste
+(Li et al., CVPR 2021) patches from elsewhere in the same image, and its thin "scar"
+variant, add defects whose texture is the part's own, which a Perlin fill never gives.
+Every draw comes from the batch's generator, so a resumed run paints the same defects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: Perlin scales are 2**k for k in [0, MAX_SCALE_POWER) per axis, as in DRAEM (perlin_scale = 6).
+MAX_SCALE_POWER = 6
+THRESHOLD = 0.5
+
+
+def _fade(t: torch.Tensor) -> torch.Tensor:
+    return 6 * t ** 5 - 15 * t ** 4 + 10 * t ** 3
+
+
+def perlin(height: int, width: int, res: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """2-D Perlin noise of ``res`` periods per axis, H×W, values roughly in [-1, 1] (DRAEM's rand_perlin_2d)."""
+    ry, rx = res
+    rows, cols = -(-height // ry) * ry, -(-width // rx) * rx  # a whole number of cells, cropped after
+    gy = torch.arange(rows, dtype=torch.float32) * ry / rows
+    gx = torch.arange(cols, dtype=torch.float32) * rx / cols
+    cell_y, cell_x = gy.floor().long(), gx.floor().long()
+    fy, fx = (gy % 1).view(-1, 1), (gx % 1).view(1, -1)
+    angles = 2 * math.pi * torch.rand(ry + 1, rx + 1, generator=generator, device=generator.device).cpu()
+    gradients = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)
+
+    def corner(dy: int, dx: int) -> torch.Tensor:
+        grad = gradients[cell_y + dy][:, cell_x + dx]
+        return grad[..., 0] * (fy - dy) + grad[..., 1] * (fx - dx)
+
+    ty, tx = _fade(fy), _fade(fx)
+    top = torch.lerp(corner(0, 0), corner(0, 1), tx)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), tx)
+    return (math.sqrt(2) * torch.lerp(top, bottom, ty))[:height, :width]
+
+
+def _uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, device=generator.device))
+
+
+def _integer(generator: torch.Generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high, (), generator=generator, device=generator.device))
+
+
+def perlin_mask(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """A defect shape: rotated Perlin noise above 0.5, as a float H×W mask of 0s and 1s (may be empty)."""
+    from torchvision.transforms.functional import rotate
+
+    res = (2 ** _integer(generator, 0, MAX_SCALE_POWER), 2 ** _integer(generator, 0, MAX_SCALE_POWER))
+    noise = perlin(height, width, res, generator)
+    noise = rotate(noise[None], _uniform(generator, -90, 90))[0]
+    return (noise > THRESHOLD).float()
+
+
+def jitter(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Colour jitter of one C×H×W image in [0, 1]: a gain and an offset per channel, then contrast."""
+    channels = image.shape[0]
+    gain = torch.rand(channels, 1, 1, generator=generator, device=generator.device).to(image) * 0.8 + 0.6
+    offset = torch.rand(channels, 1, 1, generator=generator, device=generator.device).to(image) * 0.4 - 0.2
+    out = image * gain + offset
+    mean = out.mean()
+    return ((out - mean) * _uniform(generator, 0.7, 1.5) + mean).clamp(0, 1)
+
+
+@dataclass
+class DefectSimulator:
+    """Paints simulated defects on a batch; returns (images, masks) with masks B×1×H×W in {0, 1}.
+
+    ``sources``: uint8 N×C×H'×W' images to take textures from (``--anomaly-source``), or None
+    for the default (other images of the batch, jittered, or colour Perlin textures).
+    """
+
+    sources: torch.Tensor | None = None
+    clean_fraction: float = 0.5
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        out, masks = x.clone(), torch.zeros(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        for i in range(x.shape[0]):
+            kind = _uniform(generator)
+            if kind < self.clean_fraction:
+                continue
+            share = (kind - self.clean_fraction) / max(1 - self.clean_fraction, 1e-9)
+            if share < 0.6:
+                painted, mask = self._perlin(x, i, generator)
+            else:
+                painted, mask = self._cut_paste(x[i], generator, scar=share >= 0.8)
+            out[i], masks[i, 0] = painted, mask
+        return out, masks
+
+    def texture(self, x: torch.Tensor, index: int, generator: torch.Generator) -> torch.Tensor:
+        """A foreign texture the size of image ``index`` of the batch."""
+        channels, height, width = x.shape[1:]
+        if self.sources is not None and len(self.sources):
+            source = self.sources[_integer(generator, 0, len(self.sources))].to(x.device, x.dtype).div(255)
+            if source.shape[0] != channels:
+                source = source.mean(0, keepdim=True).expand(channels, -1, -1) if channels == 1 or source.shape[0] == 1 \
+                    else source[:channels]
+            source = F.interpolate(source[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            return jitter(source, generator)
+        if x.shape[0] > 1 and _uniform(generator) < 0.5:
+            other = (index + _integer(generator, 1, x.shape[0])) % x.shape[0]
+            return jitter(torch.flip(x[other], dims=(-1, -2)), generator)
+        res = 2 ** _integer(generator, 1, MAX_SCALE_POWER)
+        planes = [perlin(height, width, (res, res), generator) for _ in range(channels)]
+        return (torch.stack(planes).to(x.device, x.dtype) * 0.5 + 0.5).clamp(0, 1)
+
+    def _perlin(self, x: torch.Tensor, index: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        image = x[index]
+        mask = perlin_mask(image.shape[1], image.shape[2], generator).to(image.device, image.dtype)
+        beta = _uniform(generator, 0.0, 0.8)
+        texture = self.texture(x, index, generator)
+        return image * (1 - mask) + (1 - beta) * texture * mask + beta * image * mask, mask
+
+    @staticmethod
+    def _cut_paste(image: torch.Tensor, generator: torch.Generator, scar: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A patch (or a thin scar) of the image itself, jittered and pasted elsewhere."""
+        _, height, width = image.shape
+        if scar:
+            ph, pw = max(2, round(height * _uniform(generator, 0.1, 0.25))), max(1, round(width * 0.03) + 1)
+        else:
+            area = height * width * _uniform(generator, 0.02, 0.15)
+            aspect = math.exp(_uniform(generator, math.log(0.3), math.log(3.3)))
+            ph = max(1, min(height - 1, round(math.sqrt(area * aspect))))
+            pw = max(1, min(width - 1, round(math.sqrt(area / aspect))))
+        ph, pw = min(ph, height), min(pw, width)
+        top, left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
+        to_top, to_left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
+        patch = jitter(image[:, top:top + ph, left:left + pw], generator)
+        out, mask = image.clone(), torch.zeros(height, width, device=image.device, dtype=image.dtype)
+        out[:, to_top:to_top + ph, to_left:to_left + pw] = patch
+        mask[to_top:to_top + ph, to_left:to_left + pw] = 1.0
+        return out, mask

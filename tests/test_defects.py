@@ -1,0 +1,50 @@
+"""Simulated defects (DRAEM's Perlin masks, CutPaste, scars): seeded, only inside their masks, half clean."""
+
+from __future__ import annotations
+
+import torch
+
+from convae.data.corrupt import batch_generator
+from convae.data.defects import DefectSimulator, perlin, perlin_mask
+
+
+def test_perlin_noise_is_smooth_seeded_and_any_size() -> None:
+    a = perlin(37, 53, (4, 2), batch_generator(0, 0, 0))
+    assert a.shape == (37, 53) and torch.equal(a, perlin(37, 53, (4, 2), batch_generator(0, 0, 0)))
+    assert a.abs().max() <= 1.5 and a.std() > 0.1
+    assert (a[1:] - a[:-1]).abs().max() < 0.5  # neighbours differ little: noise with structure, not white noise
+    masks = [perlin_mask(64, 64, batch_generator(1, 0, i)) for i in range(40)]
+    coverage = torch.stack([m.mean() for m in masks])
+    assert set(torch.unique(torch.stack(masks)).tolist()) <= {0.0, 1.0}
+    assert 0.0 < float(coverage.mean()) < 0.5 and float(coverage.max()) > 0.05
+
+
+def test_defects_change_only_pixels_inside_their_masks_and_repeat_for_the_same_step() -> None:
+    x = torch.rand(32, 3, 40, 56)
+    simulator = DefectSimulator()
+    out, masks = simulator(x, batch_generator(0, 2, 5))
+    again, masks_again = simulator(x, batch_generator(0, 2, 5))
+    assert torch.equal(out, again) and torch.equal(masks, masks_again)
+    assert masks.shape == (32, 1, 40, 56) and out.shape == x.shape
+    changed = (out - x).abs().amax(1, keepdim=True) > 0
+    assert not (changed & (masks == 0)).any()
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    other, _ = simulator(x, batch_generator(0, 2, 6))
+    assert not torch.equal(out, other)
+
+
+def test_about_half_of_the_samples_stay_clean() -> None:
+    x = torch.rand(400, 1, 24, 24)
+    _, masks = DefectSimulator()(x, batch_generator(3, 0, 0))
+    defective = float((masks.flatten(1).sum(1) > 0).float().mean())
+    assert 0.3 < defective < 0.55  # half are left clean; a few Perlin shapes fall below the threshold
+
+
+def test_a_given_source_fills_the_perlin_defects() -> None:
+    x = torch.zeros(64, 3, 32, 32)
+    red = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)
+    red[:, 0] = 255
+    out, masks = DefectSimulator(sources=red)(x, batch_generator(0, 0, 0))
+    inside = masks.expand_as(out) > 0
+    red_share = out[:, 0][inside[:, 0]].mean() / (out[:, 1:][inside[:, 1:]].mean() + 1e-6)
+    assert inside.any() and red_share > 2  # jittered, but red: the painted texture came from the source
