@@ -48,3 +48,20 @@ def test_a_given_source_fills_the_perlin_defects() -> None:
     inside = masks.expand_as(out) > 0
     red_share = out[:, 0][inside[:, 0]].mean() / (out[:, 1:][inside[:, 1:]].mean() + 1e-6)
     assert inside.any() and red_share > 2  # jittered, but red: the painted texture came from the source
+
+
+def test_draems_networks_take_any_size_and_return_it() -> None:
+    from convae.models import build_model
+    from convae.models.draem import Discriminator
+
+    recon = build_model("draem-recon", (3, 37, 53), {"width": 4}).eval()
+    disc = Discriminator(6, width=4).eval()
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        rebuilt = recon(x)
+        logits = disc(torch.cat([x, rebuilt], dim=1))
+    assert rebuilt.shape == x.shape and logits.shape == (2, 2, 37, 53)
+    # no skip connection: the reconstruction is the decoded 1/16-size code and nothing else
+    with torch.no_grad():
+        code = recon.encode(x)
+        assert code.shape[-2:] == (3, 4) and torch.equal(recon.decode(code)[..., :37, :53], rebuilt)

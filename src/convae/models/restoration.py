@@ -25,7 +25,7 @@ from convae.models.registry import register
 
 Shape = tuple[int, int, int]
 #: Presets whose output is not squashed into [0, 1] (so BCE, which needs it, cannot train them).
-UNBOUNDED_OUTPUT = frozenset({"dncnn", "unet"})
+UNBOUNDED_OUTPUT = frozenset({"dncnn", "unet", "draem-recon"})
 
 
 class ResidualDenoiser(nn.Module):
