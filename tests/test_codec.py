@@ -261,3 +261,12 @@ def test_a_tall_image_goes_through_in_bands_and_comes_back_as_the_model_sees_it(
         direct = torch.round(net(image[None].float().div(255)).clamp(0, 1) * 255)[0]
     assert back.shape == image.shape
     assert (back.float() - direct).abs().max() <= 1
+
+
+def test_compare_shows_the_rate_and_quality_codec_runs_trained_to(runs, cli) -> None:
+    made, _ = runs
+    code, out, err = cli("compare", made["codec"], made["codec-hyper"])
+    assert code == 0, err
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("|")}
+    assert "test bpp (estimate)" in rows and "test PSNR (codec)" in rows
+    assert "codec-hyper" in out

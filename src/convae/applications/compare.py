@@ -41,6 +41,11 @@ def compare_runs(paths: Sequence[str | Path], *, out: str | Path | None = None, 
         if any(v is not None for v in values):
             rows.append([label, *["—" if v is None else form.format(v) for v in values]])
     last = [run.metrics()[-1] if run.metrics() else {} for run in runs]
+    if any("test_bpp_estimate" in row for row in last):  # codec runs: the rate and quality they trained to
+        rows.append(["test bpp (estimate)", *["—" if "test_bpp_estimate" not in row else
+                                              f"{row['test_bpp_estimate']:.4f}" for row in last]])
+        rows.append(["test PSNR (codec)", *["—" if "test_psnr" not in row else f"{row['test_psnr']:.2f} dB"
+                                            for row in last]])
     rows.append(["epochs", *[str(row.get("epoch", "—")) for row in last]])
     rows.append(["last train loss", *["—" if "train_loss" not in row else f"{row['train_loss']:.5g}" for row in last]])
     rows.append(["training time", *[f"{sum(r.get('seconds') or 0 for r in run.metrics()):.0f} s" for run in runs]])
