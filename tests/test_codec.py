@@ -270,3 +270,16 @@ def test_compare_shows_the_rate_and_quality_codec_runs_trained_to(runs, cli) -> 
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("|")}
     assert "test bpp (estimate)" in rows and "test PSNR (codec)" in rows
     assert "codec-hyper" in out
+
+
+def test_a_dataset_split_is_coded_one_file_per_image_named_by_its_index(runs, cli, tmp_path: Path) -> None:
+    made, _ = runs
+    spec = json.loads((made["codec"] / "config.json").read_text())["training"]["dataset"]
+    code, out, err = cli("encode", made["codec"], "--dataset", spec, "--split", "test", "--limit", "3",
+                         "--out", tmp_path / "codes")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["test-00000.cvc", "test-00001.cvc",
+                                                                      "test-00002.cvc"]
+    assert cli("decode", made["codec"], tmp_path / "codes", "--out", tmp_path / "back")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["test-00000.png", "test-00001.png",
+                                                                     "test-00002.png"]

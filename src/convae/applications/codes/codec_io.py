@@ -34,14 +34,9 @@ def image_codec(run: Run, device: str = "auto") -> ImageCodec:
     return ImageCodec(run.model(pick_device(device)), run.digest, pick_device(device))
 
 
-def _inputs(run: Run, inputs: Sequence[str | Path], dataset: str | None, split: str, limit: int | None):
-    """(name, uint8 C×H×W image) of every input at its own size, and (path, reason) of each unreadable one."""
+def _inputs(run: Run, inputs: Sequence[str | Path]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """(name, uint8 C×H×W image) of every input file at its own size, and (path, reason) of each unreadable one."""
     channels = run.config.input_shape[0]
-    if dataset:
-        from convae.applications.codes.io import dataset_images
-
-        data = dataset_images(run, dataset, split, limit)
-        return [(f"{split}-{i:05d}{SUFFIX}", image) for i, image in enumerate(data.images)], []
     found_files, images, failed, unique = find_image_files(inputs), [], [], UniqueNames()
     for found in found_files:
         try:
@@ -59,16 +54,16 @@ def _inputs(run: Run, inputs: Sequence[str | Path], dataset: str | None, split: 
     return images, failed
 
 
-def encode_codec_run(run: Run, out: str | Path, *, inputs: Sequence[str | Path] = (), dataset: str | None = None,
-                     split: str = "test", limit: int | None = None, device: str = "auto") -> dict[str, Any]:
-    """Entropy-code every image; return the real rate (file bytes) and the model's estimate."""
+def encode_codec_run(run: Run, out: str | Path, *, inputs: Sequence[str | Path] = (),
+                     named: list[tuple[str, Any]] | None = None, device: str = "auto") -> dict[str, Any]:
+    """Entropy-code every input file (or the given ``named`` images); the real rate and the model's estimate."""
     out = Path(out)
     packed = out.suffix.lower() == SUFFIX
     if packed:
         check_output_file(out, "--out", "codes")
     else:
         check_output_folder(out, "--out")
-    images, failed = _inputs(run, inputs, dataset, split, limit)
+    images, failed = (named, []) if named is not None else _inputs(run, inputs)
     if not packed:
         for name, _ in images:  # every target checked before anything is written
             target = out / name

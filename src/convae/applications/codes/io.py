@@ -160,8 +160,11 @@ def encode_run(
         if bits is not None or fmt is not None:
             raise ConvaeError(f"{run.path} is a codec run: its rate was set by --loss {run.config.training.loss} "
                               "in training; drop --bits and --format")
-        return {"codec": True, **encode_codec_run(run, out, inputs=inputs, dataset=dataset, split=split, limit=limit,
-                                                  device=device)}
+        named = None
+        if dataset:  # a dataset split at its own size, named SPLIT-INDEX
+            data = dataset_images(run, dataset, split, limit)
+            named = [(f"{split}-{i:05d}.cvc", image) for i, image in enumerate(data.images)]
+        return {"codec": True, **encode_codec_run(run, out, inputs=inputs, named=named, device=device)}
     bits = 8 if bits is None else bits
     if bits not in BITS_CHOICES:
         raise ConvaeError(f"--bits must be one of {', '.join(map(str, BITS_CHOICES))}, got {bits}")
