@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,7 +91,8 @@ def _trained(run_dir: Path) -> dict[str, Any]:
             "last_row": {k: v for k, v in (rows[-1] if rows else {}).items() if isinstance(v, (int, float))}}
 
 
-PEER_VENV = REPO / "benchmarks" / ".venv-compressai"
+#: The peer's virtual environment (made here when missing; $CONVAE_COMPRESSAI_VENV points at one made before).
+PEER_VENV = Path(os.environ.get("CONVAE_COMPRESSAI_VENV", REPO / "benchmarks" / ".venv-compressai"))
 PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "compressai")
 
 
@@ -110,7 +112,7 @@ def compressai_peer(root: Path, test_ids: list[str], minutes: float, work: Path)
             subprocess.run([str(python), str(REPO / "benchmarks" / "compressai_peer.py"),
                             str(root / "CIFAR10-png" / "train"), str(listing), str(minutes), str(HEADLINE),
                             str(result)], check=True)
-        return json.loads(result.read_text())
+        return {**json.loads(result.read_text()), "venv": str(PEER_VENV)}
     except (subprocess.CalledProcessError, OSError) as error:
         return {"codec": "CompressAI bmshj2018-factorized", "error": str(error)}
 
