@@ -22,9 +22,11 @@ from convae.applications.restore import (
     restore_tensor,
 )
 from convae.applications.restore.baselines import _median_windows
+from convae.core.errors import ModelError
 from convae.data import ImageSet
 from convae.data.corrupt import batch_generator, gray, parse_corruption
 from convae.models import PRESETS, build_model
+from convae.models.codec import CODEC_PRESETS
 from convae.run import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -298,10 +300,15 @@ def test_same_names_get_suffixes_and_inputs_are_never_overwritten(denoise_run: P
     assert code == 2 and "refusing to overwrite the input" in stderr and first.read_bytes() == before
 
 
+def test_a_codec_has_no_colour_head() -> None:
+    with pytest.raises(ModelError, match="no colour output head"):
+        build_model("codec", (1, 16, 16), None, 3, "chroma")
+
+
 # -- the chroma output head of colorization ------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - CODEC_PRESETS))
 def test_chroma_output_keeps_the_gray_input_as_its_luma(name: str) -> None:
     from convae.models.heads import LumaKeepingAutoEncoder, luma
 

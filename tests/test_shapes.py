@@ -409,7 +409,7 @@ def manual_forward(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ..
     else:
         assert isinstance(model, Classifier)
         sections = [("features", model.features), ("head", model.head)]
-    value = x
+    value = model.prepare(x) if isinstance(model, AutoEncoder) else x
     for section, sequential in sections:
         for index, step in enumerate(sequential):
             value = step(value)

@@ -38,11 +38,19 @@ class AutoEncoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder is given: the input itself (a model that needs a size pads it here)."""
+        return x
+
+    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as the model returns it for input ``x`` (a padding model crops here)."""
+        return output
+
     def encode(self, x: torch.Tensor) -> torch.Tensor | SwitchedCode:
-        return self.encoder(x)
+        return self.encoder(self.prepare(x))
 
     def decode(self, code: torch.Tensor | SwitchedCode) -> torch.Tensor:
         return self.decoder(code)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        return self.finish(self.decode(self.encode(x)), x)

@@ -104,3 +104,11 @@ class Reshape(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
+
+
+class CropTo(nn.Module):
+    """The top-left ``height × width`` of a padded prediction: a layer of its own, so the shape
+    table shows where a model that pads inside returns to the input's size."""
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return x[..., :height, :width]

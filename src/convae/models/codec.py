@@ -83,8 +83,11 @@ class Codec(AutoEncoder):
     def hyper(self) -> bool:
         return self.hyper_analysis is not None
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(pad_to_multiple(x))
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_to_multiple(x)
+
+    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return output[..., : x.shape[-2], : x.shape[-1]]
 
     def hyper_latent(self, y: torch.Tensor) -> torch.Tensor:
         assert self.hyper_analysis is not None
@@ -113,7 +116,7 @@ class Codec(AutoEncoder):
             rates = [gaussian_likelihood(y_rate, self.scales(z_hat, tuple(y.shape[-2:]))), self.density.likelihood(z_rate)]
         else:
             rates = [self.density.likelihood(y_rate)]
-        x_hat = self.decoder(y_hat)[..., :height, :width]
+        x_hat = self.finish(self.decoder(y_hat), x)
         return (x_hat, rates) if likelihoods else x_hat
 
 

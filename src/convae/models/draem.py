@@ -39,19 +39,6 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
                          nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-class Padded(nn.Module):
-    """Pads to a multiple of 16 by replication, runs ``inner``, crops back (any size in, the same out)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = F.pad(x, (0, -width % MULTIPLE, 0, -height % MULTIPLE), mode="replicate")
-        return self.inner(x)[..., :height, :width]
-
-
 @register(
     "draem-recon",
     params={"width": 24},
@@ -73,14 +60,14 @@ def build_draem_recon(input_shape: Shape, out_channels: int, *, width: int) -> A
 
 
 class PaddedAutoEncoder(AutoEncoder):
-    """An AutoEncoder whose forward pads to a multiple of 16 and crops back (encode sees the padded image)."""
+    """An AutoEncoder that pads its input to a multiple of 16 and crops its output back."""
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        return self.encoder(F.pad(x, (0, -width % MULTIPLE, 0, -height % MULTIPLE), mode="replicate"))
+        return F.pad(x, (0, -width % MULTIPLE, 0, -height % MULTIPLE), mode="replicate")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))[..., : x.shape[-2], : x.shape[-1]]
+    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return output[..., : x.shape[-2], : x.shape[-1]]
 
 
 class Discriminator(nn.Module):

@@ -21,6 +21,7 @@ from torch import nn
 
 from convae.core.errors import ModelError
 from convae.models.autoencoder import AutoEncoder
+from convae.models.blocks import CropTo
 from convae.models.registry import register
 
 Shape = tuple[int, int, int]
@@ -92,6 +93,7 @@ class UNetBody(nn.Module):
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels))
         self.merges = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in range(levels))
         self.tail = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+        self.crop = CropTo()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -103,7 +105,7 @@ class UNetBody(nn.Module):
         y = skips.pop()
         for i in reversed(range(self.levels)):
             y = self.merges[i](torch.cat([self.ups[i](y), skips.pop()], dim=1))
-        return self.tail(y)[..., :height, :width]
+        return self.crop(self.tail(y), height, width)
 
 
 @register(

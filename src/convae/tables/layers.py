@@ -299,7 +299,7 @@ def trace(
                 switches = isinstance(code, SwitchedCode)
                 rows.append(LayerRow("code", "code", "code" + (" + switches" if switches else ""),
                                      tuple(values.shape), tuple(values.shape), 0, 0))
-                output = model.decode(code)
+                output = model.finish(model.decode(code), x)
             else:
                 output = model(x)
     except ModelError:
@@ -312,6 +312,7 @@ def trace(
             handle.remove()
         model.train(was_training)
     out_tensor = _first_tensor(output)
+    rows = _with_off_path_rows(model, rows, tuple(out_tensor.shape) if out_tensor is not None else None)
     kind = "autoencoder" if isinstance(model, AutoEncoder) else "classifier" if isinstance(model, Classifier) else "module"
     unique = {id(p): p.numel() for p in model.parameters()}
     return ShapeTable(
@@ -324,6 +325,23 @@ def trace(
         code_shape=code_shape,
         code_has_switches=switches,
     )
+
+
+def _with_off_path_rows(model: nn.Module, rows: list[LayerRow], output: tuple[int, ...] | None) -> list[LayerRow]:
+    """The rows plus what the leaf layers do not show: a final crop back to the input size (a model
+    that pads), and, after the code, each top-level part the image does not pass through (a codec's
+    entropy model) with its parameters, so the count adds up."""
+    seen = {row.name.split(".")[0] for row in rows}
+    off_path = [LayerRow("rate", name, f"{type(module).__name__} (rate model, not on the image path)", (), (),
+                         sum(p.numel() for p in module.parameters()), 0)
+                for name, module in model.named_children()
+                if name not in seen and next(module.parameters(), None) is not None]
+    at = next((i + 1 for i, row in enumerate(rows) if row.section == "code"), len(rows))
+    rows = rows[:at] + off_path + rows[at:]
+    if rows and output is not None and rows[-1].output_shape != output:
+        rows.append(LayerRow(rows[-1].section, "crop", "crop back to the input size", rows[-1].output_shape,
+                             output, 0, 0))
+    return rows
 
 
 # -- presets and run directories ---------------------------------------------------------
