@@ -301,7 +301,7 @@ def test_same_names_get_suffixes_and_inputs_are_never_overwritten(denoise_run: P
 
 
 def test_a_codec_has_no_colour_head() -> None:
-    with pytest.raises(ModelError, match="no colour output head"):
+    with pytest.raises(ModelError, match="Codec has no colour output head"):
         build_model("codec", (1, 16, 16), None, 3, "chroma")
 
 

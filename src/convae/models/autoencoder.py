@@ -33,6 +33,9 @@ class AutoEncoder(nn.Module):
     stored, probed and interpolated, and decoded later.
     """
 
+    #: Whether a colorizer's chroma head (convae.models.heads) may wrap this model's encoder and decoder.
+    takes_color_head = True
+
     def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder

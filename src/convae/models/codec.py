@@ -69,6 +69,9 @@ class Codec(AutoEncoder):
     or ``z`` (hyperprior, with ``hyper_analysis``/``hyper_synthesis``).
     """
 
+    #: A codec compresses its input; wrapping it in a colour head would drop its entropy model.
+    takes_color_head = False
+
     def __init__(self, analysis: nn.Module, synthesis: nn.Module, density: FactorizedDensity,
                  hyper_analysis: nn.Module | None = None, hyper_synthesis: nn.Module | None = None,
                  quantizer: str = "ste") -> None:

@@ -107,10 +107,8 @@ def with_color_output(model: AutoEncoder, color_output: str | None, in_channels:
     kind, sigma, gain = parse_color_output(color_output)
     if kind == "rgb":
         return model
-    from convae.models.codec import Codec
-
-    if isinstance(model, Codec):
-        raise ModelError("a codec compresses its input; it has no colour output head")
+    if not model.takes_color_head:
+        raise ModelError(f"a {type(model).__name__} has no colour output head")
     if in_channels != 1 or out_channels != 3:
         raise ModelError(f"the chroma output maps 1 gray channel to RGB, not {in_channels} to {out_channels} channels")
     return LumaKeepingAutoEncoder(model.encoder, model.decoder, sigma, gain)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convae.core.errors import ConvaeError
+from convae.core.errors import ConvaeError, ModelError
 
 __all__ = ["parse_size", "parse_hw"]
 
@@ -27,3 +27,17 @@ def parse_hw(text: str, *, what: str = "size") -> tuple[int, int]:
     if len(values) == 2:
         return (values[0], values[1])
     raise ConvaeError(f"{what} {text!r} must be H or HxW")
+
+
+def parse_input_shape(text: str | None, default: tuple[int, int, int] = (1, 28, 28)) -> tuple[int, int, int]:
+    """'1x28x28' → (1, 28, 28); '28x28' or '28' keep the default channel count."""
+    if text is None:
+        return default
+    values = parse_size(text, what="--input")
+    if len(values) == 1:
+        return (default[0], values[0], values[0])
+    if len(values) == 2:
+        return (default[0], values[0], values[1])
+    if len(values) == 3:
+        return (values[0], values[1], values[2])
+    raise ModelError(f"--input {text!r} must be CxHxW, HxW or H (e.g. 1x28x28)")

@@ -28,6 +28,7 @@ from torch import nn
 from convae.core.errors import ModelError
 from convae.models import PRESETS, AutoEncoder, SwitchedCode, build_model, code_values, parse_model_args
 from convae.models.classifier import CLASSIFIERS, Classifier, build_classifier
+from convae.shapes.sizes import parse_input_shape
 
 __all__ = ["LayerRow", "ShapeTable", "trace", "table_for_preset", "parse_input_shape"]
 
@@ -328,9 +329,8 @@ def trace(
 
 
 def _with_off_path_rows(model: nn.Module, rows: list[LayerRow], output: tuple[int, ...] | None) -> list[LayerRow]:
-    """The rows plus what the leaf layers do not show: a final crop back to the input size (a model
-    that pads), and, after the code, each top-level part the image does not pass through (a codec's
-    entropy model) with its parameters, so the count adds up."""
+    """The rows plus what the leaf layers miss: after the code, each part off the image's path (a
+    codec's entropy model, so the parameters add up), and a final crop (a model that pads)."""
     seen = {row.name.split(".")[0] for row in rows}
     off_path = [LayerRow("rate", name, f"{type(module).__name__} (rate model, not on the image path)", (), (),
                          sum(p.numel() for p in module.parameters()), 0)
@@ -345,22 +345,6 @@ def _with_off_path_rows(model: nn.Module, rows: list[LayerRow], output: tuple[in
 
 
 # -- presets and run directories ---------------------------------------------------------
-
-
-def parse_input_shape(text: str | None, default: tuple[int, int, int] = (1, 28, 28)) -> tuple[int, int, int]:
-    """'1x28x28' → (1, 28, 28); '28x28' or '28' keep the default channel count."""
-    from convae.shapes.sizes import parse_size
-
-    if text is None:
-        return default
-    values = parse_size(text, what="--input")
-    if len(values) == 1:
-        return (default[0], values[0], values[0])
-    if len(values) == 2:
-        return (default[0], values[0], values[1])
-    if len(values) == 3:
-        return (values[0], values[1], values[2])
-    raise ModelError(f"--input {text!r} must be CxHxW, HxW or H (e.g. 1x28x28)")
 
 
 def table_for_preset(
