@@ -459,3 +459,16 @@ def test_killed_classifier_run_resumes_bit_identical(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert json.loads((tmp_path / "killed" / "eval-test.json").read_text())["images"] == 24
+
+
+def test_a_finished_classifier_run_extends_with_more_epochs(cli, tmp_path: Path) -> None:
+    """An end-of-epoch checkpoint holds no running sums; resuming from one once lost the accuracy
+    sum and crashed with an IndexError at the end of the next epoch."""
+    run = tmp_path / "run"
+    code, _, err = cli("classify", "train", "--dataset", "mnist-sample", "--epochs", "1", "--limit", "200",
+                       "--out", run, "--no-progress")
+    assert code == 0, err
+    code, _, err = cli("classify", "train", "--out", run, "--epochs", "2", "--resume", "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and 0.0 <= rows[-1]["train_accuracy"] <= 1.0
