@@ -170,6 +170,7 @@ def test_codec_runs_refuse_fixed_bit_options_and_other_losses(runs, cli, tmp_pat
                          (("--model", "conv", "--loss", "rd:0.01"), "add --model codec"),
                          (("--model", "codec", "--loss", "rd:zero"), "positive number"),
                          (("--model", "codec", "--loss", "rd:-1"), "positive number"),
+                         (("--model", "codec", "--loss", "rd:x"), "--loss rd:x: LAMBDA"),  # text, not an emoji
                          (("--model", "codec", "--task", "denoise"), "--task reconstruct")]:
         code, _, err = cli("train", "--dataset", "mnist-sample", *args, "--epochs", "1", "--out", tmp_path / "r")
         _one_error(code, err, needle)

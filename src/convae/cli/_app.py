@@ -21,8 +21,9 @@ app = typer.Typer(
     context_settings=CONTEXT,
 )
 #: Output to a pipe or file is never wrapped: tables stay valid markdown, paths stay whole.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+#: emoji=False: a user's text such as "rd:x:" or a file named ":smile:.png" is printed as it is, never as an emoji.
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def _version(value: bool) -> None:

@@ -14,7 +14,7 @@ def decode_bar(label: str, total: int) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                   TimeRemainingColumn(), console=Console(stderr=True, emoji=False), transient=True)
     with bar:
         job = bar.add_task(label, total=total)
 

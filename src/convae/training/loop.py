@@ -93,7 +93,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         #: This process's place in a torchrun job (rank 0 of 1 otherwise); only rank 0 writes.
         self.ranks = Ranks.from_env()
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False)
         if not self.ranks.is_main:
             self.console = Console(stderr=True, quiet=True)
         self.say = log if log is not None and self.ranks.is_main else (
