@@ -61,6 +61,11 @@ def latent_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // MULTIPLE), -(-width // MULTIPLE)
 
 
+def hyper_latent_size(rows: int, cols: int) -> tuple[int, int]:
+    """The hyperprior's z for a latent of rows×cols: its two stride-2 layers halve, rounding up."""
+    return -(-rows // 4), -(-cols // 4)
+
+
 class Codec(AutoEncoder):
     """``x → y = g_a(x) → round → g_s``, with an entropy model that says what ``round(y)`` costs.
 
@@ -106,12 +111,10 @@ class Codec(AutoEncoder):
         if not self.training:
             rounded = torch.round(value)
             return rounded, rounded
-        noise = torch.empty_like(value).uniform_(-0.5, 0.5, generator=generator) if generator is not None else None
-        tilde = value + noise if noise is not None else noisy(value)
+        tilde = noisy(value, generator)
         return tilde, (rounded_straight_through(value) if self.quantizer == "ste" else tilde)
 
     def forward(self, x: torch.Tensor, likelihoods: bool = False, generator: torch.Generator | None = None):
-        height, width = x.shape[-2:]
         y = self.encode(x)
         y_rate, y_hat = self._quantised(y, generator)
         if self.hyper:
@@ -136,12 +139,13 @@ def _transforms(c_in: int, c_out: int, n: int, m: int) -> tuple[nn.Module, nn.Mo
 
 
 #: Sized for two CPU cores: CompressAI's lowest qualities use width 128 and latent 192.
+CODEC_PARAMS = {"width": 96, "latent": 128, "quantizer": "ste"}
 CODEC_TRAINING = {"loss": "rd:0.013", "batch_size": 16, "epochs": 100, "lr": 1e-3}
 
 
 @register(
     "codec",
-    params={"width": 96, "latent": 128, "quantizer": "ste"},
+    params=CODEC_PARAMS,
     training=CODEC_TRAINING,
     summary="learned codec after bmshj2018-factorized: GDN transforms, a factorized entropy model, entropy-coded "
             "bitstreams (train with --loss rd:LAMBDA); any size in, the same size out",
@@ -154,7 +158,7 @@ def build_codec(input_shape: Shape, out_channels: int, *, width: int, latent: in
 
 @register(
     "codec-hyper",
-    params={"width": 96, "latent": 128, "quantizer": "ste"},
+    params=CODEC_PARAMS,
     training=CODEC_TRAINING,
     summary="learned codec after bmshj2018-hyperprior: codec plus a hyperprior that predicts each latent's scale "
             "(train with --loss rd:LAMBDA); any size in, the same size out",

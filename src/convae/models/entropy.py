@@ -95,9 +95,10 @@ def gaussian_likelihood(y: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return lower_bound(probability, LIKELIHOOD_BOUND)
 
 
-def noisy(y: torch.Tensor) -> torch.Tensor:
-    """Additive uniform noise in [-1/2, 1/2): training's differentiable stand-in for rounding."""
-    return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+def noisy(y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Additive uniform noise in [-1/2, 1/2) from ``generator`` (the step's, so a resume draws it
+    again): training's differentiable stand-in for rounding."""
+    return y + torch.empty_like(y).uniform_(-0.5, 0.5, generator=generator)
 
 
 def rounded_straight_through(y: torch.Tensor) -> torch.Tensor:

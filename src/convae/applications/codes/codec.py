@@ -26,7 +26,7 @@ from convae.applications.codes.entropy_tables import (
     gaussian_tables,
 )
 from convae.core.errors import DataError
-from convae.models.codec import MULTIPLE, Codec, latent_size, pad_to_multiple
+from convae.models.codec import MULTIPLE, Codec, hyper_latent_size, latent_size, pad_to_multiple
 
 #: Large images go through the transforms in bands of this many latent rows (512 pixels), each
 #: with HALO latent rows of context on both sides that are computed and dropped: every layer
@@ -103,7 +103,8 @@ class ImageCodec:
             z_groups = self._channel_groups(z)
             writer.write(z_groups)
             estimate += sum(float(t.bits(v).sum()) for v, t in z_groups)
-            groups = self._scale_groups(y, self._indexes(z, y.shape[1:]))
+            order, counts = self._scale_groups(self._indexes(z, y.shape[1:]))
+            groups = list(zip(np.split(y.ravel()[order], np.cumsum(counts)[:-1]), self.scale_tables.tables))
         writer.write(groups)
         estimate += sum(float(t.bits(v).sum()) for v, t in groups)
         record = ImageRecord(height, width, self.digest_prefix, writer.payload())
@@ -118,8 +119,11 @@ class ImageCodec:
             scales = self.exact.scales(z_hat, (int(size[0]), int(size[1])))[0].numpy()
         return self.scale_tables.indexes(scales)
 
-    def _scale_groups(self, y: np.ndarray, indexes: np.ndarray) -> list[tuple[np.ndarray, SymbolTable]]:
-        return [(y[indexes == i], table) for i, table in enumerate(self.scale_tables.tables)]
+    def _scale_groups(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(y's elements in coding order, how many each scale table codes): grouped by table, and in
+        raster order within a group (a stable sort), the same on both sides of the stream."""
+        flat = indexes.ravel()
+        return np.argsort(flat, kind="stable"), np.bincount(flat, minlength=len(self.scale_tables.tables))
 
     # -- decoding ------------------------------------------------------------------------
     @torch.no_grad()
@@ -136,13 +140,11 @@ class ImageCodec:
             if not self.model.hyper:
                 y = self._read_channels(reader, latent, rows, cols)
             else:
-                z_rows, z_cols = -(-rows // 4), -(-cols // 4)
-                z = self._read_channels(reader, self.model.density.channels, z_rows, z_cols)
-                indexes = self._indexes(z, (rows, cols))
-                y = np.zeros((latent, rows, cols), np.int64)
-                parts = reader.read([(int((indexes == i).sum()), t) for i, t in enumerate(self.scale_tables.tables)])
-                for i, values in enumerate(parts):
-                    y[indexes == i] = values
+                z = self._read_channels(reader, self.model.density.channels, *hyper_latent_size(rows, cols))
+                order, counts = self._scale_groups(self._indexes(z, (rows, cols)))
+                y = np.zeros(latent * rows * cols, np.int64)
+                y[order] = np.concatenate(reader.read(list(zip(counts.tolist(), self.scale_tables.tables))))
+                y = y.reshape(latent, rows, cols)
         except (ValueError, RuntimeError, IndexError) as error:
             raise DataError(f"{name}: its bitstream could not be decoded ({error})") from None
         return self._synthesis(y, record.height, record.width)

@@ -31,7 +31,8 @@ def is_codec_run(run: Run) -> bool:
 
 
 def image_codec(run: Run, device: str = "auto") -> ImageCodec:
-    return ImageCodec(run.model(pick_device(device)), run.digest, pick_device(device))
+    target = pick_device(device)
+    return ImageCodec(run.model(target), run.digest, target)
 
 
 def _inputs(run: Run, inputs: Sequence[str | Path]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
