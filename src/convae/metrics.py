@@ -69,6 +69,14 @@ def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
+def set_psnr_ssim(outputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(PSNR of the mean MSE over all images, mean SSIM) of float outputs (clamped to [0, 1]) against
+    float targets: how every codec of a rate–distortion table is scored."""
+    mse = (outputs.clamp(0, 1) - target).pow(2).flatten(1).mean(1).double()
+    ssim = torch.cat([batch_ssim(outputs[i:i + 500], target[i:i + 500]) for i in range(0, len(target), 500)])
+    return psnr_from_mse(float(mse.mean())), float(ssim.double().mean())
+
+
 CONVENTIONS = "pixels in [0,1]; mean per pixel; MSE/RMSE/PSNR on the raw output, SSIM/BCE on it clipped to [0,1]"
 MEASURES = ("mse", "l1", "bce", "ssim")
 

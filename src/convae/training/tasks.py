@@ -102,6 +102,32 @@ def versions() -> dict[str, str]:
 
 
 @torch.no_grad()
+def evaluate_metrics(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    corruption: Corruption | None = None,
+    seed: int = 0,
+    measures: tuple[str, ...] = (),
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> ReconstructionMetrics:
+    """``measures`` (and the loss, with ``loss_fn``) over a uint8 image tensor, in eval mode.
+
+    Evaluation corrupts with generators seeded by (seed, -1, batch), so every epoch is
+    scored on the same corrupted test images.
+    """
+    was_training = model.training
+    model.eval()
+    metrics = ReconstructionMetrics(measures, loss=loss_fn)
+    for index, x in enumerate(Batches(images, max(batch_size, 256), shuffle=False, seed=0, device=device)):
+        fault_point("evaluate")
+        x_in = corruption(x, batch_generator(seed, -1, index, device)) if corruption is not None else x
+        metrics.add(model(x_in), x)
+    model.train(was_training)
+    return metrics
+
+
 def evaluate_loss(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -111,20 +137,8 @@ def evaluate_loss(
     corruption: Corruption | None = None,
     seed: int = 0,
 ) -> float:
-    """Mean per-pixel loss over a uint8 image tensor, in eval mode.
-
-    Evaluation corrupts with generators seeded by (seed, -1, batch), so every epoch is
-    scored on the same corrupted test images.
-    """
-    was_training = model.training
-    model.eval()
-    metrics = ReconstructionMetrics((), loss=loss_fn)
-    for index, x in enumerate(Batches(images, max(batch_size, 256), shuffle=False, seed=0, device=device)):
-        fault_point("evaluate")
-        x_in = corruption(x, batch_generator(seed, -1, index, device)) if corruption is not None else x
-        metrics.add(model(x_in), x)
-    model.train(was_training)
-    return metrics.loss
+    """Mean per-pixel loss over a uint8 image tensor, in eval mode (see :func:`evaluate_metrics`)."""
+    return evaluate_metrics(model, images, batch_size, device, corruption, seed, loss_fn=loss_fn).loss
 
 
 class ReconstructTask(Task):
@@ -185,20 +199,14 @@ class ReconstructTask(Task):
             "loss": self.config.loss,
         }
 
-    @torch.no_grad()
     def _per_level(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Blind noise: PSNR and SSIM of the test split at fixed levels across the range."""
-        images = self.splits.measured(self.splits.test).images
-        was_training = model.training
-        model.eval()
+        images, cfg = self.splits.measured(self.splits.test).images, self.config
         rows = []
         for level in self.corruption.levels():  # type: ignore[union-attr]
-            metrics = ReconstructionMetrics(("mse", "ssim"))
-            for index, x in enumerate(Batches(images, max(self.config.batch_size, 256), shuffle=False, seed=0,
-                                              device=self.device)):
-                metrics.add(model(level(x, batch_generator(self.config.seed, -1, index, self.device))), x)
-            rows.append({"noise": str(level), **{k: metrics.summary()[k] for k in ("psnr", "ssim")}})
-        model.train(was_training)
+            summary = evaluate_metrics(model, images, cfg.batch_size, self.device, level, cfg.seed,
+                                       ("mse", "ssim")).summary()
+            rows.append({"noise": str(level), "psnr": summary["psnr"], "ssim": summary["ssim"]})
         return rows
 
     @torch.no_grad()

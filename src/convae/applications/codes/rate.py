@@ -26,20 +26,13 @@ from convae.applications.codes.quantize import decode_codes, encode_batches, qua
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.data import ImageSet
-from convae.metrics import batch_ssim, psnr_from_mse
+from convae.metrics import set_psnr_ssim
 from convae.run import Run, tensors_checksum
 
 RATE_FILE = "rate-{split}.json"
 JPEG_QUALITIES = (10, 30, 50, 75, 95)
 WEBP_QUALITIES = (10, 30, 50, 75, 95)
 AVIF_QUALITIES = (10, 30, 50, 75, 95)
-
-
-def _quality(outputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """(PSNR of the mean MSE over all images, mean SSIM) of float outputs against float targets."""
-    mse = (outputs.clamp(0, 1) - target).pow(2).flatten(1).mean(1).double()
-    ssim = torch.cat([batch_ssim(outputs[i:i + 500], target[i:i + 500]) for i in range(0, len(target), 500)])
-    return psnr_from_mse(float(mse.mean())), float(ssim.double().mean())
 
 
 def rate_distortion(run: str | Path | Run | tuple[torch.nn.Module, Any], images: ImageSet,
@@ -57,10 +50,10 @@ def rate_distortion(run: str | Path | Run | tuple[torch.nn.Module, Any], images:
     _, height, width = images.shape
     pixels = height * width
     rows = []
-    float_psnr = _quality(decode_codes(model, quantize(values, 32, run_hash, switches), device), target)[0]
+    float_psnr = set_psnr_ssim(decode_codes(model, quantize(values, 32, run_hash, switches), device), target)[0]
     for b in bits:
         codes = quantize(values, b, run_hash, switches)
-        psnr, ssim = _quality(decode_codes(model, codes, device), target)
+        psnr, ssim = set_psnr_ssim(decode_codes(model, codes, device), target)
         whole = len(to_bytes(codes))
         # One file per image with the set's scales: header, scales and hash paid by every image.
         single = [len(to_bytes(codes.take([i]))) for i in range(len(codes))]
@@ -119,7 +112,7 @@ def classic_codec_rows(images: ImageSet, avif: bool = False) -> list[dict[str, A
             back = np.asarray(Image.open(io.BytesIO(data)).convert("L" if gray else "RGB"))
             decoded.append(back[:, :, None] if gray else back)
         out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).float().div(255)
-        psnr, ssim = _quality(out, target)
+        psnr, ssim = set_psnr_ssim(out, target)
         sizes = np.array([len(f) for f in files], dtype=np.float64)
         shared = _common_affixes(files)
         rows.append({
