@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from convae.core.decode import IMAGE_EXTENSIONS, BadImage, decode_image
-from convae.core.errors import DataError
+from convae.core.errors import ConvaeError, DataError
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,25 @@ def image_for_model(path: str | Path, input_shape: Sequence[int], keep_size: boo
     note = "; ".join(filter(None, [*notes, conversion_note(tuple(image.shape), (channels, height, width))]))
     converted = convert_images(image.unsqueeze(0), channels, (height, width))[0]
     return converted.contiguous(), note
+
+
+def read_files_for_model(inputs: Iterable[str | Path], input_shape: Sequence[int], *, keep_size: bool = False,
+                         verb: str = "encode") -> tuple[list[tuple[FoundFile, torch.Tensor, str]], list[tuple[str, str]]]:
+    """Every input file fitted to a model's input: (the file, its uint8 image, the conversion note),
+    and (path, reason) of each file that could not be read, skipped and never fatal alone; one
+    line naming the first failure when none could be read."""
+    found_files, read, failed = find_image_files(inputs), [], []
+    for found in found_files:
+        try:
+            if found.error:
+                raise DataError(found.error)
+            image, note = image_for_model(found.path, input_shape, keep_size=keep_size)
+        except ConvaeError as error:
+            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
+            continue
+        read.append((found, image, note))
+    if not read:
+        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
+        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
+                          if found_files else f"no images to {verb}")
+    return read, failed

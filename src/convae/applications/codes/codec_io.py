@@ -19,7 +19,7 @@ from convae.core.device import pick_device
 from convae.core.errors import ConvaeError, DataError
 from convae.core.images import UniqueNames, write_png
 from convae.core.outputs import check_output_file, check_output_folder, check_output_picture
-from convae.data.files import find_image_files, image_for_model
+from convae.data.files import read_files_for_model
 from convae.models.codec import CODEC_PRESETS
 from convae.run import Run
 
@@ -37,22 +37,9 @@ def image_codec(run: Run, device: str = "auto") -> ImageCodec:
 
 def _inputs(run: Run, inputs: Sequence[str | Path]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
     """(name, uint8 C×H×W image) of every input file at its own size, and (path, reason) of each unreadable one."""
-    channels = run.config.input_shape[0]
-    found_files, images, failed, unique = find_image_files(inputs), [], [], UniqueNames()
-    for found in found_files:
-        try:
-            if found.error:
-                raise DataError(found.error)
-            image, _ = image_for_model(found.path, (channels, 1, 1), keep_size=True)
-        except ConvaeError as error:
-            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
-            continue
-        images.append((unique.take(found.output_name(SUFFIX).as_posix()), image))
-    if not images:
-        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
-        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
-                          if found_files else "no images to encode")
-    return images, failed
+    read, failed = read_files_for_model(inputs, (run.config.input_shape[0], 1, 1), keep_size=True)
+    unique = UniqueNames()
+    return [(unique.take(found.output_name(SUFFIX).as_posix()), image) for found, image, _ in read], failed
 
 
 def encode_codec_run(run: Run, out: str | Path, *, inputs: Sequence[str | Path] = (),

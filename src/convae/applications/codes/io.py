@@ -33,7 +33,7 @@ from convae.core.images import UniqueNames, to_uint8, write_png
 from convae.core.outputs import check_output_file, check_output_folder, check_output_picture
 from convae.data import ImageSet, load_dataset
 from convae.data.convert import convert_images
-from convae.data.files import find_image_files, image_for_model
+from convae.data.files import read_files_for_model
 from convae.run import AUTOENCODER, Run
 
 
@@ -83,26 +83,11 @@ def file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
                 ) -> tuple[torch.Tensor, list[str], list[str], list[str], list[tuple[str, str]]]:
     """The user's files as uint8 N×C×H×W in the run's shape: their paths, output names, conversion
     notes, and (path, reason) of each file that could not be read (skipped, never fatal alone)."""
-    images, ids, names, notes, failed = [], [], [], [], []
-    found_files = find_image_files(inputs)
-    for found in found_files:
-        try:
-            if found.error:
-                raise DataError(found.error)
-            image, note = image_for_model(found.path, input_shape)
-        except ConvaeError as error:
-            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
-            continue
-        images.append(image)
-        ids.append(str(found.path))
-        names.append(found.output_name().as_posix())
-        notes.append(note)
-    if not images:
-        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
-        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
-                          if found_files else "no images to encode")
+    read, failed = read_files_for_model(inputs, input_shape)
     unique = UniqueNames()
-    return torch.stack(images), ids, [unique.take(name) for name in names], notes, failed
+    return (torch.stack([image for _, image, _ in read]), [str(found.path) for found, _, _ in read],
+            [unique.take(found.output_name().as_posix()) for found, _, _ in read], [note for _, _, note in read],
+            failed)
 
 
 def tiled_file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
@@ -110,17 +95,10 @@ def tiled_file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
     """Like :func:`file_images` for a patch-trained run: every file at its own size, cut into
     tiles of the patch; one code per tile, and per file its size and tile places for decode."""
     channels, th, tw = (int(v) for v in input_shape)
-    tiles, ids, names, notes, failed, layout = [], [], [], [], [], []
-    found_files = find_image_files(inputs)
+    read, failed = read_files_for_model(inputs, input_shape, keep_size=True)
+    tiles, ids, names, notes, layout = [], [], [], [], []
     unique = UniqueNames()
-    for found in found_files:
-        try:
-            if found.error:
-                raise DataError(found.error)
-            image, note = image_for_model(found.path, input_shape, keep_size=True)
-        except ConvaeError as error:
-            failed.append((str(found.path), str(error).removeprefix(f"{found.path}: ")))
-            continue
+    for found, image, note in read:
         cut, places = cut_tiles(image, (th, tw))
         name = unique.take(found.output_name().as_posix())
         tiles.append(cut)
@@ -128,10 +106,6 @@ def tiled_file_images(inputs: Sequence[str | Path], input_shape: Sequence[int]
         names += [name] * len(cut)
         notes.append(note)
         layout.append({"name": name, "size": list(image.shape[1:]), "places": [list(p) for p in places]})
-    if not tiles:
-        first = f" (first: {failed[0][0]}: {failed[0][1]})" if failed else ""
-        raise ConvaeError(f"none of the {len(found_files)} file(s) could be read as an image{first}"
-                          if found_files else "no images to encode")
     return torch.cat(tiles), ids, names, notes, failed, layout
 
 
