@@ -72,6 +72,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+def smooth_photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth h×w colour picture (low-frequency noise): something a tiny model learns fast."""
+    from PIL import Image
+
+    small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+
+
 def bar_image(rng: np.random.Generator, vertical: bool, size: int = 16, low: int = 150) -> np.ndarray:
     """A size×size uint8 image with one or two bright 2-pixel bars: a class a tiny model learns in seconds."""
     image = np.zeros((size, size), np.uint8)

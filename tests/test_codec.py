@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_photo
 from PIL import Image
 
 from convae.applications.codes.bitstream import OVERHEAD, ImageRecord, SymbolReader, SymbolWriter
@@ -24,16 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ("--model-arg", "width=8", "--model-arg", "latent=8")
 
 
-def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
-
-
 def _folder(root: Path, count: int = 40, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.fromarray(_photo(rng, 32, 32)).save(root / f"p{i:02d}.png")
+        Image.fromarray(smooth_photo(rng, 32, 32)).save(root / f"p{i:02d}.png")
     return root
 
 
@@ -49,28 +45,17 @@ def _train(cli, data: Path, out: Path, model: str = "codec", lam: str = "0.013",
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory):
     """A trained codec and codec-hyper run, and a folder of odd-sized pictures to code."""
-    from convae.cli import main
+    from test_cli_contract import _run_cli
 
     root = tmp_path_factory.mktemp("codec")
     data = _folder(root / "data")
-    made = {}
-    for model in ("codec", "codec-hyper"):
-        sys_argv = sys.argv
-        sys.argv = ["convae", "train", "--dataset", f"folder:{data}", "--model", model, *TINY, "--loss", "rd:0.013",
-                    "--epochs", "2", "--lr", "0.005", "--batch-size", "8", "--out", str(root / model),
-                    "--no-progress", "--logger", "none"]
-        try:
-            main()
-        except SystemExit as exit_:
-            assert not exit_.code
-        finally:
-            sys.argv = sys_argv
-        made[model] = root / model
+    made = {model: _train(lambda *args: _run_cli(list(args)), data, root / model, model)
+            for model in ("codec", "codec-hyper")}
     photos = root / "photos"
     (photos / "sub").mkdir(parents=True)
     rng = np.random.default_rng(5)
-    Image.fromarray(_photo(rng, 45, 61)).save(photos / "odd.png")
-    Image.fromarray(_photo(rng, 17, 33)).save(photos / "sub" / "small.png")
+    Image.fromarray(smooth_photo(rng, 45, 61)).save(photos / "odd.png")
+    Image.fromarray(smooth_photo(rng, 17, 33)).save(photos / "sub" / "small.png")
     return made, photos
 
 
@@ -254,7 +239,7 @@ def test_a_tall_image_goes_through_in_bands_and_comes_back_as_the_model_sees_it(
     torch.manual_seed(0)
     net = build_model(model, (3, 32, 32), {"width": 8, "latent": 8}).eval()
     height = 16 * (2 * BAND + 2 * HALO) + 7  # three bands
-    image = torch.from_numpy(_photo(np.random.default_rng(1), height, 21).copy()).permute(2, 0, 1).contiguous()
+    image = torch.from_numpy(smooth_photo(np.random.default_rng(1), height, 21).copy()).permute(2, 0, 1).contiguous()
     codec = ImageCodec(net, "0123abcd" * 8)
     data, _ = codec.encode(image)
     back = codec.decode(data, "tall.cvc")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_bars
+from conftest import smooth_photo, write_bars
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -88,8 +88,7 @@ def test_a_codec_trained_on_cuda_decodes_its_files_to_the_same_pixels_on_cuda_an
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(24):
-        small = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
-        Image.fromarray(small).resize((32, 32), Image.BILINEAR).save(photos / f"p{i}.png")
+        Image.fromarray(smooth_photo(rng, 32, 32)).save(photos / f"p{i}.png")
     code, _, err = cli("train", "--dataset", f"folder:{photos}", "--model", "codec-hyper", "--model-arg", "width=8",
                        "--model-arg", "latent=8", "--loss", "rd:0.013", "--epochs", "1", "--device", "cuda",
                        "--no-progress", "--logger", "none", "--out", tmp_path / "run")

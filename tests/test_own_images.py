@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_photo
 from PIL import Image
 
 from convae.applications.anomaly.pixels import aupro, pixel_auroc, pro_curve
@@ -20,17 +21,11 @@ from convae.data.patches import patch_set
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth colour picture (low-frequency noise): something a tiny model learns fast."""
-    small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
-
-
 def _photos(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for i, (h, w) in enumerate(sizes):
-        Image.fromarray(_photo(rng, h, w)).save(root / f"photo{i}.png")
+        Image.fromarray(smooth_photo(rng, h, w)).save(root / f"photo{i}.png")
     return root
 
 
@@ -231,7 +226,7 @@ def test_a_patch_denoiser_restores_any_size_at_its_own_size(tmp_path: Path, cli)
                          "--no-progress", "--logger", "none")
     assert code == 0, err
     assert "3×16×16 patches of images up to 64×70" in err
-    Image.fromarray(_photo(np.random.default_rng(9), 123, 77)).save(tmp_path / "odd.png")
+    Image.fromarray(smooth_photo(np.random.default_rng(9), 123, 77)).save(tmp_path / "odd.png")
     code, out, err = cli("denoise", tmp_path / "run", tmp_path / "odd.png", "--out", tmp_path / "clean")
     assert code == 0, err
     assert "16×16 tiles at full resolution" in out
