@@ -160,6 +160,9 @@ def test_codec_runs_refuse_fixed_bit_options_and_other_losses(runs, cli, tmp_pat
         code, _, err = cli("train", "--dataset", "mnist-sample", *args, "--epochs", "1", "--out", tmp_path / "r")
         _one_error(code, err, needle)
         assert not (tmp_path / "r").exists()
+    (tmp_path / "exp.toml").write_text('model = "codec"\nloss = "rd:abc"\n')
+    code, _, err = cli("train", "--config", tmp_path / "exp.toml", "--out", tmp_path / "r")
+    _one_error(code, err, "exp.toml: loss rd:abc: LAMBDA must be a positive number")  # named where it came from
 
 
 @pytest.mark.slow

@@ -68,8 +68,9 @@ def config_from_dict(cls: type[T], data: dict[str, Any], origin: str | None = No
     return cls(**values, sources=sources)
 
 
-def rd_lambda(loss: str | None) -> float | None:
-    """λ of a rate–distortion loss ``rd:LAMBDA`` (λ·255²·MSE + bits per pixel), None for other losses."""
+def rd_lambda(loss: str | None, where: str = "--loss") -> float | None:
+    """λ of a rate–distortion loss ``rd:LAMBDA`` (λ·255²·MSE + bits per pixel), None for other losses;
+    ``where`` names the flag or file a bad one came from."""
     if not isinstance(loss, str) or not loss.startswith("rd:"):
         return None
     try:
@@ -77,7 +78,7 @@ def rd_lambda(loss: str | None) -> float | None:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise ConvaeError(f"--loss {loss}: LAMBDA must be a positive number, e.g. rd:0.013 (CompressAI's ladder: "
+        raise ConvaeError(f"{where} {loss}: LAMBDA must be a positive number, e.g. rd:0.013 (CompressAI's ladder: "
                           f"{', '.join(f'{v:g}' for v in RD_LAMBDAS)})")
     return value
 
@@ -328,13 +329,14 @@ class TrainConfig(RunSettings):
 
     def _check_loss(self) -> None:
         """mse, bce, l1, or rd:LAMBDA, which exactly the codec presets train with."""
-        lam = rd_lambda(self.loss)
+        where = self.where("loss")
+        lam = rd_lambda(self.loss, where)
         codec = self.model in CODEC_PRESETS
         check(lam is not None or self.loss in LOSSES,
-              f"{self.where('loss')} must be one of {', '.join(LOSSES)} or rd:LAMBDA, got {self.loss!r}")
-        check(lam is None or codec, f"--loss {self.loss} trains a codec; add --model codec or --model codec-hyper")
+              f"{where} must be one of {', '.join(LOSSES)} or rd:LAMBDA, got {self.loss!r}")
+        check(lam is None or codec, f"{where} {self.loss} trains a codec; add --model codec or --model codec-hyper")
         check(lam is not None or not codec, f"--model {self.model} trains with a rate–distortion loss, "
-              f"e.g. --loss rd:0.013, not --loss {self.loss}")
+              f"e.g. --loss rd:0.013, not {where} {self.loss}")
         check(not codec or self.task == "reconstruct", f"--model {self.model} compresses images; it trains with "
               f"--task reconstruct, not --task {self.task}")
         if lam is not None:

@@ -21,7 +21,7 @@ from convae.data import Batches, ImageSet
 from convae.metrics import psnr_from_mse
 from convae.run.config import TrainConfig, rd_lambda
 from convae.run.splits import Splits
-from convae.training.tasks import ReconstructTask
+from convae.training.tasks import ReconstructTask, Task
 
 
 def bits_per_pixel(likelihoods: list[torch.Tensor], pixels: int) -> torch.Tensor:
@@ -30,21 +30,20 @@ def bits_per_pixel(likelihoods: list[torch.Tensor], pixels: int) -> torch.Tensor
 
 
 def rd_loss(x_hat: torch.Tensor, x: torch.Tensor, likelihoods: list[torch.Tensor], lam: float
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(λ·255²·MSE + bpp, MSE, bpp) of one batch."""
-    mse = F.mse_loss(x_hat.float(), x)
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(λ·255²·MSE + bpp, bpp) of one batch."""
     bpp = bits_per_pixel(likelihoods, x.shape[0] * x.shape[2] * x.shape[3])
-    return lam * 255 ** 2 * mse + bpp, mse, bpp
+    return lam * 255 ** 2 * F.mse_loss(x_hat.float(), x) + bpp, bpp
 
 
 class RateDistortionTask(ReconstructTask):
     """A codec (the codec presets) trained against rate + λ·distortion."""
 
-    #: Per-epoch sums beyond the loss: the training batches' MSE and estimated bpp.
-    extra_sums = 2
+    #: Per-epoch sum beyond the loss: the training batches' estimated bpp.
+    extra_sums = 1
 
     def __init__(self, config: TrainConfig, splits: Splits, device: torch.device) -> None:
-        self.config, self.splits, self.device = config, splits, device
+        Task.__init__(self, config, splits, device)  # not ReconstructTask's: an rd:λ loss has no loss_function
         self.lam = float(rd_lambda(config.loss))  # type: ignore[arg-type]
         self.loss_fn = F.mse_loss
         self.corruption = None
@@ -52,8 +51,8 @@ class RateDistortionTask(ReconstructTask):
     def loss(self, net, x, y, generator, autocast):
         with autocast:
             x_hat, likelihoods = net(x, likelihoods=True, generator=generator())
-        loss, mse, bpp = rd_loss(x_hat, x, likelihoods, self.lam)
-        return loss, torch.stack([mse.detach() * len(x), bpp.detach() * len(x)])
+        loss, bpp = rd_loss(x_hat, x, likelihoods, self.lam)
+        return loss, (bpp.detach() * len(x)).view(1)
 
     @torch.no_grad()
     def _measure(self, model: torch.nn.Module, data: ImageSet) -> dict[str, float]:
@@ -78,7 +77,7 @@ class RateDistortionTask(ReconstructTask):
         val = self._measure(model, self.splits.val) if self.splits.val is not None else None
         return {
             "epoch": epoch, "train_loss": train_loss,
-            "train_bpp_estimate": extras[1] / max(seen, 1) if extras else None,
+            "train_bpp_estimate": extras[0] / max(seen, 1) if extras else None,
             "test_loss": test["loss"], "test_bpp_estimate": test["bpp"], "test_psnr": test["psnr"],
             "test_mse": test["mse"],
             **({"val_loss": val["loss"], "val_bpp_estimate": val["bpp"], "val_psnr": val["psnr"]} if val else {}),
