@@ -52,10 +52,10 @@ def test_a_given_source_fills_the_perlin_defects() -> None:
 
 def test_draems_networks_take_any_size_and_return_it() -> None:
     from convae.models import build_model
-    from convae.models.draem import Discriminator
+    from convae.models.draem import discriminator
 
     recon = build_model("draem-recon", (3, 37, 53), {"width": 4}).eval()
-    disc = Discriminator(6, width=4).eval()
+    disc = discriminator(6, width=4).eval()
     x = torch.rand(2, 3, 37, 53)
     with torch.no_grad():
         rebuilt = recon(x)

@@ -9,6 +9,7 @@ without cropping or output_padding checkerboards where kernel = stride can do.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
@@ -112,3 +113,27 @@ class CropTo(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return x[..., :height, :width]
+
+
+class UNet(nn.Module):
+    """The U-Net's pass (Ronneberger et al., MICCAI 2015), whatever its blocks are: ``head``, then
+    each of ``downs`` halving and keeping its output as a skip, then back up through ``ups``, each
+    merged with its skip by concatenation; ``tail`` makes the prediction. Any size: the input is
+    padded by replication to ``multiple`` and the prediction cropped back to the input's size."""
+
+    def __init__(self, head: nn.Module, downs: list[nn.Module], ups: list[nn.Module], merges: list[nn.Module],
+                 tail: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.head, self.downs, self.ups, self.merges = head, nn.ModuleList(downs), nn.ModuleList(ups), nn.ModuleList(merges)
+        self.tail, self.crop, self.multiple = tail, CropTo(), multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple), mode="replicate")
+        skips = [self.head(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for i in reversed(range(len(self.ups))):
+            y = self.merges[i](torch.cat([self.ups[i](y), skips.pop()], dim=1))
+        return self.crop(self.tail(y), height, width)

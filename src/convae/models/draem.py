@@ -7,7 +7,7 @@ surface anomaly detection" (ICCV 2021); layouts after the authors' reference cod
 * ``draem-recon`` (ReconstructiveSubNetwork): double 3×3 conv–BN–ReLU blocks with four 2×2
   max-pools down (widths b, 2b, 4b, 8b, 8b) and bilinear upsampling back, *no* skip
   connections, so a painted defect cannot be copied through; no output activation.
-* :class:`Discriminator` (DiscriminativeSubNetwork): a U-Net over [image, reconstruction]
+* :func:`discriminator` (DiscriminativeSubNetwork): a U-Net over [image, reconstruction]
   (2·C channels) whose two output channels are the defect logits (normal, defect).
 
 The reference trains at 256×256 with widths 128 and 64; the defaults here (24 and 16) are the
@@ -23,6 +23,7 @@ from torch import nn
 
 from convae.core.errors import ModelError
 from convae.models.autoencoder import AutoEncoder
+from convae.models.blocks import UNet
 from convae.models.registry import register
 
 Shape = tuple[int, int, int]
@@ -70,28 +71,13 @@ class PaddedAutoEncoder(AutoEncoder):
         return output[..., : x.shape[-2], : x.shape[-1]]
 
 
-class Discriminator(nn.Module):
-    """The discriminative U-Net: [image, reconstruction] → two defect logits per pixel."""
-
-    def __init__(self, in_channels: int, width: int = 16, levels: int = 4) -> None:
-        super().__init__()
-        if width < 1 or not 1 <= levels <= 4:
-            raise ModelError(f"the discriminator needs width >= 1 and 1 to 4 levels, got {width}, {levels}")
-        widths = [width * min(2 ** i, 8) for i in range(levels + 1)]
-        self.head = _double_conv(in_channels, widths[0])
-        self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), _double_conv(widths[i], widths[i + 1]))
-                                   for i in range(levels))
-        self.ups = nn.ModuleList(_up(widths[i + 1], widths[i]) for i in range(levels))
-        self.merges = nn.ModuleList(_double_conv(2 * widths[i], widths[i]) for i in range(levels))
-        self.tail = nn.Conv2d(widths[0], 2, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = F.pad(x, (0, -width % MULTIPLE, 0, -height % MULTIPLE), mode="replicate")
-        skips = [self.head(x)]
-        for down in self.downs:
-            skips.append(down(skips[-1]))
-        y = skips.pop()
-        for i in reversed(range(len(self.ups))):
-            y = self.merges[i](torch.cat([self.ups[i](y), skips.pop()], dim=1))
-        return self.tail(y)[..., :height, :width]
+def discriminator(in_channels: int, width: int = 16, levels: int = 4) -> UNet:
+    """The discriminative U-Net: [image, reconstruction] (``in_channels``) → two defect logits per pixel."""
+    if width < 1 or not 1 <= levels <= 4:
+        raise ModelError(f"the discriminator needs width >= 1 and 1 to 4 levels, got {width}, {levels}")
+    widths = [width * min(2 ** i, 8) for i in range(levels + 1)]
+    head = _double_conv(in_channels, widths[0])  # built in this order, so a seed initialises them as before
+    downs = [nn.Sequential(nn.MaxPool2d(2), _double_conv(widths[i], widths[i + 1])) for i in range(levels)]
+    ups = [_up(widths[i + 1], widths[i]) for i in range(levels)]
+    merges = [_double_conv(2 * widths[i], widths[i]) for i in range(levels)]
+    return UNet(head, downs, ups, merges, nn.Conv2d(widths[0], 2, 3, padding=1), MULTIPLE)

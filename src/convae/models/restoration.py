@@ -16,12 +16,11 @@ It has no bottleneck: its "code" is the image itself, so the verbs that want a c
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
 from convae.models.autoencoder import AutoEncoder
-from convae.models.blocks import CropTo
+from convae.models.blocks import UNet
 from convae.models.registry import register
 
 Shape = tuple[int, int, int]
@@ -75,37 +74,17 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
 
 
-class UNetBody(nn.Module):
-    """A small U-Net (Ronneberger et al., MICCAI 2015) that predicts the noise: ``levels`` halvings
-    by stride-2 convolution, the skips concatenated on the way up, as DRUNet's layout does
-    without its residual blocks (Zhang et al., "Plug-and-Play Image Restoration with Deep
-    Denoiser Prior", TPAMI 2021, github.com/cszn/DPIR). Any size: the input is padded by
-    replication to a multiple of 2**levels and the prediction cropped back."""
-
-    def __init__(self, in_channels: int, out_channels: int, width: int, levels: int) -> None:
-        super().__init__()
-        widths = [width * 2 ** i for i in range(levels + 1)]
-        self.levels = levels
-        self.head = _block(in_channels, widths[0])
-        self.downs = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2),
-                                                 nn.ReLU(inplace=True), _block(widths[i + 1], widths[i + 1]))
-                                   for i in range(levels))
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels))
-        self.merges = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in range(levels))
-        self.tail = nn.Conv2d(widths[0], out_channels, 3, padding=1)
-        self.crop = CropTo()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        multiple = 2 ** self.levels
-        x = F.pad(x, (0, -width % multiple, 0, -height % multiple), mode="replicate")
-        skips = [self.head(x)]
-        for down in self.downs:
-            skips.append(down(skips[-1]))
-        y = skips.pop()
-        for i in reversed(range(self.levels)):
-            y = self.merges[i](torch.cat([self.ups[i](y), skips.pop()], dim=1))
-        return self.crop(self.tail(y), height, width)
+def unet_body(in_channels: int, out_channels: int, width: int, levels: int) -> UNet:
+    """A small U-Net that predicts the noise: ``levels`` halvings by stride-2 convolution, transposed
+    convolutions back up, as DRUNet's layout without its residual blocks (Zhang et al., "Plug-and-Play
+    Image Restoration with Deep Denoiser Prior", TPAMI 2021, github.com/cszn/DPIR)."""
+    widths = [width * 2 ** i for i in range(levels + 1)]
+    head = _block(in_channels, widths[0])  # built in this order, so a seed initialises them as it always has
+    downs = [nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2), nn.ReLU(inplace=True),
+                           _block(widths[i + 1], widths[i + 1])) for i in range(levels)]
+    ups = [nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels)]
+    merges = [_block(2 * widths[i], widths[i]) for i in range(levels)]
+    return UNet(head, downs, ups, merges, nn.Conv2d(widths[0], out_channels, 3, padding=1), 2 ** levels)
 
 
 @register(
@@ -118,5 +97,5 @@ class UNetBody(nn.Module):
 def build_unet(input_shape: Shape, out_channels: int, *, width: int, levels: int) -> AutoEncoder:
     if width < 1 or not 1 <= levels <= 5:
         raise ModelError(f"unet needs width >= 1 and 1 to 5 levels, got width={width}, levels={levels}")
-    body = UNetBody(input_shape[0], out_channels, width, levels)
+    body = unet_body(input_shape[0], out_channels, width, levels)
     return AutoEncoder(nn.Sequential(nn.Identity()), nn.Sequential(ResidualDenoiser(body, input_shape[0], out_channels)))
