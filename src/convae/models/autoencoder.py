@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,3 +58,23 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(self.decode(self.encode(x)), x)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate the bottom and right edges up to a multiple of ``multiple`` (the caller crops them off)."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+class PaddedAutoEncoder(AutoEncoder):
+    """An autoencoder whose downsampling needs a size: the input is padded to a multiple of
+    ``multiple`` and the output cropped back, so any size in gives the same size out."""
+
+    multiple = 16
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_to_multiple(x, self.multiple)
+
+    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return output[..., : x.shape[-2], : x.shape[-1]]

@@ -9,11 +9,10 @@ without cropping or output_padding checkerboards where kernel = stride can do.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
-from convae.models.autoencoder import SwitchedCode
+from convae.models.autoencoder import SwitchedCode, pad_to_multiple
 from convae.shapes import DeconvSetting, solve_conv_transpose
 
 Size2 = tuple[int, int]
@@ -129,7 +128,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x = F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple), mode="replicate")
+        x = pad_to_multiple(x, self.multiple)
         skips = [self.head(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))

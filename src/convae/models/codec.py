@@ -19,11 +19,10 @@ rate–distortion loss.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
-from convae.models.autoencoder import AutoEncoder
+from convae.models.autoencoder import PaddedAutoEncoder
 from convae.models.entropy import (
     FactorizedDensity,
     gaussian_likelihood,
@@ -49,13 +48,6 @@ def _up(c_in: int, c_out: int, kernel: int = 5) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=kernel // 2, output_padding=1)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
-    """Replicate the bottom and right edges up to a multiple (the decoder crops them off)."""
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-
-
 def latent_size(height: int, width: int) -> tuple[int, int]:
     """The latent's H×W for an image of H×W (after padding to a multiple of 16)."""
     return -(-height // MULTIPLE), -(-width // MULTIPLE)
@@ -66,7 +58,7 @@ def hyper_latent_size(rows: int, cols: int) -> tuple[int, int]:
     return -(-rows // 4), -(-cols // 4)
 
 
-class Codec(AutoEncoder):
+class Codec(PaddedAutoEncoder):
     """``x → y = g_a(x) → round → g_s``, with an entropy model that says what ``round(y)`` costs.
 
     ``encoder``/``decoder`` are the analysis and synthesis transforms (so ``encode`` gives the
@@ -76,6 +68,7 @@ class Codec(AutoEncoder):
 
     #: A codec compresses its input; wrapping it in a colour head would drop its entropy model.
     takes_color_head = False
+    multiple = MULTIPLE
 
     def __init__(self, analysis: nn.Module, synthesis: nn.Module, density: FactorizedDensity,
                  hyper_analysis: nn.Module | None = None, hyper_synthesis: nn.Module | None = None,
@@ -90,12 +83,6 @@ class Codec(AutoEncoder):
     @property
     def hyper(self) -> bool:
         return self.hyper_analysis is not None
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return pad_to_multiple(x)
-
-    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return output[..., : x.shape[-2], : x.shape[-1]]
 
     def hyper_latent(self, y: torch.Tensor) -> torch.Tensor:
         assert self.hyper_analysis is not None

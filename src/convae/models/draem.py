@@ -17,12 +17,10 @@ outputs cropped back.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convae.core.errors import ModelError
-from convae.models.autoencoder import AutoEncoder
+from convae.models.autoencoder import AutoEncoder, PaddedAutoEncoder
 from convae.models.blocks import UNet
 from convae.models.registry import register
 
@@ -58,17 +56,6 @@ def build_draem_recon(input_shape: Shape, out_channels: int, *, width: int) -> A
                             _double_conv(4 * b, 2 * b), _up(2 * b, 2 * b), _double_conv(2 * b, b), _up(b, b),
                             _double_conv(b, b), nn.Conv2d(b, out_channels, 3, padding=1))
     return PaddedAutoEncoder(encoder, decoder)
-
-
-class PaddedAutoEncoder(AutoEncoder):
-    """An AutoEncoder that pads its input to a multiple of 16 and crops its output back."""
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        return F.pad(x, (0, -width % MULTIPLE, 0, -height % MULTIPLE), mode="replicate")
-
-    def finish(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return output[..., : x.shape[-2], : x.shape[-1]]
 
 
 def discriminator(in_channels: int, width: int = 16, levels: int = 4) -> UNet:

@@ -26,7 +26,8 @@ from convae.applications.codes.entropy_tables import (
     gaussian_tables,
 )
 from convae.core.errors import DataError
-from convae.models.codec import MULTIPLE, Codec, hyper_latent_size, latent_size, pad_to_multiple
+from convae.models.autoencoder import pad_to_multiple
+from convae.models.codec import MULTIPLE, Codec, hyper_latent_size, latent_size
 
 #: Large images go through the transforms in bands of this many latent rows (512 pixels), each
 #: with HALO latent rows of context on both sides that are computed and dropped: every layer
@@ -85,7 +86,7 @@ class ImageCodec:
     @torch.no_grad()
     def latents(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """The rounded latent ``y`` (and the hyperprior's ``z``) of one uint8 C×H×W image."""
-        x = pad_to_multiple(image.to(self.device).float().div(255).unsqueeze(0))
+        x = pad_to_multiple(image.to(self.device).float().div(255).unsqueeze(0), MULTIPLE)
         y = in_bands(self.model.encoder, x, MULTIPLE, 1)
         z = self.model.hyper_latent(y) if self.model.hyper else None
         as_int = lambda t: torch.round(t).to("cpu", torch.int64)[0].numpy()  # noqa: E731
