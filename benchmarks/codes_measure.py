@@ -64,17 +64,22 @@ def photo_set() -> list[tuple[str, np.ndarray]]:
 def _ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 
-    to = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].double().div(255)  # noqa: E731
+    to = lambda x: torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].double().div(255)  # noqa: E731
     return float(ms_ssim(to(a), to(b), data_range=1.0))
+
+
+def _pooled(pairs: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[int, float, float]:
+    """(pixels, bpp, PSNR of the pooled MSE) of (original, decoded, bytes) per image."""
+    pixels = sum(a.shape[0] * a.shape[1] for a, _, _ in pairs)
+    squared = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b, _ in pairs)
+    return pixels, 8 * sum(n for _, _, n in pairs) / pixels, psnr_from_mse(squared / (pixels * 3) / 255 ** 2)
 
 
 def _score(label: str, setting: str, pairs: list[tuple[np.ndarray, np.ndarray, int]], seconds: tuple[float, float]
            ) -> dict[str, Any]:
     """bpp, PSNR (pooled MSE), mean MS-SSIM and speed of (original, decoded, bytes) per photo."""
-    pixels = sum(a.shape[0] * a.shape[1] for a, _, _ in pairs)
-    squared = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b, _ in pairs)
-    return {"codec": label, "setting": setting, "bpp_per_image": 8 * sum(n for _, _, n in pairs) / pixels,
-            "psnr": psnr_from_mse(squared / (pixels * 3) / 255 ** 2),
+    pixels, bpp, psnr = _pooled(pairs)
+    return {"codec": label, "setting": setting, "bpp_per_image": bpp, "psnr": psnr,
             "ms_ssim": float(np.mean([_ms_ssim(a, b) for a, b, _ in pairs])),
             "encode_mp_per_s": pixels / 1e6 / max(seconds[0], 1e-9),
             "decode_mp_per_s": pixels / 1e6 / max(seconds[1], 1e-9)}
@@ -91,36 +96,33 @@ def _timed(photos: list[tuple[str, np.ndarray]], encode: Callable[[np.ndarray], 
                                                                                                   end - middle)
 
 
+def _pillow(fmt: str, quality: int, **extra: Any) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]:
+    """(encode, decode) of one Pillow format at one quality, one file per image."""
+    def encode(image: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format=fmt, quality=quality, **extra)
+        return buffer.getvalue()
+
+    return encode, lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
 def pillow_photo_rows(photos: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
     rows = []
     for codec, fmt, extra in (("JPEG", "JPEG", {}), ("WebP", "WEBP", {"method": 6}), ("AVIF", "AVIF", {})):
         for quality in QUALITIES:
-            def encode(image: np.ndarray) -> bytes:
-                buffer = io.BytesIO()
-                Image.fromarray(image).save(buffer, format=fmt, quality=quality, **extra)
-                return buffer.getvalue()
-
-            pairs, seconds = _timed(photos, encode, lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))
+            pairs, seconds = _timed(photos, *_pillow(fmt, quality, **extra))
             rows.append(_score(codec, f"quality {quality}", pairs, seconds))
     return rows
 
 
 def webp_low_rows(images: Any) -> list[dict[str, Any]]:
     """WebP at qualities 0 and 5 on the CIFAR-10 sample, scored as classic_codec_rows scores."""
-    arrays = images.images.permute(0, 2, 3, 1).numpy()
+    arrays = [("", a) for a in images.images.permute(0, 2, 3, 1).numpy()]
     rows = []
     for quality in CIFAR_WEBP_LOW:
-        def encode(image: np.ndarray) -> bytes:
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="WEBP", quality=quality, method=6)
-            return buffer.getvalue()
-
-        pairs, seconds = _timed([("", a) for a in arrays], encode,
-                                lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))
-        pixels = sum(a.shape[0] * a.shape[1] for a, _, _ in pairs)
-        squared = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b, _ in pairs)
-        rows.append({"codec": "WebP", "setting": f"quality {quality}", "bpp_per_image": 8 * sum(n for *_, n in pairs)
-                     / pixels, "psnr": psnr_from_mse(squared / (pixels * 3) / 255 ** 2), "ssim": None})
+        _, bpp, psnr = _pooled(_timed(arrays, *_pillow("WEBP", quality, method=6))[0])
+        rows.append({"codec": "WebP", "setting": f"quality {quality}", "bpp_per_image": bpp, "psnr": psnr,
+                     "ssim": None})
     return rows
 
 
