@@ -272,3 +272,13 @@ def test_a_dataset_split_is_coded_one_file_per_image_named_by_its_index(runs, cl
     assert cli("decode", made["codec"], tmp_path / "codes", "--out", tmp_path / "back")[0] == 0
     assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["test-00000.png", "test-00001.png",
                                                                      "test-00002.png"]
+
+
+def test_train_report_of_a_codec_shows_its_rd_point_as_the_report_verb_does(cli, tmp_path: Path) -> None:
+    data = _folder(tmp_path / "data", count=16, seed=4)
+    code, out, err = cli("train", "--dataset", f"folder:{data}", "--model", "codec", *TINY, "--loss", "rd:0.013",
+                         "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "run", "--no-progress",
+                         "--logger", "none", "--report")
+    assert code == 0, err
+    assert (tmp_path / "run" / "rate-test.json").exists()
+    assert "Rate–distortion" in (tmp_path / "run" / "report.html").read_text()

@@ -94,12 +94,14 @@ def _report_after_training(run_dir: Path, device: str) -> None:
     from convae.applications.evaluate import evaluate_run
     from convae.applications.show import show_classes, show_run
     from convae.report.page import write_report
+    from convae.run import Run
 
     result = evaluate_run(run_dir, device=device)
     out.print(f"test RMSE {result['rmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
     for path in [*show_run(run_dir, device=device), show_classes(run_dir, device=device)]:
         if path is not None:
             out.print(f"wrote {path}", markup=False, highlight=False)
+    _codec_rate(Run.open(run_dir), device)
     out.print(f"wrote {write_report(run_dir)}")
 
 
@@ -205,13 +207,18 @@ def report(
             show_run(run, device=device)
         if not (run.figures / "reconstructions-per-class.png").exists():
             show_classes(run, device=device)
-        from convae.applications.codes.codec_io import is_codec_run
-
-        if is_codec_run(run) and not run.artifact("rate-test.json").exists():
-            from convae.applications.codes import evaluate_rate
-
-            evaluate_rate(run, limit=200, device=device)  # a codec's report opens with its RD curve
+        _codec_rate(run, device)
     out.print(f"wrote {write_report(run)}", markup=False, highlight=False)
+
+
+def _codec_rate(run: Any, device: str) -> None:
+    """A codec's report shows its RD point beside JPEG, WebP and AVIF: measure it unless stored."""
+    from convae.applications.codes.codec_io import is_codec_run
+
+    if is_codec_run(run) and not run.artifact("rate-test.json").exists():
+        from convae.applications.codes import evaluate_rate
+
+        evaluate_rate(run, limit=200, device=device)
 
 
 @app.command()
