@@ -62,12 +62,13 @@ class SymbolWriter:
     def write(self, groups: list[tuple[np.ndarray, SymbolTable]]) -> None:
         escapes = []
         for values, table in groups:
-            symbols = np.asarray(values, dtype=np.int64) - table.offset
+            values = np.asarray(values, dtype=np.int64)
+            symbols = values - table.offset
             escaped = (symbols < 0) | (symbols >= table.support)
             symbols[escaped] = table.support
             if len(symbols):
                 self._stream.encode(symbols.astype(np.int32), table.model())
-            escapes.append(np.asarray(values, dtype=np.int64)[escaped])
+            escapes.append(values[escaped])
         raw = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
         if len(raw):
             self._stream.encode((np.clip(raw, 1 - _RAW_HALF, _RAW_HALF - 1) + _RAW_HALF).astype(np.int32), self._raw)
@@ -89,20 +90,17 @@ class SymbolReader:
         self._raw = constriction.stream.model.Uniform(1 << RAW_BITS)
 
     def read(self, groups: list[tuple[int, SymbolTable]]) -> list[np.ndarray]:
-        decoded = []
-        for count, table in groups:
-            symbols = (np.asarray(self._stream.decode(table.model(), count), dtype=np.int64) if count
-                       else np.zeros(0, np.int64))
-            decoded.append(symbols)
-        total = sum(int((s == t.support).sum()) for s, (_, t) in zip(decoded, groups))
+        decoded = [np.asarray(self._stream.decode(table.model(), count), dtype=np.int64) if count
+                   else np.zeros(0, np.int64) for count, table in groups]
+        escaped = [symbols == table.support for symbols, (_, table) in zip(decoded, groups)]
+        total = sum(int(e.sum()) for e in escaped)
         raw = (np.asarray(self._stream.decode(self._raw, total), dtype=np.int64) - _RAW_HALF if total
                else np.zeros(0, np.int64))
         values, used = [], 0
-        for symbols, (_, table) in zip(decoded, groups):
-            escaped = symbols == table.support
+        for symbols, hit, (_, table) in zip(decoded, escaped, groups):
             out = symbols + table.offset
-            out[escaped] = raw[used: used + int(escaped.sum())]
-            used += int(escaped.sum())
+            out[hit] = raw[used: used + int(hit.sum())]
+            used += int(hit.sum())
             values.append(out)
         return values
 
