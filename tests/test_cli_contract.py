@@ -104,6 +104,7 @@ VERBS = {
     "classify predict": ([NOWHERE, "x.png"], ["{classifier}", "/nonexistent/x.png"]),
     "classify probe": ([NOWHERE], ["{ae}", "--max-iter", "0"]),
     "bench speed": (["--data-dir", "/nonexistent/data"], ["--jobs", "nope"]),
+    "zoo": (["no-such-model"], ["--frobnicate"]),
 }
 
 

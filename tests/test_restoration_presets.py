@@ -78,7 +78,58 @@ def test_a_dncnn_denoiser_beats_its_input_and_keeps_an_odd_size(cli, bars: Path,
     assert Image.open(tmp_path / "clean" / "odd.png").size == (41, 23)
 
 
+def test_blind_noise_on_patches_resumes_bit_identical_after_a_stop_mid_epoch(cli, bars: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = ("train", "--dataset", f"folder:{bars}", "--task", "denoise", "--noise", "gaussian:0.0-0.2",
+            "--patch", "8", "--model-arg", "width=8", "--model-arg", "levels=1", "--epochs", "2",
+            "--batch-size", "8", "--threads", "1", "--no-progress", "--deterministic", "--device", "cpu", "--out")
+    code, _, err = cli(*args, str(tmp_path / "whole"))
+    assert code == 0, err
+    code, out, err = cli(*args, str(tmp_path / "cut"), "--max-time", "0.001s")
+    assert code == 0 and "stopped on time" in out and "at step 1 of" in out, (out, err)
+    code, _, err = cli(*args, str(tmp_path / "cut"), "--resume")
+    assert code == 0, err
+    whole, cut = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "cut"))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert config["model"]["name"] == "unet" and "gaussian:0-0.2" in json.dumps(config), config
+
+
 def test_bce_is_refused_for_an_unbounded_output(cli, bars: Path, tmp_path: Path) -> None:
     code, _, err = cli("train", "--dataset", f"folder:{bars}", "--model", "dncnn", "--loss", "bce",
                        "--out", str(tmp_path / "r"), "--no-progress")
     assert code == 2 and "no Sigmoid" in err and not (tmp_path / "r").exists()
+
+
+def test_restoration_tasks_default_to_the_residual_unet_and_reconstruction_keeps_conv(tmp_path: Path) -> None:
+    from convae.run.config import TrainConfig
+
+    for task, model, schedule in (("denoise", "unet", "cosine"), ("colorize", "unet", "cosine"),
+                                  ("reconstruct", "conv", "none")):
+        cfg = TrainConfig(dataset="mnist-sample", task=task).resolved()
+        assert (cfg.model, cfg.lr_schedule) == (model, schedule), task
+    named = TrainConfig(dataset="mnist-sample", task="denoise", model="conv").resolved()
+    assert (named.model, named.lr_schedule) == ("conv", "none")  # the old presets stay available by name
+
+
+@pytest.mark.parametrize("sigma", [0.03, 0.08, 0.15])
+def test_the_noise_level_estimate_follows_the_added_noise(sigma: float) -> None:
+    from convae.models.restoration import estimate_noise_sigma
+
+    ramp = torch.linspace(0.3, 0.7, 96).view(1, 1, 1, 96).expand(2, 3, 80, 96)
+    noisy = ramp + sigma * torch.randn(ramp.shape, generator=torch.Generator().manual_seed(1))
+    estimate = estimate_noise_sigma(noisy)
+    assert estimate.shape == (2, 1, 1, 1)
+    assert torch.allclose(estimate, torch.full_like(estimate, sigma), rtol=0.1), estimate.flatten()
+
+
+@pytest.mark.parametrize("name", ["dncnn", "unet"])
+def test_a_noise_map_model_sees_the_estimated_level_and_keeps_odd_sizes(name: str) -> None:
+    model = build_model(name, (3, 37, 53), {"noise_map": True}).eval()
+    first = model.decoder[0].body
+    first_conv = next(m for m in first.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 4  # the image and its noise-level map
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        assert model(x).shape == x.shape

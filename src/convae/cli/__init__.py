@@ -23,7 +23,7 @@ from convae.core.errors import ConvaeError  # noqa: E402
 
 #: Importing a verb module registers its commands on ``app``; this order is the order of
 #: ``convae --help``.
-VERB_MODULES = ("runs", "shapes", "classify", "restore", "detect", "codes", "export", "bench")
+VERB_MODULES = ("runs", "shapes", "classify", "restore", "detect", "codes", "export", "zoo", "bench")
 for _name in VERB_MODULES:
     importlib.import_module(f"convae.cli.{_name}")
 

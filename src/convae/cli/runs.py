@@ -15,7 +15,7 @@ from convae.cli.settings import config_flags, plan_run, toml_text
 @app.command()
 def train(
     dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, mnist-sample, folder:PATH or mvtec:PATH (an inspection folder) (default: MNIST if found, else mnist-sample)"),
-    model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv"),
+    model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv, or unet for --task denoise and colorize"),
     model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="preset parameter KEY=VALUE (repeatable)"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's reference setting)"),
     batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's)"),
@@ -23,7 +23,7 @@ def train(
     loss: Optional[str] = typer.Option(None, help="mse, bce or l1, or rd:LAMBDA for a codec (λ·255²·MSE + bpp); "
                                        "default: the preset's"),
     optimizer: Optional[str] = typer.Option(None, help="adam (default) or sgd"),
-    lr_schedule: Optional[str] = typer.Option(None, help="none (default), cosine or onecycle: the learning rate over the whole run"),
+    lr_schedule: Optional[str] = typer.Option(None, help="none, cosine or onecycle: the learning rate over the whole run (default: the preset's; none, or cosine for unet)"),
     seed: Optional[int] = typer.Option(None, help="one seed for Python, NumPy and torch (default 0)"),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="use deterministic algorithms (bit-identical reruns on CPU)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: runs/MODEL-DATASET-TIME)"),

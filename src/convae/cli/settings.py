@@ -40,7 +40,9 @@ def plan_run(cls: Any, flags: dict[str, Any], *, config: Path | None, sets: list
     if resume:
         return _resumed(cls, settings, out_dir, verb, kind, model_pairs), out_path
     if model_pairs is not None:
-        settings["model_args"] = _model_args(settings, model_pairs, settings.get("model", "conv"))
+        from convae.models import default_model
+
+        settings["model_args"] = _model_args(settings, model_pairs, settings.get("model") or default_model(settings.get("task")))
     cfg = cls(**settings, sources=sources)
     if not out_dir and not print_config:
         out_path = default_out(cfg, prefix)
@@ -119,6 +121,7 @@ def default_out(cfg: Any, prefix: str) -> Path:
     """runs/PREFIX-MODEL-DATASET-TIME, from any folder; under torchrun every process must be told."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConvaeError("under torchrun, give --out RUN_DIR so every process trains into the same run")
+    from convae.models import default_model
     from convae.run.config import TrainConfig
 
     dataset = cfg.dataset
@@ -127,7 +130,7 @@ def default_out(cfg: Any, prefix: str) -> Path:
 
         dataset = cfg.dataset = default_dataset(cfg.data_dir)
     name = str(dataset or "mnist").replace(":", "-").replace("/", "_")
-    return Path("runs") / f"{prefix}{cfg.model}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{prefix}{cfg.model or default_model(cfg.task)}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_settings(path: Path) -> dict[str, Any]:

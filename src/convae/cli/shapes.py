@@ -46,9 +46,10 @@ def shapes_command(
 ) -> None:
     """Layer-by-layer table: output shape, parameters and multiply-adds, code size and compression."""
     from convae.applications.run_shapes import table_for_run
+    from convae.run.zoo import is_zoo, zoo_run_dir
     from convae.tables.layers import parse_input_shape, table_for_preset
 
-    path = Path(target)
+    path = zoo_run_dir(target) if is_zoo(target) else Path(target)
     if path.is_dir():
         if model_arg:
             raise ConvaeError(f"{target}: --model-arg applies to a preset name, not a run directory")

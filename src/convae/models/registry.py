@@ -113,3 +113,13 @@ def build_model(
         raise ModelError(f"input shape {channels}x{height}x{width} must be positive")
     model = preset.builder(tuple(input_shape), out_channels or channels, **resolved)
     return with_color_output(model, color_output, channels, out_channels or channels)
+
+
+#: The preset a task trains when no --model is given: restoration wants a residual model that keeps
+#: the input's every pixel (convae.models.restoration); the reference autoencoder stays the default
+#: for reconstruction, and every preset stays available by name.
+DEFAULT_MODELS = {"reconstruct": "conv", "denoise": "unet", "colorize": "unet"}
+
+
+def default_model(task: str | None) -> str:
+    return DEFAULT_MODELS.get(task or "reconstruct", "conv")

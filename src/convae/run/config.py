@@ -20,7 +20,7 @@ from convae.core.errors import ConvaeError
 from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
 from convae.data.mvtec import GOOD, is_mvtec
-from convae.models import get_preset, resolve_params
+from convae.models import default_model, get_preset, resolve_params
 from convae.models.classifier import get_classifier
 from convae.models.codec import CODEC_PRESETS
 from convae.models.heads import canonical_color_output
@@ -146,8 +146,8 @@ class RunSettings:
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str | None = None
-    #: "none" (constant --lr), "cosine" (lr down to 0) or "onecycle" (warm up, then anneal);
-    #: the rate is a pure function of the step, so resume needs no scheduler state.
+    #: "none" (constant --lr), "cosine" (lr down to 0) or "onecycle" (warm up, then anneal), None the
+    #: preset's; the rate is a pure function of the step, so resume needs no scheduler state.
     lr_schedule: str | None = None
     seed: int = 0
     deterministic: bool = False
@@ -250,15 +250,12 @@ TRAIN_FIELDS = {
 @dataclass
 class TrainConfig(RunSettings):
     """Everything needed to rebuild an autoencoder and repeat its run (reconstruct, denoise, colorize).
+    Fields left as None take the task's preset and its reference defaults in ``resolved()``."""
 
-    Fields left as None take the model preset's reference defaults in ``resolved()``.
-    """
-
-    model: str = "conv"
+    model: str | None = None  # None: the task's default (convae.models.DEFAULT_MODELS)
     model_args: dict[str, Any] = field(default_factory=dict)
     loss: str | None = None
     optimizer: str | None = "adam"
-    lr_schedule: str | None = "none"
     task: str = "reconstruct"
     noise: str | None = None
     normal_classes: list[int | str] | None = None  # indices or class names; config.json keeps indices
@@ -285,11 +282,13 @@ class TrainConfig(RunSettings):
         return Tiling(self.patch)
 
     def _fill_defaults(self) -> None:
+        self.model = self.model or default_model(self.task)
         preset = get_preset(self.model)
         self.model_args = resolve_params(self.model, self.model_args)
         for key in self.PRESET_DEFAULTS:
             if getattr(self, key) is None:
                 setattr(self, key, preset.training[key])
+        self.lr_schedule = self.lr_schedule or preset.training.get("lr_schedule", "none")  # cosine for unet
         if self.dataset is None:
             self.dataset = default_dataset(self.data_dir)
 

