@@ -46,22 +46,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, commit, machine, write_results
-from photos import TEST, TRAIN_COLOUR, TRAIN_GRAY, VALIDATION, noisy_copy, photo, scores
+from photos import (
+    TEST,
+    TRAIN_COLOUR,
+    TRAIN_GRAY,
+    VALIDATION,
+    convae_restore,
+    noisy_copy,
+    photo,
+    scores,
+    training_folder,
+)
 
 SIGMAS = (15, 25, 50)
 BASELINE_VENV = Path(os.environ.get("CONVAE_BASELINE_VENV", REPO / "benchmarks" / ".venv-baselines"))
 BASELINE_PACKAGES = ("scikit-image", "bm3d", "pillow")
 METHODS = ("noisy", "nlm", "bm3d", "recipe", "zoo", "old conv")
-
-
-def training_folder(root: Path) -> Path:
-    from PIL import Image
-
-    for split, names in (("train", TRAIN_COLOUR + TRAIN_GRAY), ("test", (VALIDATION,))):
-        (root / split / "photo").mkdir(parents=True)
-        for name in names:
-            Image.fromarray(photo(name)).save(root / split / "photo" / f"{name}.png")
-    return root
 
 
 def train(run: Path, minutes: float, **settings: Any) -> float:
@@ -84,16 +84,9 @@ def classical(jobs: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
 
 
 def convae_denoise(run: str | Path, noisy: Path, out: Path) -> tuple[np.ndarray, float]:
-    from PIL import Image
-
-    from convae.applications.restore import restore_files
-
     started = time.perf_counter()
-    [entry] = restore_files(run, [noisy], out, task="denoise", device="cpu")
-    seconds = time.perf_counter() - started
-    if not entry["ok"]:
-        raise SystemExit(f"{run}: {entry['error']}")
-    return np.asarray(Image.open(entry["output"])), seconds
+    estimate = convae_restore(run, noisy, out)
+    return estimate, time.perf_counter() - started
 
 
 def colourfulness(image: np.ndarray) -> float:
@@ -107,7 +100,6 @@ def colorize_rows(data: Path, work: Path, minutes: float, threads: int, tests: l
     """--task colorize with the default preset against gray-to-chroma and the gray input."""
     from PIL import Image
 
-    from convae.applications.restore import restore_files
     from convae.applications.restore.baselines import ColourTable
 
     run = work / "colorize"
@@ -120,8 +112,7 @@ def colorize_rows(data: Path, work: Path, minutes: float, threads: int, tests: l
         gray_path = work / f"gray-{name}.png"
         Image.fromarray(clean).convert("L").save(gray_path)
         gray = np.asarray(Image.open(gray_path).convert("RGB"))
-        [entry] = restore_files(run, [gray_path], work / "colorized", task="colorize", device="cpu")
-        ours = np.asarray(Image.open(entry["output"]).convert("RGB"))
+        ours = convae_restore(run, gray_path, work / "colorized", task="colorize")
         luma = torch.from_numpy(np.asarray(Image.open(gray_path))).float().div(255)[None, None]
         base = (table(luma)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         rows.append({"photo": name, **{m: {**scores(e, clean), "colourfulness": colourfulness(e)}

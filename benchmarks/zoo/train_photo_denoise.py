@@ -24,7 +24,6 @@ Run: python benchmarks/zoo/train_photo_denoise.py   (about 50 minutes on 2 cores
 from __future__ import annotations
 
 import argparse
-import itertools
 import shutil
 import sys
 import tempfile
@@ -36,28 +35,21 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _common import REPO, commit, machine
-from photos import TRAIN_COLOUR, TRAIN_GRAY, VALIDATION, noisy_copy, photo, scores
+from photos import (
+    CHANNEL_ORDERS,
+    TRAIN_COLOUR,
+    TRAIN_GRAY,
+    VALIDATION,
+    convae_restore,
+    noisy_copy,
+    photo,
+    reordered,
+    scores,
+    training_folder,
+)
 
 NAME = "photo-denoise"
 SIGMAS = (15, 25, 50)
-CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))
-
-
-def training_folder(root: Path) -> Path:
-    """photos/train/photo/*.png (every training photo) and photos/test/photo/VALIDATION.png."""
-    from PIL import Image
-
-    folder = root / "train" / "photo"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in TRAIN_COLOUR:
-        for order in CHANNEL_ORDERS:
-            Image.fromarray(np.ascontiguousarray(photo(name)[..., list(order)])).save(
-                folder / f"{name}-{''.join(map(str, order))}.png")
-    for name in TRAIN_GRAY:
-        Image.fromarray(photo(name)).save(folder / f"{name}.png")
-    (root / "test" / "photo").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(photo(VALIDATION)).save(root / "test" / "photo" / f"{VALIDATION}.png")
-    return root
 
 
 def validation_figures(run_dir: Path, work: Path) -> dict[str, dict[str, float]]:
@@ -65,18 +57,16 @@ def validation_figures(run_dir: Path, work: Path) -> dict[str, dict[str, float]]
     the mean over its six channel orders, the worst cast, and the photo as it is."""
     from PIL import Image
 
-    from convae.applications.restore import restore_files
-
     figures = {}
     for sigma in SIGMAS:
         rows = []
         for order in CHANNEL_ORDERS:
-            clean = np.ascontiguousarray(photo(VALIDATION)[..., list(order)])
+            clean = reordered(photo(VALIDATION), order)
             noisy_path = work / f"noisy-{sigma}-{''.join(map(str, order))}.png"
             noisy = noisy_copy(clean, sigma, seed=sigma)
             Image.fromarray(noisy).save(noisy_path)
-            out = restore_files(run_dir, [noisy_path], work / f"out-{sigma}", task="denoise", device="cpu")
-            rows.append({"noisy": scores(noisy, clean), "convae": scores(np.asarray(Image.open(out[0]["output"])), clean)})
+            rows.append({"noisy": scores(noisy, clean),
+                         "convae": scores(convae_restore(run_dir, noisy_path, work / f"out-{sigma}"), clean)})
         mean = {key: {m: float(np.mean([r[key][m] for r in rows])) for m in ("psnr", "ssim")} for key in rows[0]}
         for key in mean:
             mean[key]["worst_cast"] = max(r[key]["cast"] for r in rows)
@@ -126,7 +116,7 @@ def main() -> None:
                 "epochs": args.epochs, "lr": 1e-3, "lr_schedule": "cosine", "batch_size": 16, "loss": "mse",
                 "max_time_s": args.minutes * 60, "seed": 0, "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
-        data = training_folder(Path(tmp) / "photos")
+        data = training_folder(Path(tmp) / "photos", CHANNEL_ORDERS)
         cfg = TrainConfig(dataset=f"folder:{data}", task="denoise", noise=settings["noise"], patch=64, model="unet",
                           model_args=parse_model_args("unet", args.model_arg), epochs=args.epochs, lr=1e-3,
                           lr_schedule="cosine", batch_size=16, loss="mse", max_time=args.minutes * 60, seed=0,

@@ -61,8 +61,7 @@ class ResidualDenoiser(nn.Module):
         base = x if self.in_channels == self.out_channels else x.mean(1, keepdim=True).expand(
             -1, self.out_channels, -1, -1)
         if self.noise_map:
-            level = estimate_noise_sigma(x).expand(-1, 1, x.shape[-2], x.shape[-1])
-            return base - self.body(torch.cat([x, level], 1))
+            x = torch.cat([x, estimate_noise_sigma(x).expand(-1, 1, x.shape[-2], x.shape[-1])], 1)
         return base - self.body(x)
 
 
@@ -120,7 +119,7 @@ def unet_body(in_channels: int, out_channels: int, width: int, levels: int) -> U
 @register(
     "unet",
     params={"width": 24, "levels": 2, "noise_map": False},
-    # the photo recipe (docs/restoration.md): chosen on the validation photo, cosine so a run ends annealed
+    # the photo recipe (docs/restore.md): chosen on the validation photo, cosine so a run ends annealed
     training={"loss": "mse", "batch_size": 16, "epochs": 30, "lr": 1e-3, "lr_schedule": "cosine"},
     summary="residual U-Net denoiser: a small U-Net with skip connections predicts the noise, output = input − "
             "noise, no Sigmoid; any size in, the same size out; noise_map=true adds FFDNet's noise-level map",

@@ -35,7 +35,7 @@ from convae.run.files import (
 )
 from convae.run.splits import Splits
 from convae.run.tiling import Tiling
-from convae.run.zoo import is_zoo, zoo_run_dir
+from convae.run.zoo import CARD, is_zoo, zoo_run_dir
 
 AUTOENCODER = "autoencoder"
 CLASSIFIER = "classifier"
@@ -203,7 +203,7 @@ class Run:
         """The run's splits as its config describes them, from where the data is now."""
         cfg = self.config.training
         data_dir = data_dir if data_dir is not None else self.data_dir
-        if (self.path / "card.json").is_file() and self.dataset is None:  # a bundled model (convae.run.zoo)
+        if (self.path / CARD).is_file() and self.dataset is None:  # a bundled model (convae.run.zoo)
             raise RunError(f"zoo:{self.path.name.rsplit('-', 1)[0]} was trained on data that does not ship with it; "
                            "give --dataset folder:YOUR_IMAGES to measure it on yours")
         if data_dir is not None or self.dataset is not None:
