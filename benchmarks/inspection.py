@@ -1,33 +1,49 @@
-"""Inspection benchmark: MVTec-layout datasets from real pictures, convae against PCA on patches.
+"""Inspection benchmark: `--task inspect` (DRAEM) against PCA, the patch autoencoder and anomalib's DRAEM.
 
-Each category is a folder in the MVTec AD layout (convae.bench.inspection) made from a
-picture that ships inside scikit-image: three textures (brick, grass, gravel: random
-128×128 crops, flips and quarter turns) and one object (the ``coffee`` photo, resized,
-so every part is the same cup shifted by a few pixels). The test defects are painted
-scratches, spots and missing patches, with masks of exactly the painted pixels.
+Each set is a folder in the MVTec AD layout (convae.bench.inspection) made from a picture
+that ships inside scikit-image: textures (brick, grass, gravel, tissue from
+``immunohistochemistry``, moon: random 128×128 crops, flips and quarter turns) and one
+object (the ``coffee`` photo, resized, so every part is the same cup shifted by a few
+pixels). The first four have painted scratches, spots and missing patches; tissue and moon
+have defect kinds the others lack (a colour stain, a blurred region) plus scratches. Masks
+are exactly the painted pixels.
 
-convae: ``convae train --dataset mvtec:DIR --patch P`` (trains on train/good only), then
-``convae detect RUN --eval``: image AUROC, pixel AUROC and AUPRO, through the CLI's own
-functions. The baseline in the same run: PCA fitted on P×P patches of the same
-train/good images (the components explaining ``PCA_VARIANCE`` of the variance); a
-pixel's error is the mean squared PCA reconstruction error of the patches covering it
-(stride P/4), and an image's score is the peak of its smoothed map, exactly as convae
-scores a patch run (convae.applications.anomaly.scores.peak_score).
+Methods, side by side on the same folders, in this one process (anomalib in its own venv):
 
-The settings (patch, epochs, score kind) were fixed before the first run on the test
-split; nothing here was tuned on it.
+* ``pca``: PCA fitted on P×P patches of train/good (``PCA_VARIANCE`` of the variance); a
+  pixel's error is the mean squared reconstruction error of the patches covering it, an
+  image's score the peak of its smoothed map (as convae scores a patch run).
+* ``patch_ae``: ``convae train --dataset mvtec:DIR --patch 32`` (the conv preset, 30 epochs,
+  cosine) scored with ``--score mse``, the setting the earlier benchmark fixed.
+* ``inspect``: ``convae train --dataset mvtec:DIR --task inspect --max-time BUDGET`` with
+  ``--epochs`` sized so the cosine schedule ends at the budget, then ``convae detect --eval``.
+* ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
+  same budget, trained as a plain autoencoder with no simulated defects and scored by its
+  reconstruction error (``ssim``, convae's default), so what the simulation adds is measured.
+* ``anomalib``: anomalib's DRAEM (benchmarks/anomalib_peer.py) for the same wall time, in
+  benchmarks/.venv-anomalib (created here when missing; ``$CONVAE_ANOMALIB_VENV`` points at
+  another), with the set's train/good folder as its DTD directory so nothing downloads.
 
-Run: ``python benchmarks/inspection.py`` (about 5 minutes on 2 cores). Results:
-benchmarks/results/inspection.json and inspection.md (the README table).
+Every method is measured by the same functions (convae.applications.anomaly.evaluate):
+image AUROC, pixel AUROC and AUPRO (FPR ≤ 0.3), overall and per defect type. The settings
+(budget, epochs per second, lr, widths) were chosen on validation sets made from
+scikit-learn's china.jpg, never on these test sets.
+
+Run: ``python benchmarks/inspection.py [--budget 600]`` (per set: 3 × budget plus about 2
+minutes). Results: benchmarks/results/inspection.json and inspection.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +52,20 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import commit, machine, write_results
 
+REPO = Path(__file__).resolve().parents[1]
 PCA_VARIANCE = 0.95
-CATEGORIES = ("brick", "grass", "gravel", "coffee")
+FIRST = ("scratch", "spot", "missing")
+NEW = ("stain", "blur", "scratch")
+#: set name -> (scikit-image picture, defect kinds)
+SETS = {"brick": ("brick", FIRST), "grass": ("grass", FIRST), "gravel": ("gravel", FIRST),
+        "coffee": ("coffee", FIRST), "tissue": ("immunohistochemistry", NEW), "moon": ("moon", NEW)}
+#: Wall seconds one inspect epoch takes at 128×128 with 72 parts on 2 cores, training and its
+#: per-epoch check (measured on the china validation set): --epochs = budget / this.
+SECONDS_PER_EPOCH = 11.0
+PEER_VENV = Path(os.environ.get("CONVAE_ANOMALIB_VENV", REPO / "benchmarks" / ".venv-anomalib"))
+PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "anomalib==2.7.0")
+KEYS = ("auroc", "pixel_auroc", "aupro")
+METHODS = ("pca", "patch_ae", "no_simulation", "anomalib", "inspect")
 
 
 def picture(name: str, size: int) -> np.ndarray:
@@ -73,73 +101,163 @@ def pca_maps(train: torch.Tensor, test: torch.Tensor, patch: int) -> torch.Tenso
     return torch.stack(maps)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--categories", default=",".join(CATEGORIES))
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--patch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--score", default="mse")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def measured(scores: np.ndarray, maps: torch.Tensor, test: Any) -> dict[str, Any]:
+    """Image AUROC, pixel AUROC and AUPRO, overall and per defect type: the same functions for every method."""
+    from convae.applications.anomaly.evaluate import _auroc_per_class, detection_metrics, segmentation_metrics
 
+    good = test.classes.index("good")  # classes sort by name: "blur" comes before "good"
+    labels = (test.labels != good).numpy().astype(np.int64)
+    return {**detection_metrics(scores, labels),
+            "auroc_per_anomalous_class": _auroc_per_class(scores, labels, test, [good]),
+            **segmentation_metrics(maps, test.masks, test.labels.numpy(), [good], list(test.classes))}
+
+
+def convae_run(root: Path, out: Path, threads: int, score: str | None, **settings: Any) -> dict[str, Any]:
+    """Train a convae run on the set and measure it with detect --eval's own function."""
     from convae.applications.anomaly import evaluate_detection
-    from convae.applications.anomaly.evaluate import detection_metrics, segmentation_metrics
+    from convae.training import TrainConfig, Trainer
+
+    started = time.perf_counter()
+    trainer = Trainer(TrainConfig(dataset=f"mvtec:{root}", threads=threads, logger="none", **settings), out,
+                      progress=False, log=lambda line: None)
+    trainer.fit()
+    trained = time.perf_counter() - started
+    result = evaluate_detection(out, score=score, figures=False, device="cpu")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {**{k: result[k] for k in (*KEYS, "auroc_per_anomalous_class", "pixel_auroc_per_anomalous_class",
+                                      "aupro_per_anomalous_class")},
+            "train_seconds": round(trained, 1), "epochs_done": len(rows), "score": result["score"],
+            "stopped_on_time": trainer.stopped_on_time is not None,
+            **({"val_pixel_auroc_simulated": rows[-1].get("val_pixel_auroc")} if rows and "val_pixel_auroc" in rows[-1]
+               else {})}
+
+
+def anomalib_run(root: Path, size: int, budget: float, work: Path, test: Any) -> dict[str, Any]:
+    """anomalib's DRAEM for the same wall time, in its own venv; measured here like the others."""
+    python = PEER_VENV / "bin" / "python"
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+        out = work / f"anomalib-{root.name}.npz"
+        started = time.perf_counter()
+        subprocess.run([str(python), str(REPO / "benchmarks" / "anomalib_peer.py"), str(root), str(size), str(budget),
+                        str(out)], check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    except (subprocess.CalledProcessError, OSError) as error:
+        detail = getattr(error, "stderr", "") or ""
+        return {"error": f"{error}: {detail.strip().splitlines()[-1] if detail.strip() else ''}"}
+    found = np.load(out)
+    order = {name: i for i, name in enumerate(found["files"].tolist())}
+    expected = [f"{test.classes[label]}/{index:03d}.png" for label, index in _test_names(test)]
+    chosen = [order[name] for name in expected]
+    maps = torch.from_numpy(found["maps"][chosen]).float()
+    scores = found["scores"][chosen].astype(np.float64)
+    return {**{k: v for k, v in measured(scores, maps, test).items() if k in (*KEYS, "auroc_per_anomalous_class",
+                                                                             "pixel_auroc_per_anomalous_class",
+                                                                             "aupro_per_anomalous_class")},
+            "train_seconds": round(float(found["trained_seconds"]), 1), "wall_seconds": round(wall, 1),
+            "steps": int(found["steps"]), "epochs_done": int(found["epochs"]), "venv": str(PEER_VENV)}
+
+
+def _test_names(test: Any) -> list[tuple[int, int]]:
+    """(class, file number) of each test image in convae's order (sorted per class, as the folder loader reads)."""
+    counts: dict[int, int] = {}
+    names = []
+    for label in test.labels.tolist():
+        names.append((label, counts.get(label, 0)))
+        counts[label] = counts.get(label, 0) + 1
+    return names
+
+
+def one_set(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from convae.applications.anomaly.scores import peak_score
     from convae.bench.inspection import write_inspection_dataset
     from convae.data import load_dataset
-    from convae.training import TrainConfig, Trainer
 
+    source, defects = SETS[name]
+    root = write_inspection_dataset(tmp / name, picture(source, args.size), size=args.size, train=80, test_good=20,
+                                    test_defect=10, seed=0, defects=defects)
+    train, test = load_dataset(f"mvtec:{root}", "train"), load_dataset(f"mvtec:{root}", "test")
+    row: dict[str, Any] = {"set": name, "picture": source, "defects": list(defects),
+                           "images": {"train_good": len(train), "test": len(test),
+                                      "test_defective": int((test.labels != test.classes.index("good")).sum())}}
+    started = time.perf_counter()
+    maps = pca_maps(train.images, test.images, args.patch)
+    row["pca"] = {**measured(np.array([peak_score(m) for m in maps]), maps, test),
+                  "train_seconds": round(time.perf_counter() - started, 1)}
+    epochs = max(1, round(args.budget / SECONDS_PER_EPOCH))
+    row["patch_ae"] = convae_run(root, tmp / f"{name}-patch", args.threads, "mse", patch=args.patch, epochs=30,
+                                 lr_schedule="cosine")
+    row["no_simulation"] = convae_run(root, tmp / f"{name}-recon", args.threads, "ssim", model="draem-recon",
+                                      model_args={"width": 16}, loss="mse", lr=3e-3, lr_schedule="cosine",
+                                      epochs=epochs, max_time=args.budget, val_fraction=0.1)
+    row["anomalib"] = anomalib_run(root, args.size, args.budget, tmp, test) if args.anomalib else {"error": "skipped"}
+    row["inspect"] = convae_run(root, tmp / f"{name}-inspect", args.threads, None, task="inspect", epochs=epochs,
+                                max_time=args.budget)
+    print(f"{name}: " + " | ".join(f"{m} " + (" ".join(f"{row[m][k]:.3f}" for k in KEYS) if "auroc" in row[m]
+                                               else row[m].get("error", "?")) for m in METHODS), flush=True)
+    return row
+
+
+def mean_of(rows: list[dict[str, Any]], method: str) -> dict[str, float | None]:
+    values = {k: [r[method][k] for r in rows if k in r[method]] for k in KEYS}
+    return {k: float(np.mean(v)) if len(v) == len(rows) else None for k, v in values.items()}
+
+
+def table(rows: list[dict[str, Any]], means: dict[str, dict[str, float | None]], budget: float) -> str:
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    head = ["| set | defects |", "|---|---|"]
+    for method in METHODS:
+        head[0] += f" {method} image | {method} pixel | {method} AUPRO |"
+        head[1] += "---|---|---|"
+    lines = list(head)
+    for r in rows:
+        lines.append(f"| {r['set']} | {', '.join(r['defects'])} |" + "".join(
+            f" {cell(r[m].get('auroc'))} | {cell(r[m].get('pixel_auroc'))} | {cell(r[m].get('aupro'))} |"
+            for m in METHODS))
+    lines.append("| **mean** | |" + "".join(f" {cell(means[m]['auroc'])} | {cell(means[m]['pixel_auroc'])} | "
+                                            f"{cell(means[m]['aupro'])} |" for m in METHODS))
+    seconds = ["", "Training seconds per set (inspect, no_simulation and anomalib share the budget of "
+               f"{budget:g} s; patch_ae trains 30 epochs, PCA fits):", "",
+               "| set | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for r in rows:
+        seconds.append(f"| {r['set']} | " + " | ".join(str(r[m].get("train_seconds", "–")) for m in METHODS) + " |")
+    missing = ["", "Image AUROC per defect type (inspect / PCA):", "", "| set | " + " | ".join(
+        sorted({d for r in rows for d in r["defects"]})) + " |", "|---|" + "---|" * len({d for r in rows
+                                                                                          for d in r["defects"]})]
+    for r in rows:
+        kinds = sorted({d for x in rows for d in x["defects"]})
+        ours, pca = r["inspect"].get("auroc_per_anomalous_class", {}), r["pca"]["auroc_per_anomalous_class"]
+        missing.append(f"| {r['set']} | " + " | ".join(
+            f"{ours[k]:.3f} / {pca[k]:.3f}" if k in ours and k in pca else "" for k in kinds) + " |")
+    return "\n".join(lines + seconds + missing) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per set and method")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-anomalib", dest="anomalib", action="store_false")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for category in args.categories.split(","):
-            root = write_inspection_dataset(Path(tmp) / category, picture(category, args.size), size=args.size,
-                                            train=80, test_good=20, test_defect=10, seed=0)
-            started = time.perf_counter()
-            cfg = TrainConfig(dataset=f"mvtec:{root}", patch=args.patch, epochs=args.epochs, lr_schedule="cosine",
-                              threads=args.threads, logger="none")
-            Trainer(cfg, Path(tmp) / f"run-{category}", progress=False).fit()
-            trained = time.perf_counter() - started
-            ours = evaluate_detection(Path(tmp) / f"run-{category}", score=args.score, figures=False)
-            scored = time.perf_counter() - started - trained
-
-            train, test = load_dataset(f"mvtec:{root}", "train"), load_dataset(f"mvtec:{root}", "test")
-            started = time.perf_counter()
-            maps = pca_maps(train.images, test.images, args.patch)
-            scores = np.array([peak_score(m) for m in maps])
-            labels = (test.labels != 0).numpy().astype(np.int64)
-            pca = {**detection_metrics(scores, labels),
-                   **segmentation_metrics(maps, test.masks, test.labels.numpy(), [0], list(test.classes))}
-            pca_seconds = time.perf_counter() - started
-            row = {
-                "category": category,
-                "convae": {key: ours[key] for key in ("auroc", "pixel_auroc", "aupro", "auroc_per_anomalous_class",
-                                                        "pixel_auroc_per_anomalous_class",
-                                                        "aupro_per_anomalous_class")},
-                "convae_seconds": {"train": round(trained, 1), "evaluate": round(scored, 1)},
-                "pca": {key: pca[key] for key in ("auroc", "pixel_auroc", "aupro", "aupro_per_anomalous_class")},
-                "pca_seconds": round(pca_seconds, 1),
-                "images": {"train_good": len(train), "test": len(test), "test_defective": int(labels.sum())},
-            }
-            rows.append(row)
-            print(f"{category}: convae image {row['convae']['auroc']:.3f} pixel {row['convae']['pixel_auroc']:.3f} "
-                  f"AUPRO {row['convae']['aupro']:.3f} | PCA image {pca['auroc']:.3f} pixel "
-                  f"{pca['pixel_auroc']:.3f} AUPRO {pca['aupro']:.3f}", flush=True)
-    mean = {side: {key: float(np.mean([r[side][key] for r in rows])) for key in ("auroc", "pixel_auroc", "aupro")}
-            for side in ("convae", "pca")}
+        for name in args.sets.split(","):
+            rows.append(one_set(name, args, Path(tmp)))
+    means = {method: mean_of(rows, method) for method in METHODS}
     payload = {"benchmark": "inspection", "commit": commit(), "machine": machine(),
                "settings": {**vars(args), "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
-                            "test_defective_per_type": 10, "defects": ["scratch", "spot", "missing"]},
-               "categories": rows, "mean": mean}
+                            "test_defective_per_type": 10, "seconds_per_epoch": SECONDS_PER_EPOCH,
+                            "anomalib_packages": list(PEER_PACKAGES)},
+               "sets": rows, "mean": means}
     path = write_results("inspection.json", payload)
-    lines = ["| category | convae image AUROC | PCA image AUROC | convae pixel AUROC | PCA pixel AUROC | "
-             "convae AUPRO | PCA AUPRO |", "|---|---|---|---|---|---|---|"]
-    for r in rows + [{"category": "**mean**", **mean}]:
-        c, p = r["convae"], r["pca"]
-        lines.append(f"| {r['category']} | {c['auroc']:.3f} | {p['auroc']:.3f} | {c['pixel_auroc']:.3f} | "
-                     f"{p['pixel_auroc']:.3f} | {c['aupro']:.3f} | {p['aupro']:.3f} |")
-    (path.parent / "inspection.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (path.parent / "inspection.md").write_text(table(rows, means, args.budget), encoding="utf-8")
     print(f"wrote {path}")
 
 

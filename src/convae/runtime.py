@@ -39,6 +39,8 @@ VERSION, DIGEST, PRESET, SHAPE, TASK, WHAT = (
 SCORE, THRESHOLD, HEATMAP_SCALE, CLASSES, OUTPUTS = (
     "convae.score", "convae.threshold", "convae.heatmap_scale", "convae.classes", "convae.outputs",
 )
+#: A detect graph's pixel threshold: a pixel of the map above it is drawn as predicted defect.
+PIXEL_THRESHOLD = "convae.pixel_threshold"
 KINDS = ("reconstruct", "encode", "decode", "detect", "classify")
 INPUT = "images"
 
@@ -106,6 +108,10 @@ class Exported:
     @property
     def heatmap_scale(self) -> float | None:
         return float(self.metadata[HEATMAP_SCALE]) if HEATMAP_SCALE in self.metadata else None
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        return float(self.metadata[PIXEL_THRESHOLD]) if PIXEL_THRESHOLD in self.metadata else None
 
     @property
     def classes(self) -> list[str]:

@@ -127,7 +127,7 @@ def _reconstructions(runs: list[Run], names: list[str], count: int, device: torc
     from convae.viz import _as_picture, figure_png, plt
 
     autoencoders = [(name, run) for name, run in zip(names, runs)
-                    if run.config.kind != "classifier" and run.config.task == "reconstruct"
+                    if run.config.kind != "classifier" and run.config.reconstructs
                     and not run.config.tiling.tiled]  # a patch run's model takes one patch, not these images
     if not autoencoders:
         return None

@@ -26,7 +26,7 @@ def evaluate_run(run_dir: str | Path | Run, *, split: str = "test", batch_size: 
     result = {"run": str(run.path), "dataset": config["dataset"]["spec"], "model": config.model_name}
     if config.tiling.tiled:
         result["measured_on"] = f"{config.tiling.measured_on(len(data), len(splits.split(split)))} of the {split} split"
-    if config.task == "reconstruct":
+    if config.reconstructs:
         result.update(reconstruction_metrics(model, data, batch_size=batch_size, device=target))
     else:
         # Denoise/colorize: the same keys, plus the input's and a classical baseline's scores.

@@ -10,6 +10,7 @@ from convae.core.device import pick_device
 from convae.core.errors import ConvaeError
 from convae.models import code_values
 from convae.run import AUTOENCODER, Run
+from convae.run.config import inspection_dataset
 
 
 def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> list[Path]:
@@ -23,7 +24,7 @@ def show_run(run_dir: str | Path | Run, *, n: int = 5, device: str = "auto") -> 
     model, config = run.model(target), run.config
     splits = run.splits()
     data = splits.measured(splits.test)  # a patch run: fixed patches of the test images
-    if config.task != "reconstruct":
+    if not config.reconstructs:
         from convae.applications.restore import show_restoration
 
         paths = [show_restoration(run, model, data, run.figures / "restorations.png", n, target)]
@@ -65,12 +66,13 @@ def pick_examples(labels: list[int], n: int) -> list[int]:
 @torch.no_grad()
 def show_classes(run_dir: str | Path | Run, *, device: str = "auto", most: int = 20) -> Path | None:
     """figures/reconstructions-per-class.png: the first test image of every class (up to ``most``),
-    its code and its reconstruction. None for data without classes or runs that do not reconstruct."""
+    its code and its reconstruction. None for data without classes, runs that do not reconstruct,
+    and inspection data, whose classes are defect types that a random patch would not show."""
     from convae import viz
 
     run = Run.of(run_dir, kind=AUTOENCODER, verb="convae report")
-    if run.config.task != "reconstruct":
-        return None
+    if run.config.task != "reconstruct" or inspection_dataset(run.config.training.dataset):
+        return None  # an inspection run's report shows whole parts with their maps (detect --eval's gallery)
     splits = run.splits()
     data = splits.measured(splits.test)
     labels = data.labels.tolist()

@@ -15,7 +15,7 @@ from convae.cli.settings import config_flags, plan_run, toml_text
 @app.command()
 def train(
     dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, mnist-sample, folder:PATH or mvtec:PATH (an inspection folder) (default: MNIST if found, else mnist-sample)"),
-    model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv, or unet for --task denoise and colorize"),
+    model: Optional[str] = typer.Option(None, help="model preset (see `convae models`); default conv, unet for --task denoise and colorize, draem for --task inspect"),
     model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="preset parameter KEY=VALUE (repeatable)"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the preset's reference setting)"),
     batch_size: Optional[int] = typer.Option(None, help="mini-batch size (default: the preset's)"),
@@ -39,7 +39,8 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, help="also checkpoint every N steps (0: per epoch only)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="stop cleanly at the next step after this long (90s, 10m, 2h): checkpoint and evaluation as for a finished run; --resume continues"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
-    task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise or colorize"),
+    task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise, colorize, or inspect (DRAEM on an mvtec:PATH: learns from good parts with simulated defects)"),
+    anomaly_source: Optional[Path] = typer.Option(None, "--anomaly-source", help="inspect: a folder of images to fill simulated defects from (default: the parts themselves, jittered, and Perlin textures)"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA (or LOW-HIGH, blind), poisson:PEAK, "
                                         "jpeg:QUALITY (or LOW-HIGH), salt-pepper:AMOUNT, mask:FRACTION"),
     normal_classes: Optional[str] = typer.Option(None, help="train only on these classes, as indices or names, e.g. 0,1 or cat,dog (anomaly detection)"),
@@ -57,7 +58,7 @@ def train(
     Examples:  convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool
                convae train --dataset folder:photos --image-size 64 --out runs/photos
                convae train --dataset folder:photos --patch 64 --task denoise --out runs/photo-denoiser
-               convae train --dataset mvtec:bottle --patch 64 --out runs/bottle
+               convae train --dataset mvtec:bottle --task inspect --max-time 10m --out runs/bottle
                convae train --dataset cifar10 --model codec --loss rd:0.013 --max-time 15m --out runs/codec
                convae train --dataset mnist --model unpool --epochs 5 --out runs/unpool --resume
                convae train --config runs/unpool/config.json --out runs/again
@@ -101,7 +102,7 @@ def _report_after_training(run_dir: Path, device: str) -> None:
     for path in [*show_run(run_dir, device=device), show_classes(run_dir, device=device)]:
         if path is not None:
             out.print(f"wrote {path}", markup=False, highlight=False)
-    _codec_rate(Run.open(run_dir), device)
+    _application_results(Run.open(run_dir), device)
     out.print(f"wrote {write_report(run_dir)}")
 
 
@@ -207,18 +208,23 @@ def report(
             show_run(run, device=device)
         if not (run.figures / "reconstructions-per-class.png").exists():
             show_classes(run, device=device)
-        _codec_rate(run, device)
+        _application_results(run, device)
     out.print(f"wrote {write_report(run)}", markup=False, highlight=False)
 
 
-def _codec_rate(run: Any, device: str) -> None:
-    """A codec's report shows its RD point beside JPEG, WebP and AVIF: measure it unless stored."""
+def _application_results(run: Any, device: str) -> None:
+    """What a run's report shows of its application, measured unless stored: a codec's RD point
+    beside JPEG, WebP and AVIF; an inspection run's detection (ROC, gallery of parts, per defect type)."""
+    from convae.applications.anomaly import EVAL_FILE, evaluate_detection
     from convae.applications.codes.codec_io import is_codec_run
+    from convae.run.config import inspection_dataset
 
     if is_codec_run(run) and not run.artifact("rate-test.json").exists():
         from convae.applications.codes import evaluate_rate
 
         evaluate_rate(run, limit=200, device=device)
+    if inspection_dataset(run.config.training.dataset) and not run.artifact(EVAL_FILE).exists():
+        evaluate_detection(run, device=device, log=note)
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Autoencoder models: the AutoEncoder class, its building blocks and named presets."""
 
 from convae.models import codec as _codec  # noqa: F401  (registers the codec presets)
-from convae.models import draem as _draem  # noqa: F401  (registers DRAEM's reconstructive network)
+from convae.models import draem as _draem  # noqa: F401  (registers the DRAEM presets)
 from convae.models import presets as _presets  # noqa: F401  (registers the presets)
 from convae.models import restoration as _restoration  # noqa: F401  (registers the restoration presets)
 from convae.models.autoencoder import AutoEncoder, SwitchedCode, code_values

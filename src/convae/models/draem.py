@@ -10,17 +10,21 @@ surface anomaly detection" (ICCV 2021); layouts after the authors' reference cod
 * :func:`discriminator` (DiscriminativeSubNetwork): a U-Net over [image, reconstruction]
   (2·C channels) whose two output channels are the defect logits (normal, defect).
 
-The reference trains at 256×256 with widths 128 and 64; the defaults here (24 and 16) are the
-CPU sizes. Both take any size: inputs are padded by replication to a multiple of 16 and the
-outputs cropped back.
+``draem`` is both in one model (:class:`DraemModel`), the network of a ``--task inspect`` run:
+``forward`` is the reconstruction (so every reconstruction verb works on it) and
+:meth:`DraemModel.defect_map` the segmentation. ``draem-large`` has the reference's widths
+(128 and 64) for GPUs at MVTec's 256×256; ``draem`` is sized for two CPU cores at 128×128
+(see docs/inspect.md). All take any size: inputs are padded by replication to a multiple
+of 16 and the outputs cropped back.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from convae.core.errors import ModelError
-from convae.models.autoencoder import AutoEncoder, PaddedAutoEncoder
+from convae.models.autoencoder import PaddedAutoEncoder
 from convae.models.blocks import UNet
 from convae.models.registry import register
 
@@ -45,7 +49,7 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
     summary="DRAEM's reconstructive sub-network: double conv blocks, four max-pools, bilinear upsampling, no "
             "skips, no output activation; any size in, the same size out",
 )
-def build_draem_recon(input_shape: Shape, out_channels: int, *, width: int) -> AutoEncoder:
+def build_draem_recon(input_shape: Shape, out_channels: int, *, width: int) -> PaddedAutoEncoder:
     if width < 1:
         raise ModelError(f"draem-recon needs width >= 1, got {width}")
     b, c = width, input_shape[0]
@@ -68,3 +72,86 @@ def discriminator(in_channels: int, width: int = 16, levels: int = 4) -> UNet:
     ups = [_up(widths[i + 1], widths[i]) for i in range(levels)]
     merges = [_double_conv(2 * widths[i], widths[i]) for i in range(levels)]
     return UNet(head, downs, ups, merges, nn.Conv2d(widths[0], 2, 3, padding=1), MULTIPLE)
+
+
+class DraemModel(PaddedAutoEncoder):
+    """DRAEM as one module: the reconstructive network's encoder and decoder, and the discriminator.
+
+    ``forward(x)`` reconstructs (what reconstruction verbs and scores use); ``forward(x,
+    segment=True)`` also returns the discriminator's two logits per pixel, in one call, so a
+    DDP-wrapped model trains both networks through its own forward.
+    """
+
+    takes_color_head = False  # its input is the image it segments, never a gray one
+
+    def __init__(self, reconstructive: PaddedAutoEncoder, discriminative: nn.Module) -> None:
+        super().__init__(reconstructive.encoder, reconstructive.decoder)
+        self.discriminator = discriminative
+
+    def forward(self, x: torch.Tensor, segment: bool = False):  # type: ignore[override]
+        reconstruction = super().forward(x)
+        if not segment:
+            return reconstruction
+        return reconstruction, self.discriminator(torch.cat([x, reconstruction], dim=1))
+
+    def defect_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the defect probability per pixel N×H×W, the reconstruction N×C×H×W)."""
+        reconstruction, logits = self(x, segment=True)
+        return torch.softmax(logits.float(), dim=1)[:, 1], reconstruction
+
+
+def _build_draem(input_shape: Shape, out_channels: int, *, width: int, disc_width: int) -> DraemModel:
+    if out_channels != input_shape[0]:
+        raise ModelError(f"draem reconstructs its input: {input_shape[0]} channel(s) in, {out_channels} out")
+    reconstructive = build_draem_recon(input_shape, out_channels, width=width)
+    return DraemModel(reconstructive, discriminator(2 * input_shape[0], disc_width))
+
+
+#: What a --task inspect run trains with (DRAEM: Adam, batch 8, L2 + SSIM + focal loss, cosine).
+INSPECT_TRAINING = {"loss": "mse", "batch_size": 8, "lr_schedule": "cosine"}
+
+
+@register(
+    "draem",
+    params={"width": 16, "disc_width": 12},
+    # 60 epochs of 72 parts at 128×128 take about 10 minutes on 2 cores; lr 3e-3, not the reference's
+    # 1e-4, because 10 minutes is 60 epochs, not 700 (chosen on a validation set, docs/inspect.md).
+    training={**INSPECT_TRAINING, "epochs": 60, "lr": 3e-3},
+    summary="DRAEM for --task inspect, CPU size: draem-recon (no skips) + a discriminative U-Net on "
+            "[image, reconstruction] giving defect logits; trained on simulated defects",
+)
+def build_draem(input_shape: Shape, out_channels: int, *, width: int, disc_width: int) -> DraemModel:
+    return _build_draem(input_shape, out_channels, width=width, disc_width=disc_width)
+
+
+@register(
+    "draem-large",
+    params={"width": 128, "disc_width": 64},
+    training={**INSPECT_TRAINING, "lr": 1e-4, "epochs": 700},
+    summary="DRAEM for --task inspect at the reference's widths (128, 64), for GPUs at MVTec's 256×256",
+)
+def build_draem_large(input_shape: Shape, out_channels: int, *, width: int, disc_width: int) -> DraemModel:
+    return _build_draem(input_shape, out_channels, width=width, disc_width=disc_width)
+
+
+#: The presets a --task inspect run trains (and the only ones it takes).
+INSPECT_PRESETS = frozenset({"draem", "draem-large"})
+
+
+#: DRAEM's image score: the defect map mean-pooled over 21×21 (stride 1, padding 10) at 256×256, then
+#: its maximum (test_DRAEM.py: avg_pool2d(out_mask_sm[:, 1:], 21, stride=1, padding=21 // 2), np.max).
+POOL, POOL_AT = 21, 256
+
+
+def pool_size(height: int, width: int) -> int:
+    """The pooling window for parts of H×W: the reference's 21 px at 256 px, scaled with the part
+    (11 at 128×128), so it spans the same share of the part; odd, at least 1."""
+    scaled = round(POOL * min(int(height), int(width)) / POOL_AT)  # int(): a traced size is a constant of the graph
+    return max(1, scaled if scaled % 2 else scaled + 1)
+
+
+def pooled_peak(maps: torch.Tensor) -> torch.Tensor:
+    """The image scores (N) of defect maps (N×H×W): the largest value of each map after mean pooling."""
+    size = pool_size(*maps.shape[-2:])
+    pooled = torch.nn.functional.avg_pool2d(maps[:, None].float(), size, stride=1, padding=size // 2)
+    return pooled.flatten(1).amax(1)

@@ -118,7 +118,7 @@ def build_model(
 #: The preset a task trains when no --model is given: restoration wants a residual model that keeps
 #: the input's every pixel (convae.models.restoration); the reference autoencoder stays the default
 #: for reconstruction, and every preset stays available by name.
-DEFAULT_MODELS = {"reconstruct": "conv", "denoise": "unet", "colorize": "unet"}
+DEFAULT_MODELS = {"reconstruct": "conv", "denoise": "unet", "colorize": "unet", "inspect": "draem"}
 
 
 def default_model(task: str | None) -> str:

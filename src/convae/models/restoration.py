@@ -25,7 +25,7 @@ from convae.models.registry import register
 
 Shape = tuple[int, int, int]
 #: Presets whose output is not squashed into [0, 1] (so BCE, which needs it, cannot train them).
-UNBOUNDED_OUTPUT = frozenset({"dncnn", "unet", "draem-recon"})
+UNBOUNDED_OUTPUT = frozenset({"dncnn", "unet", "draem-recon", "draem", "draem-large"})
 
 
 def estimate_noise_sigma(x: torch.Tensor) -> torch.Tensor:

@@ -19,19 +19,20 @@ from convae.core.device import check_device_name
 from convae.core.errors import ConvaeError
 from convae.data import dataset_names, default_dataset
 from convae.data.corrupt import Corruption, parse_corruption
-from convae.data.mvtec import GOOD, is_mvtec
+from convae.data.mvtec import GOOD
 from convae.models import default_model, get_preset, resolve_params
 from convae.models.classifier import get_classifier
 from convae.models.codec import CODEC_PRESETS
 from convae.models.heads import canonical_color_output
 from convae.models.restoration import UNBOUNDED_OUTPUT
 from convae.run.fields import Field, Sources, check_fields
+from convae.run.inspect_settings import check_inspect, inspection_dataset, needs_inspect_checks
 from convae.run.tiling import Tiling
 
 LOSSES = ("mse", "bce", "l1")
 #: CompressAI's λ ladder for its bmshj2018 models (qualities 1-8), for --loss rd:LAMBDA.
 RD_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
-TASKS = ("reconstruct", "denoise", "colorize")
+TASKS = ("reconstruct", "denoise", "colorize", "inspect")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
@@ -95,11 +96,6 @@ def absolute_data(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
         if dataset.startswith(prefix):
             dataset = prefix + str(Path(dataset[len(prefix):]).expanduser().resolve())
     return dataset, (str(Path(data_dir).expanduser().resolve()) if data_dir else data_dir)
-
-
-def inspection_dataset(dataset: str) -> bool:
-    """``mvtec:PATH``, or a ``folder:PATH`` in that layout (train/good, test/, ground_truth/)."""
-    return dataset.startswith("mvtec:") or (dataset.startswith("folder:") and is_mvtec(dataset[len("folder:"):]))
 
 
 LOGGERS = ("tensorboard", "csv")
@@ -244,12 +240,13 @@ TRAIN_FIELDS = {
     **BASE_FIELDS, "model_args": Field("table"), "loss": Field("str"),
     "optimizer": Field("str", choices=OPTIMIZERS), "task": Field("str", choices=TASKS), "noise": Field("str"),
     "normal_classes": Field("classes"), "color_output": Field("str"), "patch": Field("int", low=MIN_PATCH),
+    "anomaly_source": Field("str"),
 }
 
 
 @dataclass
 class TrainConfig(RunSettings):
-    """Everything needed to rebuild an autoencoder and repeat its run (reconstruct, denoise, colorize).
+    """Everything needed to rebuild an autoencoder and repeat its run (reconstruct, denoise, colorize, inspect).
     Fields left as None take the task's preset and its reference defaults in ``resolved()``."""
 
     model: str | None = None  # None: the task's default (convae.models.DEFAULT_MODELS)
@@ -265,6 +262,8 @@ class TrainConfig(RunSettings):
     #: Train on random N×N crops of images of any size; the model takes N×N and whole
     #: images go through it in overlapping tiles (see ``tiling``).
     patch: int | None = None
+    #: inspect only: a folder of images to fill simulated defects from (None: the parts themselves).
+    anomaly_source: str | None = None
 
     FIELDS: ClassVar[dict[str, Field]] = TRAIN_FIELDS
     PRESET_DEFAULTS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "loss")
@@ -297,6 +296,8 @@ class TrainConfig(RunSettings):
         check(not named_dataset or self.dataset in known or self.dataset.startswith(("folder:", "mvtec:")),
               f"{self.where('dataset')} {self.dataset!r} is unknown; choose one of {', '.join(known)}, "
               "folder:PATH or mvtec:PATH")
+        if needs_inspect_checks(self):
+            check_inspect(self)
         if self.normal_classes is None and inspection_dataset(self.dataset):
             self.normal_classes = [GOOD]  # an inspection dataset trains on its good parts only
         check(self.noise is None or self.task != "reconstruct",
@@ -354,7 +355,6 @@ class TrainConfig(RunSettings):
                 raise ConvaeError(f"--task colorize needs colour images, the dataset has {data_shape[0]} channel(s)")
             return (1, data_shape[1], data_shape[2]), 3
         return data_shape, data_shape[0]
-
 
 
 CLASSIFY_FIELDS = {

@@ -64,6 +64,11 @@ class RunConfig:
     def task(self) -> str:
         return self.raw.get("task") or self.raw.get("training", {}).get("task") or "reconstruct"
 
+    @property
+    def reconstructs(self) -> bool:
+        """Its output is its input rebuilt: a reconstruction run, or an inspect run's reconstructive network."""
+        return self.task in ("reconstruct", "inspect")
+
     @cached_property
     def training(self) -> TrainConfig | ClassifyConfig:
         cls = ClassifyConfig if self.kind == CLASSIFIER else TrainConfig

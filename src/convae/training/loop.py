@@ -30,7 +30,7 @@ from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.data.corrupt import batch_generator
-from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers, rd_lambda
+from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers
 from convae.run.files import (
     CONFIG,
     LOCK,
@@ -45,13 +45,13 @@ from convae.run.files import (
 )
 from convae.run.splits import Splits
 from convae.training.checkpoints import EpochTotals, restore_checkpoint, resumed_rows, save_checkpoint
+from convae.training.kinds import task_for
 from convae.training.logs import CSV_FILE, TrainingLogs, write_csv
 from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
-from convae.training.rd import RateDistortionTask
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
-from convae.training.tasks import ReconstructTask, Task
+from convae.training.tasks import Task
 from convae.training.time_limit import TIME_LIMIT, OutOfTime, stop_on_time
 
 
@@ -88,8 +88,7 @@ class Trainer:
         if train_set is not None and config.dataset is None:
             config = dataclasses.replace(config, dataset=train_set.name)
         self.config = config.resolved(named_dataset=train_set is None)
-        self.task_type = task or (RateDistortionTask if rd_lambda(getattr(self.config, "loss", None))
-                                  else ReconstructTask)
+        self.task_type = task or task_for(self.config)  # type: ignore[arg-type]
         self.run_dir = Path(run_dir)
         #: This process's place in a torchrun job (rank 0 of 1 otherwise); only rank 0 writes.
         self.ranks = Ranks.from_env()

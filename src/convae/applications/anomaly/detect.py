@@ -98,7 +98,8 @@ def detect_paths(
     if engine is not None:
         exported = engine.exported
         threshold = Threshold(value=float(exported.threshold), score=str(exported.score_kind), method="exported",
-                              fitted_on=f"inside {exported.path}", heatmap_scale=exported.heatmap_scale)
+                              fitted_on=f"inside {exported.path}", heatmap_scale=exported.heatmap_scale,
+                              pixel_threshold=exported.pixel_threshold)
     elif threshold is None:  # after reading the files: no fitting when there is nothing to score
         threshold = resolve_threshold(run, value=threshold_value, score=score, device=device, log=log,
                                       **fit_options)

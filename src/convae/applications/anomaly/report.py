@@ -13,10 +13,18 @@ def anomaly_section(run: Run) -> str | None:
     if not result:
         return None
     fit = result.get("threshold_fit", {})
+    inspection = "pixel_auroc" in result  # an inspection set: whole parts with defect masks
+    heading = (f"<h2>Inspection ({escape(result.get('dataset'))} test split: {result.get('normal_images')} good "
+               f"parts, {result.get('anomalous_images')} defective parts; {escape(result.get('score'))} score)</h2>"
+               if inspection else
+               f"<h2>Anomaly detection ({escape(result.get('dataset'))} test split: "
+               f"{result.get('normal_images')} normal ({escape(', '.join(result.get('normal_classes', [])))}), "
+               f"{result.get('anomalous_images')} anomalous; {escape(result.get('score'))} score)</h2>")
+    gallery = ("the most and the least anomalous test parts, whole, with their defect maps over them (true "
+               "defects outlined in green)" if inspection else "the most and the least anomalous test images, "
+               "with their error maps over the input (true defects outlined in green)")
     return "\n".join([
-        f"<h2>Anomaly detection ({escape(result.get('dataset'))} test split: "
-        f"{result.get('normal_images')} normal ({escape(', '.join(result.get('normal_classes', [])))}), "
-        f"{result.get('anomalous_images')} anomalous; {escape(result.get('score'))} score)</h2>",
+        heading,
         rows_table(["AUROC", "average precision", "threshold", "F1", "precision", "recall", "normal flagged"],
                    [[f"{result['auroc']:.4f}", f"{result['average_precision']:.4f}", f"{result['threshold']:.4g}",
                      f"{result['f1']:.4f}", f"{result['precision']:.4f}", f"{result['recall']:.4f}",
@@ -26,8 +34,7 @@ def anomaly_section(run: Run) -> str | None:
         f"{' q=' + str(fit['quantile']) if fit.get('quantile') is not None else ''}"
         f"{' k=' + str(fit['k']) if fit.get('k') is not None else ''}"
         f" · fitted on {escape(fit.get('fitted_on', ''))}</p>",
-        figure(run.figures / "detect-gallery.png", "the most and the least anomalous test images, with their error "
-                                                   "maps over the input (true defects outlined in green)"),
+        figure(run.figures / "detect-gallery.png", gallery),
         figure(run.figures / "detect-roc.png", "ROC curve with the threshold's operating point"),
         figure(run.figures / "detect-scores.png", "scores of normal and anomalous test images"),
     ])

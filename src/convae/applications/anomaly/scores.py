@@ -10,6 +10,11 @@ A patch-trained run (``--patch``) sees whole images of any size in overlapping t
 (convae.applications.tiles): its error map is at the image's own resolution, and an
 image's score is the peak of that map smoothed by a Gaussian of ``PEAK_SIGMA`` px, so one
 small defect on a large part counts rather than being averaged away.
+
+A ``--task inspect`` run (DRAEM) adds ``segment``, its default: the map is the
+discriminative network's defect probability and the image's score the peak of that map
+after DRAEM's 21×21 mean pooling (convae.models.draem.pooled_peak). Its reconstruction
+still gives the other kinds, for comparison.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from convae.applications.tiles import apply_tiled
 from convae.core.errors import ConvaeError
 from convae.data import Batches
 from convae.metrics import ssim_map
+from convae.models.draem import pooled_peak
 from convae.run import Run
 
 PIXEL_KINDS = ("ssim", "mse", "l1")  # the mean of an error map; need nothing but the model
 HYBRID = "hybrid"  # ssim plus the code's distance to the normal training codes (needs a CodeIndex)
-SCORE_KINDS = (*PIXEL_KINDS, HYBRID)
+SCORE_KINDS = (*PIXEL_KINDS, HYBRID)  # every reconstruction-error kind
+SEGMENT = "segment"  # a --task inspect run's defect map (needs its discriminative network)
+KNOWN_KINDS = (*SCORE_KINDS, SEGMENT)
 DEFAULT_SCORE = "ssim"
 #: σ in pixels of the smoothing before a tiled map's peak becomes the image's score.
 PEAK_SIGMA = 4.0
@@ -44,9 +52,32 @@ Tile = tuple[int, int]
 
 
 def check_score_kind(kind: str) -> str:
-    if kind not in SCORE_KINDS:
-        raise ConvaeError(f"--score must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
+    if kind not in KNOWN_KINDS:
+        raise ConvaeError(f"--score must be one of {', '.join(KNOWN_KINDS)}, got {kind!r}")
     return kind
+
+
+def default_score(run: Run) -> str:
+    """``segment`` for an inspect run (DRAEM's defect map), else ``ssim``."""
+    return SEGMENT if run.config.task == "inspect" else DEFAULT_SCORE
+
+
+def kind_maps(model: torch.nn.Module, x: torch.Tensor, kind: str,
+              code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the model's output N×C×H×W, the score kind's map N×H×W) of a float batch."""
+    if kind == SEGMENT:
+        if not hasattr(model, "defect_map"):
+            raise ConvaeError("the segment score is a --task inspect run's defect map; this run has none "
+                              "(use --score ssim, mse, l1 or hybrid)")
+        maps, output = model.defect_map(x)
+        return output.float(), maps
+    output = reconstruct(model, x, code=code)
+    return output, maps_from(output, x, kind)
+
+
+def map_scores(maps: torch.Tensor, kind: str) -> torch.Tensor:
+    """The image scores (N) of a batch's maps: the pooled peak of a defect map, else the mean error."""
+    return pooled_peak(maps) if kind == SEGMENT else maps.flatten(1).mean(1)
 
 
 def _no_hybrid_tiles(kinds: Sequence[str], tile: Tile | None) -> None:
@@ -114,9 +145,8 @@ def error_maps(model: torch.nn.Module, x: torch.Tensor, kind: str = DEFAULT_SCOR
     check_score_kind(kind)
     _needs_index((kind,), index)
     code = tensor_code(model, x) if kind == HYBRID else None
-    output = reconstruct(model, x, code=code)
-    maps = maps_from(output, x, kind)
-    scores = maps.flatten(1).mean(1)
+    output, maps = kind_maps(model, x, kind, code)
+    scores = map_scores(maps, kind)
     if code is not None:
         distances = index.distances(code.flatten(1).float())
         scores = torch.from_numpy(index.combine(scores.double().cpu().numpy(), distances)).to(x.device)
@@ -176,9 +206,10 @@ def score_kinds(
     codes: list[torch.Tensor] = []
     for x in Batches(images, batch_size, shuffle=False, seed=0, device=device):
         code = tensor_code(model, x) if HYBRID in kinds else None
-        output = reconstruct(model, x, code=code)
+        output = reconstruct(model, x, code=code) if pixel_kinds - {SEGMENT} else None
         for kind in pixel_kinds:
-            parts[kind].append(maps_from(output, x, kind).flatten(1).mean(1).double().cpu())
+            maps = kind_maps(model, x, kind)[1] if kind == SEGMENT else maps_from(output, x, kind)
+            parts[kind].append(map_scores(maps, kind).double().cpu())
         if code is not None:
             codes.append(code.flatten(1).float().cpu())
     result = {kind: torch.cat(v).numpy() if v else np.zeros(0) for kind, v in parts.items()}

@@ -25,8 +25,10 @@ from convae.applications.anomaly.runs import normal_splits, open_detector_run, r
 from convae.applications.anomaly.scores import (
     DEFAULT_SCORE,
     HYBRID,
-    SCORE_KINDS,
+    KNOWN_KINDS,
+    SEGMENT,
     check_score_kind,
+    default_score,
     run_code_index,
     score_images,
 )
@@ -85,8 +87,8 @@ class Threshold:
             sources = Sources()
             sources.mark(values, origin)
             values = check_fields(values, THRESHOLD_FIELDS, sources)
-            if values.get("score") not in SCORE_KINDS:
-                raise ConvaeError(f"{origin}: score must be one of {', '.join(SCORE_KINDS)}, got {values.get('score')!r}")
+            if values.get("score") not in KNOWN_KINDS:
+                raise ConvaeError(f"{origin}: score must be one of {', '.join(KNOWN_KINDS)}, got {values.get('score')!r}")
         return cls(**values)
 
 
@@ -218,17 +220,21 @@ def fit_run_threshold(
     method: str = "quantile",
     quantile: float = 0.99,
     k: float = 3.0,
-    score: str = DEFAULT_SCORE,
+    score: str | None = None,
     device: str = "auto",
     batch_size: int = 256,
     save: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Threshold:
-    """Fit the threshold of a run on its validation split and store it in RUN_DIR/threshold.json."""
-    check_score_kind(score)
+    """Fit the threshold of a run on its validation split and store it in RUN_DIR/threshold.json.
+
+    ``score`` None: the run's own (``segment`` for an inspect run, else ``ssim``). A defect map is
+    a probability: it is drawn on a fixed 0–1 scale, and a pixel is predicted defective above
+    the larger of 0.5 and the normal parts' 99.9th percentile."""
+    run = open_detector_run(run_dir)
+    score = check_score_kind(score or default_score(run))
     if method not in THRESHOLD_METHODS:
         raise ConvaeError(f"--threshold-method must be one of {', '.join(THRESHOLD_METHODS)}, got {method!r}")
-    run = open_detector_run(run_dir)
     target = pick_device(device)
     model = run.model(target)
     data, labels, description = validation_data(run, with_anomalies=method == "f1")
@@ -239,6 +245,8 @@ def fit_run_threshold(
                               fitted_on=description)
     normal_maps = maps[torch.from_numpy(labels == 0)]
     threshold.heatmap_scale = threshold.pixel_threshold = _heatmap_scale(normal_maps)
+    if score == SEGMENT:
+        threshold.heatmap_scale, threshold.pixel_threshold = 1.0, max(threshold.pixel_threshold, 0.5)
     if save:
         run.write_json(THRESHOLD_FILE, threshold.to_dict())
     return threshold
@@ -285,7 +293,7 @@ def resolve_threshold(
     if value is not None:
         if not math.isfinite(value):
             raise ConvaeError(f"--threshold must be a finite number, got {value}")
-        kind = score or (stored.score if stored else DEFAULT_SCORE)
+        kind = score or (stored.score if stored else default_score(run))
         return Threshold(value=float(value), score=check_score_kind(kind), method="given",
                          fitted_on="given on the command line",
                          heatmap_scale=stored.heatmap_scale if stored and stored.score == kind else None)
@@ -296,7 +304,7 @@ def resolve_threshold(
                 f"refit with --fit --score {score} or pass --threshold"
             )
         return stored
-    threshold = fit_run_threshold(run, method=method, quantile=quantile, k=k, score=score or DEFAULT_SCORE,
+    threshold = fit_run_threshold(run, method=method, quantile=quantile, k=k, score=score or default_score(run),
                                   device=device, log=log)
     if log:
         log(f"fitted threshold {threshold.describe()}; stored in {run_dir / THRESHOLD_FILE}")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from convae.applications.anomaly.index import CodeIndex
-from convae.applications.anomaly.scores import HYBRID, maps_from
+from convae.applications.anomaly.scores import HYBRID, kind_maps, map_scores, maps_from
 from convae.applications.anomaly.threshold import Threshold
 from convae.models import SwitchedCode
 
@@ -77,10 +77,10 @@ class DetectGraph(nn.Module):
         if self.hybrid:
             code = self.model.encode(images)
             output = self.model.decode(code).float()
-        else:
-            output = self.model(images).float()
-        maps = maps_from(output, images, self.kind)
-        score = maps.flatten(1).mean(1)
+            maps = maps_from(output, images, self.kind)
+        else:  # a reconstruction error, or an inspect run's segmentation (both networks in the graph)
+            output, maps = kind_maps(self.model, images, self.kind)
+        score = map_scores(maps, self.kind)
         if self.hybrid:
             score = self._hybrid(score.double(), code.flatten(1).double()).float()
         return output, maps, score, score.double() > self.threshold

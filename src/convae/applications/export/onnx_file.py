@@ -163,6 +163,8 @@ def _graph(run: Run, what: str, log: Callable[[str], None] | None
     extra = {runtime.SCORE: threshold.score, runtime.THRESHOLD: repr(float(threshold.value))}
     if threshold.heatmap_scale is not None:
         extra[runtime.HEATMAP_SCALE] = repr(float(threshold.heatmap_scale))
+    if threshold.pixel_threshold is not None:
+        extra[runtime.PIXEL_THRESHOLD] = repr(float(threshold.pixel_threshold))
     outputs = ["reconstruction", "anomaly_map", "score", "anomalous"]
     return DetectGraph(model, threshold, index).eval(), [runtime.INPUT], outputs, (images,), extra
 

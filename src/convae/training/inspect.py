@@ -1,0 +1,136 @@
+"""What a ``--task inspect`` run adds to the one loop: DRAEM's simulated defects and its three losses.
+
+DRAEM (Zavrtanik, Kristan & Skočaj, ICCV 2021; reference code github.com/VitjanZ/DRAEM,
+train_DRAEM.py, checked against it) never sees a real defect. Each training batch gets
+defects painted on (convae.data.defects: Perlin shapes filled with foreign texture,
+CutPaste patches, scars; half the parts stay clean), and one step trains both networks:
+
+* the reconstructive network undoes the paint: ``L2 + (1 − SSIM)`` against the clean part;
+* the discriminative U-Net, given [painted part, reconstruction], segments the paint: a
+  focal loss (γ = 2, torchvision's ``sigmoid_focal_loss`` on the logit difference, which is
+  the softmax of the reference's two channels) against the painted mask.
+
+The defects come from the step's seeded generator, so a resumed run paints exactly what
+the uninterrupted one painted. Held-out and test parts are never painted for training;
+each epoch paints the held-out good parts with a fixed generator to report how well the
+network finds simulated defects (pixel and image AUROC), which a user sees climb with no
+real defect anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convae.data import Batches
+from convae.data.corrupt import batch_generator
+from convae.data.defects import DefectSimulator
+from convae.data.textures import load_anomaly_source
+from convae.metrics import ssim_map
+from convae.models.draem import pooled_peak
+from convae.run.config import TrainConfig
+from convae.run.splits import Splits
+from convae.training.tasks import ReconstructTask, Task, evaluate_loss
+
+#: How many times each held-out part is painted for the per-epoch check (more samples, steadier AUROC).
+VALIDATION_ROUNDS = 2
+#: At most this many pixels go into the per-epoch pixel AUROC (a seeded subsample beyond it).
+MAX_VALIDATION_PIXELS = 2_000_000
+
+
+def inspect_loss(reconstruction: torch.Tensor, logits: torch.Tensor, clean: torch.Tensor,
+                 masks: torch.Tensor) -> torch.Tensor:
+    """DRAEM's loss of one batch: L2 + SSIM loss on the reconstruction, focal loss on the mask."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    l2 = F.mse_loss(reconstruction, clean)
+    ssim = (1 - ssim_map(reconstruction, clean)).mean()
+    focal = sigmoid_focal_loss(logits[:, 1] - logits[:, 0], masks[:, 0], alpha=-1, gamma=2.0, reduction="mean")
+    return l2 + ssim + focal
+
+
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
+
+
+class InspectTask(ReconstructTask):
+    """DRAEM: a reconstructive and a discriminative network, trained on simulated defects."""
+
+    def __init__(self, config: TrainConfig, splits: Splits, device: torch.device) -> None:
+        Task.__init__(self, config, splits, device)  # not ReconstructTask's: the loss is inspect_loss
+        self.loss_fn, self.corruption = F.mse_loss, None
+        channels, height, width = splits.train.shape
+        sources = (load_anomaly_source(config.anomaly_source, channels, (height, width), config.seed)
+                   if config.anomaly_source else None)
+        self.simulator = DefectSimulator(sources)
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        return {}
+
+    def loss(self, net, x, y, generator, autocast):
+        painted, masks = self.simulator(x, generator())
+        with autocast:
+            reconstruction, logits = net(painted, segment=True)
+        return inspect_loss(reconstruction.float(), logits.float(), x, masks), None
+
+    @torch.no_grad()
+    def simulated_validation(self, model: torch.nn.Module) -> dict[str, float | None]:
+        """Pixel and image AUROC on the held-out good parts with simulated defects (a fixed draw)."""
+        val = self.splits.val
+        if val is None or len(val) == 0:
+            return {"val_pixel_auroc": None, "val_image_auroc": None}
+        was_training = model.training
+        model.eval()
+        pixels, truth, scores, labels = [], [], [], []
+        for round_ in range(VALIDATION_ROUNDS):
+            for index, x in enumerate(Batches(val.images, self.config.batch_size, shuffle=False, seed=0,
+                                              device=self.device)):
+                painted, masks = self.simulator(x, batch_generator(self.config.seed, -1 - round_, index, self.device))
+                maps, _ = model.defect_map(painted)
+                pixels.append(maps.flatten().cpu())
+                truth.append(masks.flatten().cpu())
+                scores.append(pooled_peak(maps).cpu())
+                labels.append(masks.flatten(1).amax(1).cpu())
+        model.train(was_training)
+        p, t = torch.cat(pixels), torch.cat(truth)
+        if len(p) > MAX_VALIDATION_PIXELS:
+            keep = torch.randperm(len(p), generator=torch.Generator().manual_seed(0))[:MAX_VALIDATION_PIXELS]
+            p, t = p[keep], t[keep]
+        return {"val_pixel_auroc": _auroc(t.numpy() > 0.5, p.double().numpy()),
+                "val_image_auroc": _auroc(torch.cat(labels).numpy() > 0.5, torch.cat(scores).double().numpy())}
+
+    def row(self, model, epoch, train_loss, extras, seen, seconds, lr):
+        cfg = self.config
+        test = self.splits.measured(self.splits.test).images
+        return {
+            "epoch": epoch, "train_loss": train_loss,
+            "test_loss": evaluate_loss(model, test, F.mse_loss, cfg.batch_size, self.device, None, cfg.seed),
+            **self.simulated_validation(model),
+            "seconds": round(seconds, 4),
+            "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
+            "loss": cfg.loss,  # what test_loss is: the reconstruction's MSE (training adds SSIM and focal)
+        }
+
+    def epoch_line(self, row: dict[str, Any]) -> str:
+        found = "  ".join(f"{what} {row[key]:.3f}" for key, what in (("val_pixel_auroc", "pixel AUROC"),
+                                                                     ("val_image_auroc", "image AUROC"))
+                          if row.get(key) is not None)
+        return (f"epoch {row['epoch']}/{self.config.epochs}  train loss {row['train_loss']:.4f}  held-out good "
+                f"parts with simulated defects: {found or 'n/a'}  {row['seconds']:.1f}s  "
+                f"{row['images_per_s'] or 0:,.1f} img/s")
+
+    def start_line(self, run_dir):
+        source = self.config.anomaly_source or "the parts themselves and Perlin textures"
+        return super().start_line(run_dir).replace(", loss mse)", ", loss L2 + SSIM + focal)") + (
+            f"\nsimulated defects: Perlin shapes, CutPaste patches and scars, filled from {source}")
+
+    def config_json(self, model):
+        stored = super().config_json(model)
+        stored["inspect"] = {"anomaly_source": self.config.anomaly_source, "score": "segment",
+                             "loss": "l2+ssim+focal"}
+        return stored

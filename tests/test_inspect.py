@@ -1,0 +1,252 @@
+"""--task inspect (DRAEM): simulated defects on good parts, two networks, every verb on the run.
+
+The parts are tiny synthetic textures with a painted square as the real defect, so a run
+trains in seconds; what is asserted is what a user relies on: the network learns to find
+the square (pixel AUROC), the defect simulator paints training batches only, the exported
+detector agrees with detect, and bad input is one line that leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convae.data.corrupt import batch_generator
+from convae.data.defects import DefectSimulator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZE = 32
+TINY = ("--model-arg", "width=8", "--model-arg", "disc_width=8", "--threads", "1", "--no-progress",
+        "--device", "cpu", "--logger", "none")
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    """A smooth gray texture part (low-frequency noise, upsampled), SIZE×SIZE uint8."""
+    small = rng.integers(70, 180, (SIZE // 4, SIZE // 4), dtype=np.uint8)
+    return np.array(Image.fromarray(small).resize((SIZE, SIZE), Image.BILINEAR))
+
+
+def write_parts(root: Path, train: int = 40, good: int = 8, defective: int = 8, seed: int = 0) -> Path:
+    """An inspection folder: train/good, test/good, test/square with a bright 8×8 square and its masks."""
+    rng = np.random.default_rng(seed)
+
+    def save(path: Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+
+    for i in range(train):
+        save(root / "train" / "good" / f"{i:03d}.png", _texture(rng))
+    for i in range(good):
+        save(root / "test" / "good" / f"{i:03d}.png", _texture(rng))
+    for i in range(defective):
+        part, mask = _texture(rng), np.zeros((SIZE, SIZE), np.uint8)
+        y, x = (int(v) for v in rng.integers(4, SIZE - 12, 2))
+        part[y:y + 8, x:x + 8], mask[y:y + 8, x:x + 8] = 250, 255
+        save(root / "test" / "square" / f"{i:03d}.png", part)
+        save(root / "ground_truth" / "square" / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.png")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_parts(tmp_path_factory.mktemp("inspect") / "parts")
+
+
+@pytest.fixture(scope="module")
+def trained(parts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small inspect run, trained through the real CLI entry point."""
+    from convae.cli import main
+
+    out = tmp_path_factory.mktemp("inspect-run") / "run"
+    argv = ["train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "25", "--batch-size", "8",
+            "--lr", "1e-3", "--deterministic", "--out", str(out), *TINY]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["convae", *argv])
+        try:
+            main()
+        except SystemExit as stopped:
+            assert stopped.code in (0, None)
+    assert (out / "model.safetensors").exists()
+    return out
+
+
+def test_the_simulator_repeats_per_seed_and_its_masks_are_exactly_the_painted_pixels() -> None:
+    x = torch.rand(24, 3, 32, 32)
+    simulator = DefectSimulator()
+    out, masks = simulator(x, batch_generator(4, 1, 2))
+    again, masks_again = simulator(x, batch_generator(4, 1, 2))
+    assert torch.equal(out, again) and torch.equal(masks, masks_again)
+    changed = (out - x).abs().amax(1, keepdim=True) > 0
+    painted = masks > 0
+    assert painted.any() and not (changed & ~painted).any()
+    assert float(changed[painted].float().mean()) > 0.99  # inside the mask, (almost) every pixel was painted
+
+
+def test_an_inspect_run_learns_to_segment_a_painted_square(trained: Path, cli) -> None:
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["val_pixel_auroc"] is not None for r in rows)  # learning shows with no real defect
+    code, out, err = cli("detect", str(trained), "--eval", "--device", "cpu")
+    assert code == 0, err
+    result = json.loads((trained / "detect-eval.json").read_text())
+    assert result["score"] == "segment" and set(result["pixel_auroc_per_anomalous_class"]) == {"square"}
+    assert result["pixel_auroc"] > 0.85, result["pixel_auroc"]
+    assert result["auroc"] > 0.8, result["auroc"]
+    threshold = json.loads((trained / "threshold.json").read_text())
+    assert threshold["score"] == "segment" and threshold["pixel_threshold"] >= 0.5
+
+
+def test_simulated_defects_paint_training_batches_only(parts: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from convae.data import load_dataset
+    from convae.training import TrainConfig, Trainer
+
+    before = _digest(parts)
+    seen: list[torch.Tensor] = []
+    original = DefectSimulator.__call__
+
+    def recording(self, x, generator):
+        seen.append((x * 255).round().to(torch.uint8).cpu())
+        return original(self, x, generator)
+
+    monkeypatch.setattr(DefectSimulator, "__call__", recording)
+    cfg = TrainConfig(dataset=f"mvtec:{parts}", task="inspect", epochs=1, batch_size=8, threads=1, logger="none",
+                      model_args={"width": 8, "disc_width": 8})
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit()
+    splits = trainer.task.splits
+    painted = torch.cat(seen)
+    train_rows = {bytes(image.numpy()) for image in splits.train.images}
+    held_out = {bytes(image.numpy()) for image in torch.cat([splits.val.images, splits.test.images])}
+    training_calls = len(splits.train) // 8 + (len(splits.train) % 8 > 0)
+    assert all(bytes(image.numpy()) in train_rows for image in painted[:len(splits.train)])
+    # After training, only the per-epoch check paints, on copies of the held-out good parts (never trained on).
+    assert len(seen) > training_calls and not held_out & {bytes(i.numpy()) for i in painted[:len(splits.train)]}
+    assert _digest(parts) == before  # nothing on disk was touched
+    assert len(load_dataset(f"mvtec:{parts}", "test")) == 16
+
+
+def test_every_verb_works_on_an_inspect_run(trained: Path, parts: Path, cli, tmp_path: Path) -> None:
+    code, out, err = cli("detect", str(trained), str(parts / "test"), "--csv", str(tmp_path / "s.csv"),
+                         "--heatmaps", str(tmp_path / "heat"), "--device", "cpu")
+    assert code == 0, err
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(lines) == 17 and all(",segment," in line for line in lines[1:])
+    assert len(list((tmp_path / "heat").glob("*.png"))) >= 16
+    code, out, err = cli("report", str(trained), "--device", "cpu")
+    assert code == 0, err
+    page = (trained / "report.html").read_text()
+    assert "segment score" in page and "one test image of each class" not in page
+    assert "good parts" in page and "defective parts" in page and "square" in page
+    code, out, err = cli("compare", str(trained), str(trained))
+    assert code == 0, err
+    code, out, err = cli("evaluate", str(trained), "--device", "cpu")
+    assert code == 0 and "RMSE" in out, err
+
+
+def test_the_exported_detector_matches_detect(trained: Path, parts: Path, cli, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from convae import runtime
+    from convae.applications import anomaly
+    from convae.data import load_dataset
+    from convae.run import Run
+
+    run = Run.open(trained)
+    if not (trained / "threshold.json").exists():
+        anomaly.fit_run_threshold(run, device="cpu")
+    code, out, err = cli("export", str(trained), "--what", "detect", "--out", str(tmp_path / "d.onnx"))
+    assert code == 0, err
+    exported = runtime.Exported.load(tmp_path / "d.onnx")
+    test = load_dataset(f"mvtec:{parts}", "test")
+    found = exported.run(test.images.float().div(255).numpy())
+    threshold = anomaly.load_threshold(trained)
+    scores, maps = anomaly.score_images(run.model("cpu"), test.images, "segment", with_maps=True)
+    assert np.abs(found["score"] - scores).max() <= 1e-4
+    assert np.abs(found["anomaly_map"] - maps.numpy()).max() <= 1e-4
+    assert np.array_equal(found["anomalous"], anomaly.verdicts(scores, threshold.value))
+    assert exported.score_kind == "segment" and exported.pixel_threshold == threshold.pixel_threshold
+    code, out, err = cli("detect", str(trained), str(parts / "test"), "--onnx", str(tmp_path / "d.onnx"), "--json")
+    assert code == 0, err
+    by_onnx = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    code, out, err = cli("detect", str(trained), str(parts / "test"), "--json", "--device", "cpu")
+    by_torch = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["verdict"] for r in by_onnx] == [r["verdict"] for r in by_torch] and len(by_onnx) == 16
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
+
+
+def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    args = ("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "2", "--batch-size", "8",
+            "--deterministic", *TINY)
+    code, _, err = cli(*args, "--out", str(tmp_path / "whole"))
+    assert code == 0, err
+    code, out, err = cli(*args, "--out", str(tmp_path / "cut"), "--max-time", "0.001s")
+    assert code == 0 and "stopped on time" in out, (out, err)
+    assert (tmp_path / "cut" / "time-limit.json").exists()
+    code, out, err = cli(*args, "--out", str(tmp_path / "cut"), "--resume")
+    assert code == 0 and "done:" in out, err
+    whole, cut = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "cut"))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_a_given_anomaly_source_is_read_and_recorded(parts: Path, cli, tmp_path: Path) -> None:
+    source = tmp_path / "textures"
+    source.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(source / f"t{i}.jpg")
+    code, out, err = cli("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "1",
+                         "--anomaly-source", str(source), "--out", str(tmp_path / "r"), *TINY)
+    assert code == 0, err
+    assert f"filled from {source.resolve()}" in err
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["training"]["anomaly_source"] == str(source.resolve())
+
+
+def _one_line_failure(cli, out: Path, *args: str) -> str:
+    code, stdout, err = cli("train", *args, "--epochs", "1", "--out", str(out), *TINY)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, stdout, err)
+    assert not out.exists()
+    return lines[0]
+
+
+def test_bad_inspect_input_is_one_line_and_leaves_nothing(parts: Path, cli, tmp_path: Path) -> None:
+    inspect = ("--dataset", f"mvtec:{parts}", "--task", "inspect")
+    assert "no such folder" in _one_line_failure(cli, tmp_path / "a", *inspect, "--anomaly-source",
+                                                 str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    assert "no image files" in _one_line_failure(cli, tmp_path / "b", *inspect, "--anomaly-source",
+                                                 str(tmp_path / "empty"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "t.png").write_text("not a picture")
+    line = _one_line_failure(cli, tmp_path / "c", *inspect, "--anomaly-source", str(tmp_path / "broken"))
+    assert "t.png" in line and "not a readable image" in line
+    flat = tmp_path / "flat"
+    for name in ("cat", "dog"):
+        (flat / "train" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(flat / "train" / name / "0.png")
+    assert "needs an inspection dataset with a good split" in _one_line_failure(
+        cli, tmp_path / "d", "--dataset", f"folder:{flat}", "--task", "inspect")
+    no_good = tmp_path / "no-good"
+    (no_good / "test" / "good").mkdir(parents=True)
+    (no_good / "ground_truth").mkdir()
+    assert "train/good" in _one_line_failure(cli, tmp_path / "e", "--dataset", f"mvtec:{no_good}", "--task", "inspect")
+    for value in ("0", "soon"):
+        assert "--max-time" in _one_line_failure(cli, tmp_path / "f", *inspect, "--max-time", value)
+    assert "--task inspect" in _one_line_failure(cli, tmp_path / "g", *inspect, "--noise", "gaussian:0.1")
+    assert "for --task inspect" in _one_line_failure(cli, tmp_path / "h", "--dataset", f"mvtec:{parts}",
+                                                     "--model", "draem")
