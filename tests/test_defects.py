@@ -28,6 +28,7 @@ def test_defects_change_only_pixels_inside_their_masks_and_repeat_for_the_same_s
     assert masks.shape == (32, 1, 40, 56) and out.shape == x.shape
     changed = (out - x).abs().amax(1, keepdim=True) > 0
     assert not (changed & (masks == 0)).any()
+    assert float(changed[masks > 0].float().mean()) > 0.99  # the mask is the painted pixels, not a loose outline
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
     other, _ = simulator(x, batch_generator(0, 2, 6))
     assert not torch.equal(out, other)
