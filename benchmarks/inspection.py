@@ -29,8 +29,13 @@ image AUROC, pixel AUROC and AUPRO (FPR ≤ 0.3), overall and per defect type. T
 (budget, epochs per second, lr, widths) were chosen on validation sets made from
 scikit-learn's china.jpg, never on these test sets.
 
-Run: ``python benchmarks/inspection.py [--budget 600]`` (per set: 3 × budget plus about 2
-minutes). Results: benchmarks/results/inspection.json and inspection.md.
+Run: ``python benchmarks/inspection.py [--budget 600] [--methods pca,inspect,anomalib]``
+(per set: about 2.3 × budget plus 3 minutes for all five). Results: benchmarks/results/
+inspection.json and inspection.md at the issue's 600 s budget, ``inspection-<budget>s.*`` at
+any other; they are rewritten after every set, so a stopped run keeps the sets it finished.
+``--keep-from FILE`` fills the methods not run this time from an earlier results file, only
+where the figures cannot depend on the budget (PCA, patch_ae) or the budgets match; each
+method's figures name the commit and date they were measured at.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ PEER_VENV = Path(os.environ.get("CONVAE_ANOMALIB_VENV", REPO / "benchmarks" / ".
 PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "anomalib==2.7.0")
 KEYS = ("auroc", "pixel_auroc", "aupro")
 METHODS = ("pca", "patch_ae", "no_simulation", "anomalib", "inspect")
+#: Methods whose figures depend on --budget (the others fit or train a fixed number of epochs).
+BUDGET_BOUND = ("no_simulation", "anomalib", "inspect")
 
 
 def picture(name: str, size: int) -> np.ndarray:
@@ -170,8 +177,33 @@ def _test_names(test: Any) -> list[tuple[int, int]]:
     return names
 
 
-def one_set(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def pca_run(train: Any, test: Any, patch: int) -> dict[str, Any]:
     from convae.applications.anomaly.scores import peak_score
+
+    started = time.perf_counter()
+    maps = pca_maps(train.images, test.images, patch)
+    return {**measured(np.array([peak_score(m) for m in maps]), maps, test),
+            "train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def kept_methods(previous: dict[str, Any] | None, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The figures of methods not run now that an earlier run measured validly for these settings."""
+    if previous is None:
+        return {}
+    settings = previous["settings"]
+    if (settings["size"], settings["patch"]) != (args.size, args.patch):
+        return {}
+    rows = [r for r in previous["sets"] if r["set"] == name]
+    if not rows:
+        return {}
+    earlier = {"commit": previous["commit"], "date": previous["machine"]["date"], "budget": settings["budget"]}
+    return {method: {**rows[0][method], "measured_in": rows[0][method].get("measured_in", earlier)}
+            for method in METHODS if method in rows[0] and "auroc" in rows[0][method]
+            and (method not in BUDGET_BOUND or settings["budget"] == args.budget)}
+
+
+def one_set(name: str, args: argparse.Namespace, tmp: Path, here: dict[str, Any],
+            kept: dict[str, Any]) -> dict[str, Any]:
     from convae.bench.inspection import write_inspection_dataset
     from convae.data import load_dataset
 
@@ -182,19 +214,23 @@ def one_set(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"set": name, "picture": source, "defects": list(defects),
                            "images": {"train_good": len(train), "test": len(test),
                                       "test_defective": int((test.labels != test.classes.index("good")).sum())}}
-    started = time.perf_counter()
-    maps = pca_maps(train.images, test.images, args.patch)
-    row["pca"] = {**measured(np.array([peak_score(m) for m in maps]), maps, test),
-                  "train_seconds": round(time.perf_counter() - started, 1)}
+    runs = {
+        "pca": lambda: pca_run(train, test, args.patch),
+        "patch_ae": lambda: convae_run(root, tmp / f"{name}-patch", args.threads, "mse", patch=args.patch,
+                                       epochs=30, lr_schedule="cosine"),
+        "no_simulation": lambda: convae_run(root, tmp / f"{name}-recon", args.threads, "ssim", model="draem-recon",
+                                            model_args={"width": 16}, loss="mse", lr=3e-3, lr_schedule="cosine",
+                                            epochs=epochs, max_time=args.budget, val_fraction=0.1),
+        "anomalib": lambda: anomalib_run(root, args.size, args.budget, tmp, test),
+        "inspect": lambda: convae_run(root, tmp / f"{name}-inspect", args.threads, None, task="inspect",
+                                      epochs=epochs, max_time=args.budget),
+    }
     epochs = max(1, round(args.budget / SECONDS_PER_EPOCH))
-    row["patch_ae"] = convae_run(root, tmp / f"{name}-patch", args.threads, "mse", patch=args.patch, epochs=30,
-                                 lr_schedule="cosine")
-    row["no_simulation"] = convae_run(root, tmp / f"{name}-recon", args.threads, "ssim", model="draem-recon",
-                                      model_args={"width": 16}, loss="mse", lr=3e-3, lr_schedule="cosine",
-                                      epochs=epochs, max_time=args.budget, val_fraction=0.1)
-    row["anomalib"] = anomalib_run(root, args.size, args.budget, tmp, test) if args.anomalib else {"error": "skipped"}
-    row["inspect"] = convae_run(root, tmp / f"{name}-inspect", args.threads, None, task="inspect", epochs=epochs,
-                                max_time=args.budget)
+    for method in METHODS:
+        if method in args.methods:
+            row[method] = {**runs[method](), "measured_in": here}
+        else:
+            row[method] = kept.get(method, {"error": "not run"})
     print(f"{name}: " + " | ".join(f"{m} " + (" ".join(f"{row[m][k]:.3f}" for k in KEYS) if "auroc" in row[m]
                                                else row[m].get("error", "?")) for m in METHODS), flush=True)
     return row
@@ -230,10 +266,18 @@ def table(rows: list[dict[str, Any]], means: dict[str, dict[str, float | None]],
                                                                                           for d in r["defects"]})]
     for r in rows:
         kinds = sorted({d for x in rows for d in x["defects"]})
-        ours, pca = r["inspect"].get("auroc_per_anomalous_class", {}), r["pca"]["auroc_per_anomalous_class"]
+        ours, pca = r["inspect"].get("auroc_per_anomalous_class", {}), r["pca"].get("auroc_per_anomalous_class", {})
         missing.append(f"| {r['set']} | " + " | ".join(
             f"{ours[k]:.3f} / {pca[k]:.3f}" if k in ours and k in pca else "" for k in kinds) + " |")
-    return "\n".join(lines + seconds + missing) + "\n"
+    sources = sorted({(m, r[m]["measured_in"]["commit"], r[m]["measured_in"]["date"], r[m]["measured_in"]["budget"])
+                      for r in rows for m in METHODS if "measured_in" in r[m]})
+    provenance = ["", "Where each method's figures were measured (commit, date, budget in s):", ""]
+    provenance += [f"- {m}: {c}, {d}, {b:g}" for m, c, d, b in sources]
+    return "\n".join(lines + seconds + missing + provenance) + "\n"
+
+
+def results_name(budget: float) -> str:
+    return "inspection" if budget == 600 else f"inspection-{budget:g}s"
 
 
 def main() -> None:
@@ -243,21 +287,31 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per set and method")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-anomalib", dest="anomalib", action="store_false")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    parser.add_argument("--keep-from", type=Path, help="earlier results JSON to fill the methods not run now")
     args = parser.parse_args()
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in METHODS] + [s for s in args.sets.split(",") if s not in SETS]
+    if unknown:
+        parser.error(f"unknown method or set: {', '.join(unknown)}")
+    previous = json.loads(args.keep_from.read_text()) if args.keep_from else None
     torch.set_num_threads(args.threads)
-    rows = []
+    here = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget": args.budget}
+    rows: list[dict[str, Any]] = []
+    name = results_name(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sets.split(","):
-            rows.append(one_set(name, args, Path(tmp)))
-    means = {method: mean_of(rows, method) for method in METHODS}
-    payload = {"benchmark": "inspection", "commit": commit(), "machine": machine(),
-               "settings": {**vars(args), "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
-                            "test_defective_per_type": 10, "seconds_per_epoch": SECONDS_PER_EPOCH,
-                            "anomalib_packages": list(PEER_PACKAGES)},
-               "sets": rows, "mean": means}
-    path = write_results("inspection.json", payload)
-    (path.parent / "inspection.md").write_text(table(rows, means, args.budget), encoding="utf-8")
+        for set_name in args.sets.split(","):
+            rows.append(one_set(set_name, args, Path(tmp), here, kept_methods(previous, set_name, args)))
+            means = {method: mean_of(rows, method) for method in METHODS}
+            payload = {"benchmark": "inspection", "commit": here["commit"], "machine": machine(),
+                       "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                    "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
+                                    "test_defective_per_type": 10, "seconds_per_epoch": SECONDS_PER_EPOCH,
+                                    "anomalib_packages": list(PEER_PACKAGES),
+                                    "sets_done": len(rows), "sets_planned": len(args.sets.split(","))},
+                       "sets": rows, "mean": means}
+            path = write_results(f"{name}.json", payload)
+            (path.parent / f"{name}.md").write_text(table(rows, means, args.budget), encoding="utf-8")
     print(f"wrote {path}")
 
 
