@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -104,3 +106,13 @@ def write_bars(root: Path, counts: dict[str, int], seed: int, *, size: int = 16,
             for i in range(count):
                 Image.fromarray(bar_image(rng, name == "vertical", size, low=low)).save(folder / f"{i}.png")
     return root
+
+
+def run_torchrun(cwd: Path, args: list[str], processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """``python -m torch.distributed.run --standalone`` of ``convae ARGS`` on CPU; asserts it exits 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "convae", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from convae.data.corrupt import batch_generator
+from convae.data import Batches
+from convae.data.corrupt import batch_generator, item_generators
 from convae.data.defects import DefectSimulator, perlin, perlin_mask
+from convae.training.tasks import StepRandom
+
+
+def _each(x: torch.Tensor, seed: int, epoch: int, step: int) -> list[torch.Generator]:
+    return item_generators(seed, epoch, step, range(len(x)))
 
 
 def test_perlin_noise_is_smooth_seeded_and_any_size() -> None:
@@ -22,21 +29,21 @@ def test_perlin_noise_is_smooth_seeded_and_any_size() -> None:
 def test_defects_change_only_pixels_inside_their_masks_and_repeat_for_the_same_step() -> None:
     x = torch.rand(32, 3, 40, 56)
     simulator = DefectSimulator()
-    out, masks = simulator(x, batch_generator(0, 2, 5))
-    again, masks_again = simulator(x, batch_generator(0, 2, 5))
+    out, masks = simulator(x, _each(x, 0, 2, 5))
+    again, masks_again = simulator(x, _each(x, 0, 2, 5))
     assert torch.equal(out, again) and torch.equal(masks, masks_again)
     assert masks.shape == (32, 1, 40, 56) and out.shape == x.shape
     changed = (out - x).abs().amax(1, keepdim=True) > 0
     assert not (changed & (masks == 0)).any()
     assert float(changed[masks > 0].float().mean()) > 0.99  # the mask is the painted pixels, not a loose outline
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
-    other, _ = simulator(x, batch_generator(0, 2, 6))
+    other, _ = simulator(x, _each(x, 0, 2, 6))
     assert not torch.equal(out, other)
 
 
 def test_about_half_of_the_samples_stay_clean() -> None:
     x = torch.rand(400, 1, 24, 24)
-    _, masks = DefectSimulator()(x, batch_generator(3, 0, 0))
+    _, masks = DefectSimulator()(x, _each(x, 3, 0, 0))
     defective = float((masks.flatten(1).sum(1) > 0).float().mean())
     assert 0.3 < defective < 0.55  # half are left clean; a few Perlin shapes fall below the threshold
 
@@ -45,10 +52,39 @@ def test_a_given_source_fills_the_perlin_defects() -> None:
     x = torch.zeros(64, 3, 32, 32)
     red = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)
     red[:, 0] = 255
-    out, masks = DefectSimulator(sources=red)(x, batch_generator(0, 0, 0))
+    out, masks = DefectSimulator(sources=red)(x, _each(x, 0, 0, 0))
     inside = masks.expand_as(out) > 0
     red_share = out[:, 0][inside[:, 0]].mean() / (out[:, 1:][inside[:, 1:]].mean() + 1e-6)
     assert inside.any() and red_share > 2  # jittered, but red: the painted texture came from the source
+
+
+def test_default_textures_come_from_the_pool_of_training_images() -> None:
+    x = torch.zeros(64, 3, 32, 32)
+    green = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
+    green[:, 1] = 255
+    out, masks = DefectSimulator(pool=green)(x, _each(x, 0, 0, 0))
+    inside = (masks > 0).expand_as(out)
+    greener = out[:, 1][inside[:, 1]] > out[:, 0][inside[:, 0]] + 0.2
+    assert inside.any() and 0.1 < float(greener.float().mean()) < 0.9  # some fills are the pool's, some Perlin
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_torchrun_shards_paint_what_one_process_paints(world: int) -> None:
+    """Each process holds a slice of the global batch; its defects are the single process's for those parts."""
+    images = (torch.rand(21, 3, 16, 16) * 255).to(torch.uint8)  # 8 + 8 + 5: the last batch splits unevenly
+    simulator = DefectSimulator(pool=images)
+
+    def painted(rank: int, processes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batches = Batches(images, 8, shuffle=True, seed=1, epoch=2, shard=(rank, processes))
+        return [simulator(x, StepRandom(1, 2, step, step * processes + rank, batches.shard_start(step),
+                                        torch.device("cpu")).per_item(len(x)))
+                for step, x in enumerate(batches)]
+
+    whole, parts = painted(0, 1), [painted(rank, world) for rank in range(world)]
+    assert sum(float(masks.sum() > 0) for _, masks in whole) == len(whole)  # every batch has some defect
+    for step, (x, masks) in enumerate(whole):
+        assert torch.equal(torch.cat([part[step][0] for part in parts]), x)
+        assert torch.equal(torch.cat([part[step][1] for part in parts]), masks)
 
 
 def test_draems_networks_take_any_size_and_return_it() -> None:

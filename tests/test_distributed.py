@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_torchrun
 from PIL import Image
 
 from convae.core.errors import DataError
@@ -40,21 +38,12 @@ def _train_args(images: Path, out: Path, epochs: int, resume: bool = False) -> l
             "--epochs", str(epochs), "--batch-size", "8", "--seed", "5", "--out", str(out), "--no-progress"]
 
 
-def _torchrun(cwd: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "convae", *args]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path, cli) -> None:
     images = _folder(tmp_path / "images")
     work = tmp_path / "work"
     work.mkdir()
-    done = _torchrun(work, _train_args(images, work / "ddp", epochs=2))
+    done = run_torchrun(work, _train_args(images, work / "ddp", epochs=2))
     code, _, err = cli(*_train_args(images, tmp_path / "single", epochs=2), "--threads", "1")
     assert code == 0, err
 
@@ -74,7 +63,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     assert all(torch.allclose(weights_ddp[k], weights_single[k], atol=1e-5) for k in weights_single)
 
     # Resume works under torchrun too, and still agrees with the single process.
-    _torchrun(work, _train_args(images, work / "ddp", epochs=3, resume=True))
+    run_torchrun(work, _train_args(images, work / "ddp", epochs=3, resume=True))
     code, _, err = cli(*_train_args(images, tmp_path / "single", epochs=3, resume=True), "--threads", "1")
     assert code == 0, err
     ddp, single = read_metrics(work / "ddp"), read_metrics(tmp_path / "single")
@@ -111,7 +100,7 @@ def test_classifier_runs_train_under_torchrun_too(tmp_path: Path, cli) -> None:
             "--epochs", "2", "--batch-size", "8", "--seed", "5", "--no-progress"]
     work = tmp_path / "work"
     work.mkdir()
-    done = _torchrun(work, [*args, "--out", str(work / "ddp")])
+    done = run_torchrun(work, [*args, "--out", str(work / "ddp")])
     assert "on 2 processes" in done.stderr and done.stdout.count("done: ") == 1
     code, _, err = cli(*args, "--out", tmp_path / "single", "--threads", "1")
     assert code == 0, err

@@ -125,6 +125,19 @@ def test_simulated_defects_paint_training_batches_only(parts: Path, tmp_path: Pa
     assert len(load_dataset(f"mvtec:{parts}", "test")) == 16
 
 
+@pytest.mark.slow
+def test_an_inspect_run_trains_under_torchrun(parts: Path, tmp_path: Path) -> None:
+    """Both networks train under DDP: one run directory, written once, with the simulated-defect check."""
+    from conftest import run_torchrun
+
+    done = run_torchrun(tmp_path, ["train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "2",
+                                   "--batch-size", "8", "--out", str(tmp_path / "ddp"), *TINY])
+    assert "on 2 processes" in done.stderr and done.stdout.count("done: ") == 1
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(0 <= r["val_pixel_auroc"] <= 1 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+
+
 def test_every_verb_works_on_an_inspect_run(trained: Path, parts: Path, cli, tmp_path: Path) -> None:
     code, out, err = cli("detect", str(trained), str(parts / "test"), "--csv", str(tmp_path / "s.csv"),
                          "--heatmaps", str(tmp_path / "heat"), "--device", "cpu")

@@ -103,6 +103,14 @@ class Batches:
         """Items (images, or patches) in a whole epoch."""
         return len(self.owner) if self.owner is not None else len(self.images)
 
+    def shard_start(self, step: int) -> int:
+        """Where this process's slice of global batch ``step`` begins in that batch (0 for one process)."""
+        rank, world = self.shard
+        whole = min(self.batch_size, self.items - step * self.batch_size)
+        if world == 1 or whole < world:  # a last batch smaller than the world goes whole to every process
+            return 0
+        return rank * (whole // world) + min(rank, whole % world)  # torch.tensor_split's slices
+
     @property
     def steps_per_epoch(self) -> int:
         """Batches in a whole epoch (ignoring ``start_step``); the same as ``len()``."""

@@ -92,6 +92,23 @@ def batch_generator(seed: int, epoch: int, step: int, device: torch.device | str
     return generator
 
 
+def item_generators(seed: int, epoch: int, step: int, positions: range,
+                    device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per item of global batch ``step``, keyed by the item's place in that batch.
+
+    Why per item: under torchrun a process holds only a slice of the global batch, and a draw
+    from one batch generator would depend on which slice. Keyed by the place, the process that
+    holds items 4…7 draws for them exactly what one process draws for them.
+    """
+    base = ((seed * 1_000_003 + epoch) * 1_000_033 + step) * 1_000_037
+    generators = []
+    for position in positions:
+        generator = torch.Generator(device=device)
+        generator.manual_seed((base + position) % 2**63)
+        generators.append(generator)
+    return generators
+
+
 def gaussian(x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Additive noise of σ ``sigma`` (one number, or one per image as an N×1×1×1 tensor), clipped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

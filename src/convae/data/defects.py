@@ -13,15 +13,18 @@ seeing one: it paints synthetic ones onto good images. Following the authors' re
 
 Where DRAEM fills from the DTD texture set (a download), the texture here comes from
 ``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
-from the other images of the batch, colour-jittered, or a colour Perlin texture. CutPaste
-(Li et al., CVPR 2021) patches from elsewhere in the same image, and its thin "scar"
-variant, add defects whose texture is the part's own, which a Perlin fill never gives.
-Every draw comes from the batch's generator, so a resumed run paints the same defects.
+from the training images themselves (``pool``), flipped and colour-jittered, or a colour
+Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
+and its thin "scar" variant, add defects whose texture is the part's own, which a Perlin
+fill never gives. Each image's draws come from its own generator, keyed by its place in the
+global batch, and the default textures come from the fixed training set, not from the
+batch: a resumed run paints the same defects, and so does a torchrun shard.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +78,18 @@ def perlin_mask(height: int, width: int, generator: torch.Generator) -> torch.Te
     return (noise > THRESHOLD).float()
 
 
+def _fitted(source: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A uint8 C'×H'×W' texture as floats in [0, 1] with ``like``'s channels and size."""
+    channels, height, width = like.shape
+    texture = source.to(like.device, like.dtype).div(255)
+    if texture.shape[0] != channels:
+        texture = texture.mean(0, keepdim=True).expand(channels, -1, -1) if channels == 1 or texture.shape[0] == 1 \
+            else texture[:channels]
+    if texture.shape[1:] != (height, width):
+        texture = F.interpolate(texture[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return texture
+
+
 def jitter(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Colour jitter of one C×H×W image in [0, 1]: a gain and an offset per channel, then contrast."""
     channels = image.shape[0]
@@ -90,48 +105,47 @@ class DefectSimulator:
     """Paints simulated defects on a batch; returns (images, masks) with masks B×1×H×W in {0, 1}.
 
     ``sources``: uint8 N×C×H'×W' images to take textures from (``--anomaly-source``), or None
-    for the default (other images of the batch, jittered, or colour Perlin textures).
+    for the default: a training image from ``pool`` (uint8 N×C×H×W), flipped and jittered, or
+    a colour Perlin texture.
     """
 
     sources: torch.Tensor | None = None
+    pool: torch.Tensor | None = None
     clean_fraction: float = 0.5
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paint image i of ``x`` with ``generators[i]`` (see convae.data.corrupt.item_generators)."""
+        if len(generators) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} images but {len(generators)} generators")
         out, masks = x.clone(), torch.zeros(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        for i in range(x.shape[0]):
+        for i, generator in enumerate(generators):
             kind = _uniform(generator)
             if kind < self.clean_fraction:
                 continue
             share = (kind - self.clean_fraction) / max(1 - self.clean_fraction, 1e-9)
             if share < 0.6:
-                painted, mask = self._perlin(x, i, generator)
+                painted, mask = self._perlin(x[i], generator)
             else:
                 painted, mask = self._cut_paste(x[i], generator, scar=share >= 0.8)
             out[i], masks[i, 0] = painted, mask
         return out, masks
 
-    def texture(self, x: torch.Tensor, index: int, generator: torch.Generator) -> torch.Tensor:
-        """A foreign texture the size of image ``index`` of the batch."""
-        channels, height, width = x.shape[1:]
+    def texture(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A foreign texture the size of ``image`` (C×H×W in [0, 1])."""
+        channels, height, width = image.shape
         if self.sources is not None and len(self.sources):
-            source = self.sources[_integer(generator, 0, len(self.sources))].to(x.device, x.dtype).div(255)
-            if source.shape[0] != channels:
-                source = source.mean(0, keepdim=True).expand(channels, -1, -1) if channels == 1 or source.shape[0] == 1 \
-                    else source[:channels]
-            source = F.interpolate(source[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            return jitter(source, generator)
-        if x.shape[0] > 1 and _uniform(generator) < 0.5:
-            other = (index + _integer(generator, 1, x.shape[0])) % x.shape[0]
-            return jitter(torch.flip(x[other], dims=(-1, -2)), generator)
+            return jitter(_fitted(self.sources[_integer(generator, 0, len(self.sources))], image), generator)
+        if self.pool is not None and len(self.pool) and _uniform(generator) < 0.5:
+            other = _fitted(self.pool[_integer(generator, 0, len(self.pool))], image)
+            return jitter(torch.flip(other, dims=(-1, -2)), generator)
         res = 2 ** _integer(generator, 1, MAX_SCALE_POWER)
         planes = [perlin(height, width, (res, res), generator) for _ in range(channels)]
-        return (torch.stack(planes).to(x.device, x.dtype) * 0.5 + 0.5).clamp(0, 1)
+        return (torch.stack(planes).to(image.device, image.dtype) * 0.5 + 0.5).clamp(0, 1)
 
-    def _perlin(self, x: torch.Tensor, index: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        image = x[index]
+    def _perlin(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         mask = perlin_mask(image.shape[1], image.shape[2], generator).to(image.device, image.dtype)
         beta = _uniform(generator, 0.0, 0.8)
-        texture = self.texture(x, index, generator)
+        texture = self.texture(image, generator)
         return image * (1 - mask) + (1 - beta) * texture * mask + beta * image * mask, mask
 
     @staticmethod

@@ -10,9 +10,11 @@ CutPaste patches, scars; half the parts stay clean), and one step trains both ne
   focal loss (γ = 2, torchvision's ``sigmoid_focal_loss`` on the logit difference, which is
   the softmax of the reference's two channels) against the painted mask.
 
-The defects come from the step's seeded generator, so a resumed run paints exactly what
-the uninterrupted one painted. Held-out and test parts are never painted for training;
-each epoch paints the held-out good parts with a fixed generator to report how well the
+Each part's defect comes from its own generator, keyed by (seed, epoch, step, its place in
+the global batch), so a resumed run paints exactly what the uninterrupted one painted and a
+torchrun process paints its slice as one process would. Held-out and test parts are never
+painted for training (nor used as textures); each epoch paints the held-out good parts with
+fixed generators to report how well the
 network finds simulated defects (pixel and image AUROC), which a user sees climb with no
 real defect anywhere.
 """
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from convae.data import Batches
-from convae.data.corrupt import batch_generator
+from convae.data.corrupt import item_generators
 from convae.data.defects import DefectSimulator
 from convae.data.textures import load_anomaly_source
 from convae.metrics import ssim_map
@@ -67,13 +69,14 @@ class InspectTask(ReconstructTask):
         channels, height, width = splits.train.shape
         sources = (load_anomaly_source(config.anomaly_source, channels, (height, width), config.seed)
                    if config.anomaly_source else None)
-        self.simulator = DefectSimulator(sources)
+        # By default textures come from the training images (never the held-out ones).
+        self.simulator = DefectSimulator(sources, pool=splits.train.images)
 
     def optimizer_settings(self) -> dict[str, Any]:
         return {}
 
     def loss(self, net, x, y, generator, autocast):
-        painted, masks = self.simulator(x, generator())
+        painted, masks = self.simulator(x, generator.per_item(len(x)))
         with autocast:
             reconstruction, logits = net(painted, segment=True)
         return inspect_loss(reconstruction.float(), logits.float(), x, masks), None
@@ -90,7 +93,8 @@ class InspectTask(ReconstructTask):
         for round_ in range(VALIDATION_ROUNDS):
             for index, x in enumerate(Batches(val.images, self.config.batch_size, shuffle=False, seed=0,
                                               device=self.device)):
-                painted, masks = self.simulator(x, batch_generator(self.config.seed, -1 - round_, index, self.device))
+                generators = item_generators(self.config.seed, -1 - round_, index, range(len(x)), self.device)
+                painted, masks = self.simulator(x, generators)
                 maps, _ = model.defect_map(painted)
                 pixels.append(maps.flatten().cpu())
                 truth.append(masks.flatten().cpu())

@@ -29,7 +29,6 @@ from convae.core.device import default_threads, fits_on_device, pick_device, see
 from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
-from convae.data.corrupt import batch_generator
 from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers
 from convae.run.files import (
     CONFIG,
@@ -51,7 +50,7 @@ from convae.training.memory import check_step_fits
 from convae.training.progress import RunProgress, StopOnCtrlC
 from convae.training.ranks import Ranks
 from convae.training.schedule import make_optimizer, scheduled_lr, set_lr
-from convae.training.tasks import Task
+from convae.training.tasks import StepRandom, Task
 from convae.training.time_limit import TIME_LIMIT, OutOfTime, stop_on_time
 
 
@@ -267,8 +266,8 @@ class Trainer:
               y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step on one batch at the scheduled rate; the batch's loss and task extras."""
         cfg, ranks = self.config, self.ranks
-        shard_step = step * ranks.world + ranks.rank
-        generator = lambda: batch_generator(cfg.seed, epoch, shard_step, self.device)  # noqa: E731
+        generator = StepRandom(cfg.seed, epoch, step, step * ranks.world + ranks.rank, batches.shard_start(step),
+                               self.device)
         loss, extra = run.task.loss(run.net, x, y, generator, run.autocast)
         run.optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; when a last batch splits unevenly,

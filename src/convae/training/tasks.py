@@ -10,6 +10,7 @@ lives with the classifier application (convae.applications.classify.task).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Any, Callable
@@ -19,7 +20,7 @@ import torch
 from convae import __version__
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
-from convae.data.corrupt import Corruption, batch_generator
+from convae.data.corrupt import Corruption, batch_generator, item_generators
 from convae.data.patches import check_patch_fits
 from convae.metrics import ReconstructionMetrics
 from convae.models import build_model, code_values
@@ -27,9 +28,29 @@ from convae.run.config import ClassifyConfig, TrainConfig
 from convae.run.splits import Splits, class_listing
 from convae.training.schedule import loss_function
 
-#: The generator of one batch's randomness (corruption, augmentation): a pure function of
-#: (epoch, global step), so a resumed run draws exactly what the uninterrupted one drew.
-StepGenerator = Callable[[], torch.Generator]
+
+@dataclasses.dataclass(frozen=True)
+class StepRandom:
+    """The randomness of one training step: a pure function of (seed, epoch, step), so a resumed
+    run draws exactly what the uninterrupted one drew.
+
+    Calling it gives this process's batch generator (corruption, noise). ``per_item`` gives one
+    generator per item of the process's slice, keyed by the item's place in the global batch,
+    so torchrun shards draw what one process draws for the same items (simulated defects).
+    """
+
+    seed: int
+    epoch: int
+    step: int
+    shard_step: int
+    first: int
+    device: torch.device
+
+    def __call__(self) -> torch.Generator:
+        return batch_generator(self.seed, self.epoch, self.shard_step, self.device)
+
+    def per_item(self, count: int) -> list[torch.Generator]:
+        return item_generators(self.seed, self.epoch, self.step, range(self.first, self.first + count), self.device)
 
 
 class Task:
@@ -68,7 +89,7 @@ class Task:
         raise NotImplementedError
 
     def loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None,
-             generator: StepGenerator, autocast: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+             generator: StepRandom, autocast: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean loss of the batch, extra sums for this batch or None)."""
         raise NotImplementedError
 
