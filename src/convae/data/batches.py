@@ -103,10 +103,14 @@ class Batches:
         """Items (images, or patches) in a whole epoch."""
         return len(self.owner) if self.owner is not None else len(self.images)
 
+    def global_length(self, step: int) -> int:
+        """How many items global batch ``step`` holds, over all processes (the last may be short)."""
+        return min(self.batch_size, self.items - step * self.batch_size)
+
     def shard_start(self, step: int) -> int:
         """Where this process's slice of global batch ``step`` begins in that batch (0 for one process)."""
         rank, world = self.shard
-        whole = min(self.batch_size, self.items - step * self.batch_size)
+        whole = self.global_length(step)
         if world == 1 or whole < world:  # a last batch smaller than the world goes whole to every process
             return 0
         return rank * (whole // world) + min(rank, whole % world)  # torch.tensor_split's slices

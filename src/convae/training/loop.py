@@ -272,7 +272,7 @@ class Trainer:
         run.optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; when a last batch splits unevenly,
         # weigh each process's mean by its share so the step is the global mean's.
-        whole = min(cfg.batch_size, batches.items - step * cfg.batch_size)
+        whole = batches.global_length(step)
         share = ranks.world * x.shape[0] / whole
         (loss * share if x.shape[0] != whole else loss).backward()
         if run.task.schedule != "none":
