@@ -17,6 +17,10 @@ Methods, side by side on the same folders, in this one process (anomalib in its 
   cosine) scored with ``--score mse``, the setting the earlier benchmark fixed.
 * ``inspect``: ``convae train --dataset mvtec:DIR --task inspect --max-time BUDGET`` with
   ``--epochs`` sized so the cosine schedule ends at the budget, then ``convae detect --eval``.
+  The size comes from a calibration on the set itself before it (``CALIBRATION_EPOCHS`` epochs,
+  wall seconds per epoch with the per-epoch check, not counted in the budget): machines differ
+  by 1.5× in speed, and a fixed figure left a third of the budget unused on the faster one.
+  ``--epochs N`` fixes it instead, to give the same compute as an earlier run on another machine.
 * ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
   same budget, trained as a plain autoencoder with no simulated defects and scored by its
   reconstruction error (``ssim``, convae's default), so what the simulation adds is measured.
@@ -65,8 +69,11 @@ NEW = ("stain", "blur", "scratch")
 SETS = {"brick": ("brick", FIRST), "grass": ("grass", FIRST), "gravel": ("gravel", FIRST),
         "coffee": ("coffee", FIRST), "tissue": ("immunohistochemistry", NEW), "moon": ("moon", NEW)}
 #: Wall seconds one inspect epoch takes at 128×128 with 72 parts on 2 cores, training and its
-#: per-epoch check (measured on the china validation set): --epochs = budget / this.
+#: per-epoch check (measured on the china validation set on the slower machine): the epochs of a
+#: run with no calibration (the validation script) are budget / this.
 SECONDS_PER_EPOCH = 11.0
+#: Epochs of the short run that times one inspect epoch on the set, for --epochs = budget / that.
+CALIBRATION_EPOCHS = 3
 PEER_VENV = Path(os.environ.get("CONVAE_ANOMALIB_VENV", REPO / "benchmarks" / ".venv-anomalib"))
 PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "anomalib==2.7.0")
 KEYS = ("auroc", "pixel_auroc", "aupro")
@@ -202,6 +209,26 @@ def kept_methods(previous: dict[str, Any] | None, name: str, args: argparse.Name
             and (method not in BUDGET_BOUND or settings["budget"] == args.budget)}
 
 
+def planned_epochs(root: Path, out: Path, args: argparse.Namespace, kept: dict[str, Any]) -> tuple[int, float]:
+    """Epochs for the budget: timed on this set and machine, or the kept inspect run's (for the ablation).
+
+    A run of only the ablation (``--methods no_simulation --keep-from``) trains the epochs the
+    kept inspect run planned, so both train the same number whatever the machine.
+    """
+    from convae.training import TrainConfig, Trainer
+
+    if args.epochs:
+        return args.epochs, 0.0
+    earlier = kept.get("inspect", {})
+    if "inspect" not in args.methods and "epochs_planned" in earlier:
+        return int(earlier["epochs_planned"]), float(earlier["seconds_per_epoch"])
+    started = time.perf_counter()
+    Trainer(TrainConfig(dataset=f"mvtec:{root}", threads=args.threads, logger="none", task="inspect",
+                        epochs=CALIBRATION_EPOCHS), out, progress=False, log=lambda line: None).fit()
+    seconds = (time.perf_counter() - started) / CALIBRATION_EPOCHS
+    return max(1, int(args.budget / seconds)), round(seconds, 2)
+
+
 def one_set(name: str, args: argparse.Namespace, tmp: Path, here: dict[str, Any],
             kept: dict[str, Any]) -> dict[str, Any]:
     from convae.bench.inspection import write_inspection_dataset
@@ -225,10 +252,12 @@ def one_set(name: str, args: argparse.Namespace, tmp: Path, here: dict[str, Any]
         "inspect": lambda: convae_run(root, tmp / f"{name}-inspect", args.threads, None, task="inspect",
                                       epochs=epochs, max_time=args.budget),
     }
-    epochs = max(1, round(args.budget / SECONDS_PER_EPOCH))
+    timed = [m for m in ("inspect", "no_simulation") if m in args.methods]
+    epochs, per_epoch = planned_epochs(root, tmp / f"{name}-calibration", args, kept) if timed else (0, 0.0)
     for method in METHODS:
         if method in args.methods:
-            row[method] = {**runs[method](), "measured_in": here}
+            sized = {"epochs_planned": epochs, "seconds_per_epoch": per_epoch} if method in timed else {}
+            row[method] = {**runs[method](), **sized, "measured_in": here}
         else:
             row[method] = kept.get(method, {"error": "not run"})
     print(f"{name}: " + " | ".join(f"{m} " + (" ".join(f"{row[m][k]:.3f}" for k in KEYS) if "auroc" in row[m]
@@ -260,7 +289,9 @@ def table(rows: list[dict[str, Any]], means: dict[str, dict[str, float | None]],
                f"{budget:g} s; patch_ae trains 30 epochs, PCA fits):", "",
                "| set | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for r in rows:
-        seconds.append(f"| {r['set']} | " + " | ".join(str(r[m].get("train_seconds", "–")) for m in METHODS) + " |")
+        seconds.append(f"| {r['set']} | " + " | ".join(str(r[m].get("train_seconds", "–")) + (
+            f" ({r[m]['epochs_done']} epochs)" if m in ("inspect", "no_simulation") and "epochs_done" in r[m] else "")
+            for m in METHODS) + " |")
     missing = ["", "Image AUROC per defect type (inspect / PCA):", "", "| set | " + " | ".join(
         sorted({d for r in rows for d in r["defects"]})) + " |", "|---|" + "---|" * len({d for r in rows
                                                                                           for d in r["defects"]})]
@@ -287,6 +318,8 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per set and method")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, help="epochs of inspect and no_simulation instead of timing one on "
+                        "the set: the same compute as an earlier run on another machine")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     parser.add_argument("--keep-from", type=Path, help="earlier results JSON to fill the methods not run now")
     args = parser.parse_args()
@@ -306,7 +339,7 @@ def main() -> None:
             payload = {"benchmark": "inspection", "commit": here["commit"], "machine": machine(),
                        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                     "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
-                                    "test_defective_per_type": 10, "seconds_per_epoch": SECONDS_PER_EPOCH,
+                                    "test_defective_per_type": 10, "calibration_epochs": CALIBRATION_EPOCHS,
                                     "anomalib_packages": list(PEER_PACKAGES),
                                     "sets_done": len(rows), "sets_planned": len(args.sets.split(","))},
                        "sets": rows, "mean": means}

@@ -1,4 +1,4 @@
-"""Simulated defects (DRAEM's Perlin masks, CutPaste, scars): seeded, only inside their masks, half clean."""
+"""Simulated defects (DRAEM's Perlin masks, blurred regions, CutPaste, scars): seeded, only inside their masks, half clean."""
 
 from __future__ import annotations
 
@@ -46,6 +46,20 @@ def test_about_half_of_the_samples_stay_clean() -> None:
     _, masks = DefectSimulator()(x, _each(x, 3, 0, 0))
     defective = float((masks.flatten(1).sum(1) > 0).float().mean())
     assert 0.3 < defective < 0.55  # half are left clean; a few Perlin shapes fall below the threshold
+
+
+def test_some_defects_blur_the_part_instead_of_painting_over_it() -> None:
+    # Stripes one pixel wide: a blur turns them to flat grey (colour kept, detail lost); a texture
+    # fill blends the stripes in and a CutPaste patch copies them, so neither is flat and grey.
+    x = torch.zeros(400, 3, 32, 32)
+    x[..., ::2] = 1.0
+    out, masks = DefectSimulator()(x, _each(x, 0, 0, 0))
+    inside = masks[:, 0] > 0
+    pairs = inside[:, :, 1:] & inside[:, :, :-1]
+    steps = (out[..., 1:] - out[..., :-1]).abs().amax(1)
+    blurred = [bool(steps[i][pairs[i]].max() < 0.05 and abs(float(out[i][:, inside[i]].mean()) - 0.5) < 0.1)
+               for i in range(len(x)) if pairs[i].any()]
+    assert 0.08 < sum(blurred) / len(blurred) < 0.3  # about 15 % of the defects (a texture fill with β ≈ 0 rarely)
 
 
 def test_a_given_source_fills_the_perlin_defects() -> None:

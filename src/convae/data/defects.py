@@ -1,4 +1,4 @@
-"""Simulated defects for inspection training: DRAEM's Perlin masks, CutPaste patches and scars.
+"""Simulated defects for inspection training: DRAEM's Perlin masks, blurred regions, CutPaste patches, scars.
 
 DRAEM (Zavrtanik, Kristan & Skočaj, "DRAEM – A discriminatively trained reconstruction
 embedding for surface anomaly detection", ICCV 2021) learns to find defects without ever
@@ -16,7 +16,9 @@ Where DRAEM fills from the DTD texture set (a download), the texture here comes 
 from the training images themselves (``pool``), flipped and colour-jittered, or a colour
 Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
 and its thin "scar" variant, add defects whose texture is the part's own, which a Perlin
-fill never gives. Each image's draws come from its own generator, keyed by its place in the
+fill never gives. A blurred Perlin region (detail lost, colour kept: an out-of-focus or smeared
+patch, and, at large σ, a flat one) adds the defect that removes texture instead of adding
+it, which neither of the others paints. Each image's draws come from its own generator, keyed by its place in the
 global batch, and the default textures come from the fixed training set, not from the
 batch: a resumed run paints the same defects, and so does a torchrun shard.
 """
@@ -33,6 +35,11 @@ import torch.nn.functional as F
 #: Perlin scales are 2**k for k in [0, MAX_SCALE_POWER) per axis, as in DRAEM (perlin_scale = 6).
 MAX_SCALE_POWER = 6
 THRESHOLD = 0.5
+#: How a defective sample's kind is drawn: cumulative shares of Perlin texture fills, blurred
+#: Perlin regions, CutPaste patches and (the rest) scars.
+PERLIN_SHARE, BLUR_SHARE, CUT_PASTE_SHARE = 0.5, 0.15, 0.2
+#: The blur's Gaussian σ is log-uniform in this range, in pixels.
+BLUR_SIGMA = (1.0, 6.0)
 
 
 def _fade(t: torch.Tensor) -> torch.Tensor:
@@ -123,10 +130,12 @@ class DefectSimulator:
             if kind < self.clean_fraction:
                 continue
             share = (kind - self.clean_fraction) / max(1 - self.clean_fraction, 1e-9)
-            if share < 0.6:
+            if share < PERLIN_SHARE:
                 painted, mask = self._perlin(x[i], generator)
+            elif share < PERLIN_SHARE + BLUR_SHARE:
+                painted, mask = self._blur(x[i], generator)
             else:
-                painted, mask = self._cut_paste(x[i], generator, scar=share >= 0.8)
+                painted, mask = self._cut_paste(x[i], generator, scar=share >= PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE)
             out[i], masks[i, 0] = painted, mask
         return out, masks
 
@@ -147,6 +156,22 @@ class DefectSimulator:
         beta = _uniform(generator, 0.0, 0.8)
         texture = self.texture(image, generator)
         return image * (1 - mask) + (1 - beta) * texture * mask + beta * image * mask, mask
+
+    @staticmethod
+    def _blur(image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A Perlin region replaced by a Gaussian blur of the image; the mask is the pixels that changed.
+
+        A flat area inside the shape does not change when blurred, so it is not marked: the
+        mask stays exactly the painted pixels, as for every other kind.
+        """
+        from torchvision.transforms.functional import gaussian_blur
+
+        shape = perlin_mask(image.shape[1], image.shape[2], generator).to(image.device, image.dtype)
+        sigma = math.exp(_uniform(generator, math.log(BLUR_SIGMA[0]), math.log(BLUR_SIGMA[1])))
+        kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * min(image.shape[1:]) - 1)  # reflect padding's limit
+        blurred = gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+        mask = shape * ((blurred - image).abs().amax(0) > 0).to(image.dtype)
+        return image * (1 - mask) + blurred * mask, mask
 
     @staticmethod
     def _cut_paste(image: torch.Tensor, generator: torch.Generator, scar: bool) -> tuple[torch.Tensor, torch.Tensor]:

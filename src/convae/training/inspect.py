@@ -3,7 +3,7 @@
 DRAEM (Zavrtanik, Kristan & Skočaj, ICCV 2021; reference code github.com/VitjanZ/DRAEM,
 train_DRAEM.py, checked against it) never sees a real defect. Each training batch gets
 defects painted on (convae.data.defects: Perlin shapes filled with foreign texture,
-CutPaste patches, scars; half the parts stay clean), and one step trains both networks:
+blurred regions, CutPaste patches, scars; half the parts stay clean), and one step trains both networks:
 
 * the reconstructive network undoes the paint: ``L2 + (1 − SSIM)`` against the clean part;
 * the discriminative U-Net, given [painted part, reconstruction], segments the paint: a
@@ -131,7 +131,7 @@ class InspectTask(ReconstructTask):
     def start_line(self, run_dir):
         source = self.config.anomaly_source or "the parts themselves and Perlin textures"
         return super().start_line(run_dir).replace(", loss mse)", ", loss L2 + SSIM + focal)") + (
-            f"\nsimulated defects: Perlin shapes, CutPaste patches and scars, filled from {source}")
+            f"\nsimulated defects: Perlin shapes, blurred regions, CutPaste patches and scars, filled from {source}")
 
     def config_json(self, model):
         stored = super().config_json(model)
