@@ -39,7 +39,8 @@ inspection.json and inspection.md at the issue's 600 s budget, ``inspection-<bud
 any other; they are rewritten after every set, so a stopped run keeps the sets it finished.
 ``--keep-from FILE`` fills the methods not run this time from an earlier results file, only
 where the figures cannot depend on the budget (PCA, patch_ae) or the budgets match; each
-method's figures name the commit and date they were measured at.
+method's figures name the commit and date they were measured at, and the file's sets that a
+run of fewer ``--sets`` does not measure are carried over whole, so none is dropped.
 """
 
 from __future__ import annotations
@@ -209,6 +210,19 @@ def kept_methods(previous: dict[str, Any] | None, name: str, args: argparse.Name
             and (method not in BUDGET_BOUND or settings["budget"] == args.budget)}
 
 
+def carried_sets(previous: dict[str, Any] | None, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The earlier file's sets that this run does not measure, whole, so a run of fewer --sets drops none."""
+    if previous is None:
+        return []
+    settings = previous["settings"]
+    if (settings["size"], settings["patch"], settings["budget"]) != (args.size, args.patch, args.budget):
+        return []
+    earlier = {"commit": previous["commit"], "date": previous["machine"]["date"], "budget": settings["budget"]}
+    now = args.sets.split(",")
+    return [{**r, **{m: {**r[m], "measured_in": r[m].get("measured_in", earlier)} for m in METHODS
+                     if m in r and "auroc" in r[m]}} for r in previous["sets"] if r["set"] not in now]
+
+
 def planned_epochs(root: Path, out: Path, args: argparse.Namespace, kept: dict[str, Any]) -> tuple[int, float]:
     """Epochs for the budget: timed on this set and machine, or the kept inspect run's (for the ablation).
 
@@ -331,20 +345,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     here = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget": args.budget}
     rows: list[dict[str, Any]] = []
+    carried = carried_sets(previous, args)
     name = results_name(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets.split(","):
             rows.append(one_set(set_name, args, Path(tmp), here, kept_methods(previous, set_name, args)))
-            means = {method: mean_of(rows, method) for method in METHODS}
+            every = sorted(rows + carried, key=lambda r: list(SETS).index(r["set"]))
+            means = {method: mean_of(every, method) for method in METHODS}
             payload = {"benchmark": "inspection", "commit": here["commit"], "machine": machine(),
                        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                     "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
                                     "test_defective_per_type": 10, "calibration_epochs": CALIBRATION_EPOCHS,
                                     "anomalib_packages": list(PEER_PACKAGES),
-                                    "sets_done": len(rows), "sets_planned": len(args.sets.split(","))},
-                       "sets": rows, "mean": means}
+                                    "sets_done": len(rows), "sets_planned": len(args.sets.split(",")),
+                                    "sets_carried": [r["set"] for r in carried]},
+                       "sets": every, "mean": means}
             path = write_results(f"{name}.json", payload)
-            (path.parent / f"{name}.md").write_text(table(rows, means, args.budget), encoding="utf-8")
+            (path.parent / f"{name}.md").write_text(table(every, means, args.budget), encoding="utf-8")
     print(f"wrote {path}")
 
 

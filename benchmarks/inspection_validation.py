@@ -67,10 +67,14 @@ def main() -> None:
                   + " ".join(f"{k} {v:.3f}" for k, v in rows[name]["auroc_per_anomalous_class"].items()), flush=True)
     means = {k: float(np.mean([r[k] for r in rows.values()])) for k in KEYS}
     print("mean: " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
-    payload = {"benchmark": "inspection-validation", "commit": commit(), "library": str(Path(convae.__file__).parent),
+    from convae.bench.provenance import commit as source_commit
+
+    library = Path(convae.__file__).resolve().parents[2]  # the checkout whose src/convae ran
+    payload = {"benchmark": "inspection-validation", "commit": commit(), "library": str(library),
+               "library_commit": source_commit(library),
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                "settings": {"budget": args.budget, "kinds": list(KINDS), "seed": 1}, "sets": rows, "mean": means}
-    out = args.out or Path(__file__).resolve().parent / "results" / f"inspection-validation-{commit()[:7]}.json"
+    out = args.out or Path(__file__).resolve().parent / "results" / f"inspection-validation-{source_commit(library)[:7]}.json"
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

@@ -389,7 +389,9 @@ def test_hybrid_detect_on_a_folder_of_several_batches(cli, fresh_run: Path, tmp_
     assert len(list((tmp_path / "heat").glob("*.png"))) == 600
     small = anomaly.detect_paths(fresh_run, [folder], score="hybrid", batch_size=7, device="cpu")
     assert [r.path for r in small.results] == [r["path"] for r in rows]
-    assert np.allclose([r.score for r in small.results], [r["score"] for r in rows], rtol=1e-5, atol=1e-6)
+    # Scores are float32 sums of standardized terms of order 1, so a batch of 7 against one of 256
+    # moves them by a few 1e-6 whatever their size (3.3e-6 at most on one machine): atol, not rtol.
+    assert np.allclose([r.score for r in small.results], [r["score"] for r in rows], rtol=1e-5, atol=2e-5)
     vertical = [r["score"] for i, r in enumerate(rows) if i % 5 == 0]
     horizontal = [r["score"] for i, r in enumerate(rows) if i % 5]
     assert np.median(vertical) > np.median(horizontal)  # the anomalies still rank higher

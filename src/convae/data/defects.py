@@ -17,10 +17,10 @@ from the training images themselves (``pool``), flipped and colour-jittered, or 
 Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
 and its thin "scar" variant, add defects whose texture is the part's own, which a Perlin
 fill never gives. A blurred Perlin region (detail lost, colour kept: an out-of-focus or smeared
-patch, and, at large σ, a flat one) adds the defect that removes texture instead of adding
-it, which neither of the others paints. Each image's draws come from its own generator, keyed by its place in the
-global batch, and the default textures come from the fixed training set, not from the
-batch: a resumed run paints the same defects, and so does a torchrun shard.
+patch, and, at large σ, a flat one) removes texture instead of adding it, which neither of
+the others paints; it is not in DRAEM. Each image's draws come from its own generator, keyed
+by its place in the global batch, and the default textures come from the fixed training set,
+not from the batch: a resumed run paints the same defects, and so does a torchrun shard.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class DefectSimulator:
             elif share < PERLIN_SHARE + BLUR_SHARE:
                 painted, mask = self._blur(x[i], generator)
             else:
-                painted, mask = self._cut_paste(x[i], generator, scar=share >= PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE)
+                scar = share >= PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE
+                painted, mask = self._cut_paste(x[i], generator, scar=scar)
             out[i], masks[i, 0] = painted, mask
         return out, masks
 
