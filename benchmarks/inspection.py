@@ -20,8 +20,8 @@ Methods, side by side on the same folders, in this one process (anomalib in its 
   The size comes from a calibration on the set itself before it (``CALIBRATION_EPOCHS`` epochs,
   wall seconds per epoch with the per-epoch check, not counted in the budget): machines differ
   by 1.5× in speed, and a fixed figure left a third of the budget unused on the faster one.
-  Early epochs are slower: on moon the calibration read 8.7 s an epoch against 7.0 s over a
-  whole 55-epoch run, so a calibrated run ends before the budget rather than after it.
+  It is rough: in the first calibrated 600 s run, four of six sets hit --max-time 1–8 epochs
+  before the planned end (the cosine schedule then stops short of its last, smallest steps).
   ``--epochs N`` fixes it instead, to give the same compute as an earlier run on another machine.
 * ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
   same budget, trained as a plain autoencoder with no simulated defects and scored by its
