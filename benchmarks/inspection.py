@@ -197,6 +197,14 @@ def pca_run(train: Any, test: Any, patch: int) -> dict[str, Any]:
             "train_seconds": round(time.perf_counter() - started, 1)}
 
 
+def _with_provenance(previous: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """An earlier file's row whose measured methods each name where they were measured (the file's run by default)."""
+    earlier = {"commit": previous["commit"], "date": previous["machine"]["date"],
+               "budget": previous["settings"]["budget"]}
+    return {**row, **{m: {**row[m], "measured_in": row[m].get("measured_in", earlier)} for m in METHODS
+                      if m in row and "auroc" in row[m]}}
+
+
 def kept_methods(previous: dict[str, Any] | None, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The figures of methods not run now that an earlier run measured validly for these settings."""
     if previous is None:
@@ -204,12 +212,10 @@ def kept_methods(previous: dict[str, Any] | None, name: str, args: argparse.Name
     settings = previous["settings"]
     if (settings["size"], settings["patch"]) != (args.size, args.patch):
         return {}
-    rows = [r for r in previous["sets"] if r["set"] == name]
+    rows = [_with_provenance(previous, r) for r in previous["sets"] if r["set"] == name]
     if not rows:
         return {}
-    earlier = {"commit": previous["commit"], "date": previous["machine"]["date"], "budget": settings["budget"]}
-    return {method: {**rows[0][method], "measured_in": rows[0][method].get("measured_in", earlier)}
-            for method in METHODS if method in rows[0] and "auroc" in rows[0][method]
+    return {method: rows[0][method] for method in METHODS if method in rows[0] and "auroc" in rows[0][method]
             and (method not in BUDGET_BOUND or settings["budget"] == args.budget)}
 
 
@@ -220,10 +226,8 @@ def carried_sets(previous: dict[str, Any] | None, args: argparse.Namespace) -> l
     settings = previous["settings"]
     if (settings["size"], settings["patch"], settings["budget"]) != (args.size, args.patch, args.budget):
         return []
-    earlier = {"commit": previous["commit"], "date": previous["machine"]["date"], "budget": settings["budget"]}
     now = args.sets.split(",")
-    return [{**r, **{m: {**r[m], "measured_in": r[m].get("measured_in", earlier)} for m in METHODS
-                     if m in r and "auroc" in r[m]}} for r in previous["sets"] if r["set"] not in now]
+    return [_with_provenance(previous, r) for r in previous["sets"] if r["set"] not in now]
 
 
 def planned_epochs(root: Path, out: Path, args: argparse.Namespace, kept: dict[str, Any]) -> tuple[int, float]:

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import commit, machine
 from inspection import KEYS, SECONDS_PER_EPOCH, convae_run
 
-KINDS = ("scratch", "spot", "missing", "stain", "blur")
+from convae.bench.inspection import DEFECTS, NEW_DEFECTS
+
+KINDS = DEFECTS + NEW_DEFECTS  # all five painted kinds
 SETS = ("china", "hubble")
 
 
