@@ -5,9 +5,10 @@ simulator or the presets are chosen here instead, on sets made the same way from
 benchmark never uses: scikit-learn's ``china.jpg`` (a photo: roofs, trees, stone) and
 scikit-image's ``hubble_deep_field`` (dark sky with stars and galaxies, a texture). Each set
 gets all five painted kinds (scratch, spot, missing, stain, blur). The run prints and writes
-image AUROC, pixel AUROC and AUPRO, overall and per kind, with the commit, so two versions of
-the library can be compared side by side (run it once per version; ``PYTHONPATH=<other
-checkout>/src`` picks the other one).
+image AUROC, pixel AUROC and AUPRO, overall and per kind, with the commit, and a map check
+(image AUROC for each pooling window, how high the maps reach on good and defective parts),
+so two versions of the library can be compared side by side (run it once per version;
+``PYTHONPATH=<other checkout>/src`` picks the other one).
 
 Run: ``python benchmarks/inspection_validation.py [--budget 240] [--out FILE]``; results go to
 benchmarks/results/inspection-validation-<commit>.json unless ``--out`` says otherwise.
@@ -33,6 +34,8 @@ from convae.bench.inspection import DEFECTS, NEW_DEFECTS
 
 KINDS = DEFECTS + NEW_DEFECTS  # all five painted kinds
 SETS = ("china", "hubble")
+#: Mean-pooling windows (px) the map check scores the test parts with; at 128×128 the default is 11.
+POOLS = (1, 3, 5, 7, 11, 15, 21)
 
 
 def validation_picture(name: str) -> np.ndarray:
@@ -41,6 +44,39 @@ def validation_picture(name: str) -> np.ndarray:
         return load_sample_image("china.jpg")
     from skimage import data
     return data.hubble_deep_field()
+
+
+def map_check(run_dir: Path) -> dict:
+    """How the trained run's defect maps rank and how sure they are, on its test parts.
+
+    Image AUROC (overall and per kind) for each pooling window in ``POOLS`` says whether
+    another window than the default would rank parts better; the medians of the raw map
+    maximum and of the pooled peak, over good and over defective parts, say how confident
+    the discriminator is (a trained DRAEM maps good parts near 0 and defects near 1).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from convae.applications.anomaly.scores import score_images
+    from convae.models.draem import pooled_peak
+    from convae.run import Run
+
+    run = Run.open(run_dir)
+    test = run.splits().test
+    _, maps = score_images(run.model("cpu"), test.images, "segment", batch_size=64, device="cpu", with_maps=True)
+    good, labels = test.classes.index("good"), test.labels.numpy()
+    pools = {}
+    for size in POOLS:
+        peaks = pooled_peak(maps, size).numpy()
+        per_kind = {test.classes[c]: float(roc_auc_score(labels[np.isin(labels, [good, c])] == c,
+                                                         peaks[np.isin(labels, [good, c])]))
+                    for c in range(len(test.classes)) if c != good}
+        pools[str(size)] = {"auroc": float(roc_auc_score(labels != good, peaks)), "per_kind": per_kind}
+    default = pooled_peak(maps).numpy()
+    raw = maps.flatten(1).amax(1).numpy()
+    return {"pools": pools, "median_map_max": {"good": float(np.median(raw[labels == good])),
+                                               "defect": float(np.median(raw[labels != good]))},
+            "median_pooled_peak": {"good": float(np.median(default[labels == good])),
+                                   "defect": float(np.median(default[labels != good]))}}
 
 
 def main() -> None:
@@ -67,6 +103,10 @@ def main() -> None:
                                     epochs=epochs, max_time=args.budget)
             print(f"{name}: " + " ".join(f"{k} {rows[name][k]:.3f}" for k in KEYS) + "  per kind image AUROC: "
                   + " ".join(f"{k} {v:.3f}" for k, v in rows[name]["auroc_per_anomalous_class"].items()), flush=True)
+            check = rows[name]["map_check"] = map_check(Path(tmp) / f"{name}-inspect")
+            print(f"{name} maps: median max good {check['median_map_max']['good']:.2f} defect "
+                  f"{check['median_map_max']['defect']:.2f}; image AUROC by pooling window: "
+                  + " ".join(f"{size} {v['auroc']:.3f}" for size, v in check["pools"].items()), flush=True)
     means = {k: float(np.mean([r[k] for r in rows.values()])) for k in KEYS}
     print("mean: " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
     from convae.bench.provenance import commit as source_commit

@@ -95,6 +95,29 @@ def test_an_inspect_run_learns_to_segment_a_painted_square(trained: Path, cli) -
     assert threshold["score"] == "segment" and threshold["pixel_threshold"] >= 0.5
 
 
+def test_the_validation_map_check_ranks_the_default_window_as_detect_does(trained: Path, cli) -> None:
+    """benchmarks/inspection_validation.py's map check: its default-window figure is detect's own."""
+    import importlib.util
+
+    from convae.models.draem import pool_size
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inspection_validation.py"
+    spec = importlib.util.spec_from_file_location("_inspection_validation", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.map_check(trained)
+    code, _, err = cli("detect", str(trained), "--eval", "--device", "cpu")
+    assert code == 0, err
+    result = json.loads((trained / "detect-eval.json").read_text())
+    assert set(check["pools"]) == {str(size) for size in module.POOLS}
+    assert check["pools"][str(pool_size(SIZE, SIZE))]["auroc"] == pytest.approx(result["auroc"], abs=1e-9)
+    assert set(check["pools"]["1"]["per_kind"]) == {"square"}
+    # the bright squares are learnt: the maps reach higher on them than anywhere on a good part
+    assert check["median_map_max"]["defect"] > check["median_map_max"]["good"]
+    assert check["median_pooled_peak"]["defect"] > check["median_pooled_peak"]["good"]
+
+
 def test_simulated_defects_paint_training_batches_only(parts: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from convae.data import load_dataset

@@ -150,8 +150,9 @@ def pool_size(height: int, width: int) -> int:
     return max(1, scaled if scaled % 2 else scaled + 1)
 
 
-def pooled_peak(maps: torch.Tensor) -> torch.Tensor:
-    """The image scores (N) of defect maps (N×H×W): the largest value of each map after mean pooling."""
-    size = pool_size(*maps.shape[-2:])
+def pooled_peak(maps: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """The image scores (N) of defect maps (N×H×W): the largest value of each map after mean pooling
+    over ``size`` px (by default :func:`pool_size`; another size is for comparing windows)."""
+    size = pool_size(*maps.shape[-2:]) if size is None else size
     pooled = torch.nn.functional.avg_pool2d(maps[:, None].float(), size, stride=1, padding=size // 2)
     return pooled.flatten(1).amax(1)
