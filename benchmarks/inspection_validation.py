@@ -10,8 +10,10 @@ image AUROC, pixel AUROC and AUPRO, overall and per kind, with the commit, and a
 so two versions of the library can be compared side by side (run it once per version;
 ``PYTHONPATH=<other checkout>/src`` picks the other one).
 
-Run: ``python benchmarks/inspection_validation.py [--budget 240] [--out FILE]``; results go to
-benchmarks/results/inspection-validation-<commit>.json unless ``--out`` says otherwise.
+Run: ``python benchmarks/inspection_validation.py [--budget 240] [--train-seed N] [--out FILE]``;
+results go to benchmarks/results/inspection-validation-<commit>[-seedN].json unless ``--out``
+says otherwise. The sets are the same for every ``--train-seed``: another seed trains the same
+runs from another start and another draw of simulated defects, which shows how much one run varies.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=240.0, help="training seconds per set")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="the runs' --seed (the sets stay the same); another one shows how much one run varies")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     unknown = [s for s in args.sets.split(",") if s not in SETS]
@@ -100,7 +104,7 @@ def main() -> None:
                                             test_good=20, test_defect=10, seed=1, defects=KINDS)
             epochs = max(1, round(args.budget / SECONDS_PER_EPOCH))
             rows[name] = convae_run(root, Path(tmp) / f"{name}-inspect", args.threads, None, task="inspect",
-                                    epochs=epochs, max_time=args.budget)
+                                    epochs=epochs, max_time=args.budget, seed=args.train_seed)
             print(f"{name}: " + " ".join(f"{k} {rows[name][k]:.3f}" for k in KEYS) + "  per kind image AUROC: "
                   + " ".join(f"{k} {v:.3f}" for k, v in rows[name]["auroc_per_anomalous_class"].items()), flush=True)
             check = rows[name]["map_check"] = map_check(Path(tmp) / f"{name}-inspect")
@@ -115,8 +119,11 @@ def main() -> None:
     payload = {"benchmark": "inspection-validation", "commit": commit(), "library": str(library),
                "library_commit": source_commit(library),
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-               "settings": {"budget": args.budget, "kinds": list(KINDS), "seed": 1}, "sets": rows, "mean": means}
-    out = args.out or Path(__file__).resolve().parent / "results" / f"inspection-validation-{source_commit(library)[:7]}.json"
+               "settings": {"budget": args.budget, "kinds": list(KINDS), "seed": 1,
+                            "train_seed": args.train_seed}, "sets": rows, "mean": means}
+    suffix = f"-seed{args.train_seed}" if args.train_seed else ""
+    out = args.out or (Path(__file__).resolve().parent / "results"
+                       / f"inspection-validation-{source_commit(library)[:7]}{suffix}.json")
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 
