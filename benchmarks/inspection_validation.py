@@ -56,8 +56,7 @@ def map_check(run_dir: Path) -> dict:
     maximum and of the pooled peak, over good and over defective parts, say how confident
     the discriminator is (a trained DRAEM maps good parts near 0 and defects near 1).
     """
-    from sklearn.metrics import roc_auc_score
-
+    from convae.applications.anomaly.evaluate import _auroc_per_class, detection_metrics
     from convae.applications.anomaly.scores import score_images
     from convae.models.draem import pooled_peak
     from convae.run import Run
@@ -65,20 +64,19 @@ def map_check(run_dir: Path) -> dict:
     run = Run.open(run_dir)
     test = run.splits().test
     _, maps = score_images(run.model("cpu"), test.images, "segment", batch_size=64, device="cpu", with_maps=True)
-    good, labels = test.classes.index("good"), test.labels.numpy()
+    good = test.classes.index("good")
+    labels = (test.labels != good).numpy().astype(np.int64)  # 1 = defective, as detect --eval counts
     pools = {}
-    for size in POOLS:
-        peaks = pooled_peak(maps, size).numpy()
-        per_kind = {test.classes[c]: float(roc_auc_score(labels[np.isin(labels, [good, c])] == c,
-                                                         peaks[np.isin(labels, [good, c])]))
-                    for c in range(len(test.classes)) if c != good}
-        pools[str(size)] = {"auroc": float(roc_auc_score(labels != good, peaks)), "per_kind": per_kind}
+    for size in POOLS:  # scored by detect --eval's own functions
+        peaks = pooled_peak(maps, size).double().numpy()
+        pools[str(size)] = {"auroc": detection_metrics(peaks, labels)["auroc"],
+                            "per_kind": _auroc_per_class(peaks, labels, test, [good])}
     default = pooled_peak(maps).numpy()
     raw = maps.flatten(1).amax(1).numpy()
-    return {"pools": pools, "median_map_max": {"good": float(np.median(raw[labels == good])),
-                                               "defect": float(np.median(raw[labels != good]))},
-            "median_pooled_peak": {"good": float(np.median(default[labels == good])),
-                                   "defect": float(np.median(default[labels != good]))}}
+    return {"pools": pools, "median_map_max": {"good": float(np.median(raw[labels == 0])),
+                                               "defect": float(np.median(raw[labels == 1]))},
+            "median_pooled_peak": {"good": float(np.median(default[labels == 0])),
+                                   "defect": float(np.median(default[labels == 1]))}}
 
 
 def main() -> None:
@@ -93,6 +91,8 @@ def main() -> None:
     unknown = [s for s in args.sets.split(",") if s not in SETS]
     if unknown:
         parser.error(f"unknown set: {', '.join(unknown)}")
+    if args.out is not None and not args.out.parent.is_dir():  # before the minutes of training, not after
+        parser.error(f"--out: no folder {args.out.parent}")
     import convae
     from convae.bench.inspection import write_inspection_dataset
 

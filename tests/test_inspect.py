@@ -113,7 +113,7 @@ def test_the_validation_map_check_ranks_the_default_window_as_detect_does(traine
     assert set(check["pools"]) == {str(size) for size in module.POOLS}
     assert check["pools"][str(pool_size(SIZE, SIZE))]["auroc"] == pytest.approx(result["auroc"], abs=1e-9)
     assert set(check["pools"]["1"]["per_kind"]) == {"square"}
-    # the bright squares are learnt: the maps reach higher on them than anywhere on a good part
+    # the bright squares are learnt: the maps reach higher on the squares' parts than on good parts (medians)
     assert check["median_map_max"]["defect"] > check["median_map_max"]["good"]
     assert check["median_pooled_peak"]["defect"] > check["median_pooled_peak"]["good"]
 
