@@ -10,9 +10,12 @@ image AUROC, pixel AUROC and AUPRO, overall and per kind, with the commit, and a
 so two versions of the library can be compared side by side (run it once per version;
 ``PYTHONPATH=<other checkout>/src`` picks the other one).
 
-Run: ``python benchmarks/inspection_validation.py [--budget 240] [--train-seed N] [--out FILE]``;
-results go to benchmarks/results/inspection-validation-<commit>[-seedN].json unless ``--out``
-says otherwise. The sets are the same for every ``--train-seed``: another seed trains the same
+Run: ``python benchmarks/inspection_validation.py [--budget 240] [--train-seed N] [--crop N] [--calibrate]
+[--out FILE]``; results go to
+benchmarks/results/inspection-validation-<commit>[-cropN][-calibrated][-seedN].json unless ``--out``
+says otherwise. ``--calibrate`` sizes the epochs to the budget from a 3-epoch run on each set
+(its wall time over 3, start-up included, so it is rough and the runs end a little early)
+instead of budget / 11 s; use it to compare settings whose epochs take different times. The sets are the same for every ``--train-seed``: another seed trains the same
 runs from another start and another draw of simulated defects, which shows how much one run varies.
 """
 
@@ -79,6 +82,14 @@ def map_check(run_dir: Path) -> dict:
                                    "defect": float(np.median(default[labels == 1]))}}
 
 
+def calibrated_epochs(root: Path, out: Path, threads: int, budget: float, settings: dict) -> int:
+    """Epochs that fit the budget: a 3-epoch run's wall time over 3, start-up included (rough, on purpose
+    simple: both sides of a comparison are sized the same way)."""
+    started = time.perf_counter()
+    convae_run(root, out, threads, None, task="inspect", epochs=3, **settings)
+    return max(1, int(budget / ((time.perf_counter() - started) / 3)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=240.0, help="training seconds per set")
@@ -86,11 +97,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=0,
                         help="the runs' --seed (the sets stay the same); another one shows how much one run varies")
+    parser.add_argument("--crop", type=int, help="train on N×N crops of the parts (--crop; default: the preset's)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="size the epochs from a 3-epoch run on each set instead of budget / 11 s")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     unknown = [s for s in args.sets.split(",") if s not in SETS]
     if unknown:
         parser.error(f"unknown set: {', '.join(unknown)}")
+    if args.crop is not None and args.crop < 0:
+        parser.error(f"--crop must be 0 (whole parts) or more, not {args.crop}")
     if args.out is not None and not args.out.parent.is_dir():  # before the minutes of training, not after
         parser.error(f"--out: no folder {args.out.parent}")
     import convae
@@ -102,9 +118,12 @@ def main() -> None:
         for name in args.sets.split(","):
             root = write_inspection_dataset(Path(tmp) / name, validation_picture(name), size=128, train=80,
                                             test_good=20, test_defect=10, seed=1, defects=KINDS)
-            epochs = max(1, round(args.budget / SECONDS_PER_EPOCH))
+            chosen = {"seed": args.train_seed, **({"crop": args.crop} if args.crop is not None else {})}
+            epochs = (calibrated_epochs(root, Path(tmp) / f"{name}-calibration", args.threads, args.budget, chosen)
+                      if args.calibrate else max(1, round(args.budget / SECONDS_PER_EPOCH)))
             rows[name] = convae_run(root, Path(tmp) / f"{name}-inspect", args.threads, None, task="inspect",
-                                    epochs=epochs, max_time=args.budget, seed=args.train_seed)
+                                    epochs=epochs, max_time=args.budget, **chosen)
+            rows[name]["epochs_planned"] = epochs
             print(f"{name}: " + " ".join(f"{k} {rows[name][k]:.3f}" for k in KEYS) + "  per kind image AUROC: "
                   + " ".join(f"{k} {v:.3f}" for k, v in rows[name]["auroc_per_anomalous_class"].items()), flush=True)
             check = rows[name]["map_check"] = map_check(Path(tmp) / f"{name}-inspect")
@@ -120,8 +139,10 @@ def main() -> None:
                "library_commit": source_commit(library),
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                "settings": {"budget": args.budget, "kinds": list(KINDS), "seed": 1,
-                            "train_seed": args.train_seed}, "sets": rows, "mean": means}
-    suffix = f"-seed{args.train_seed}" if args.train_seed else ""
+                            "train_seed": args.train_seed, "crop": args.crop, "calibrate": args.calibrate},
+               "sets": rows, "mean": means}
+    suffix = ((f"-crop{args.crop}" if args.crop is not None else "") + ("-calibrated" if args.calibrate else "")
+              + (f"-seed{args.train_seed}" if args.train_seed else ""))
     out = args.out or (Path(__file__).resolve().parent / "results"
                        / f"inspection-validation-{source_commit(library)[:7]}{suffix}.json")
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -82,6 +82,21 @@ def test_default_textures_come_from_the_pool_of_training_images() -> None:
     assert inside.any() and 0.1 < float(greener.float().mean()) < 0.9  # some fills are the pool's, some Perlin
 
 
+def test_a_training_crop_takes_pool_textures_at_the_parts_own_scale() -> None:
+    """On a crop smaller than the parts (--crop), a pool texture is a window of a part, not the part shrunk.
+
+    The pool is a one-pixel checkerboard: shrunk 2× it would blur to flat gray; a window keeps
+    every neighbour apart. Perlin textures (the other half of the draws) are smooth either way.
+    """
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 255).to(torch.uint8)
+    pool = checker.expand(4, 3, 64, 64).contiguous()
+    simulator, image = DefectSimulator(pool=pool), torch.zeros(3, 32, 32)
+    steps = [float((t[:, 1:] - t[:, :-1]).abs().mean())
+             for t in (simulator.texture(image, batch_generator(0, 0, i)) for i in range(30))]
+    sharp = sum(step > 0.2 for step in steps)
+    assert 5 <= sharp <= 25, steps  # about half the draws are the pool's, each still a full-contrast checkerboard
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_torchrun_shards_paint_what_one_process_paints(world: int) -> None:
     """Each process holds a slice of the global batch; its defects are the single process's for those parts."""

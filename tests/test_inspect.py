@@ -209,13 +209,15 @@ def test_the_exported_detector_matches_detect(trained: Path, parts: Path, cli, t
     assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
 
 
-def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("crop", ["0", "16"])
+def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, tmp_path: Path, crop: str) -> None:
     from safetensors.torch import load_file
 
     args = ("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "2", "--batch-size", "8",
-            "--deterministic", *TINY)
+            "--deterministic", "--crop", crop, *TINY)
     code, _, err = cli(*args, "--out", str(tmp_path / "whole"))
     assert code == 0, err
+    assert (f"random {crop}×{crop} crops of the {SIZE}×{SIZE} parts" if crop != "0" else "whole") in err
     code, out, err = cli(*args, "--out", str(tmp_path / "cut"), "--max-time", "0.001s")
     assert code == 0 and "stopped on time" in out, (out, err)
     assert (tmp_path / "cut" / "time-limit.json").exists()
@@ -223,6 +225,34 @@ def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, 
     assert code == 0 and "done:" in out, err
     whole, cut = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "cut"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["training"]["crop"] == int(crop)
+
+
+def test_crops_take_more_steps_per_epoch_and_detect_still_maps_whole_parts(parts: Path, cli, tmp_path: Path) -> None:
+    """16×16 crops of 32×32 parts: four crops a part, so an epoch is the parts once in pixels but 4× the steps."""
+    rows = {}
+    for crop in ("0", "16"):
+        out = tmp_path / crop
+        code, _, err = cli("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "1",
+                           "--batch-size", "8", "--crop", crop, "--out", str(out), *TINY)
+        assert code == 0, err
+        rows[crop] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+        code, _, err = cli("detect", str(out), "--eval", "--device", "cpu")  # maps against the parts' own masks
+        assert code == 0, err
+        assert 0 <= json.loads((out / "detect-eval.json").read_text())["pixel_auroc"] <= 1
+    # images_per_s counts what one step takes in; 4 crops stand for one part, so the items seen are 4×.
+    seen = {crop: row["images_per_s"] * row["seconds"] for crop, row in rows.items()}
+    assert seen["16"] == pytest.approx(4 * seen["0"], rel=0.02), seen
+
+
+def test_a_stored_inspect_run_from_before_crops_keeps_training_whole_parts() -> None:
+    from convae.run.config import TrainConfig
+
+    old = TrainConfig.from_stored({"training": {"dataset": "mvtec:/parts", "task": "inspect", "model": "draem"}})
+    new = TrainConfig.from_stored({"training": {"dataset": "mvtec:/parts", "task": "inspect", "model": "draem",
+                                                "crop": 64}})
+    assert (old.resolved().crop, new.resolved().crop) == (0, 64)
+    assert TrainConfig(dataset="mvtec:/parts", task="inspect", model="draem-large").resolved().crop == 0
 
 
 def test_a_given_anomaly_source_is_read_and_recorded(parts: Path, cli, tmp_path: Path) -> None:
@@ -273,3 +303,7 @@ def test_bad_inspect_input_is_one_line_and_leaves_nothing(parts: Path, cli, tmp_
     assert "--task inspect" in _one_line_failure(cli, tmp_path / "g", *inspect, "--noise", "gaussian:0.1")
     assert "for --task inspect" in _one_line_failure(cli, tmp_path / "h", "--dataset", f"mvtec:{parts}",
                                                      "--model", "draem")
+    code, _, err = cli("train", "--dataset", f"mvtec:{parts}", "--crop", "16", "--out", str(tmp_path / "i"))
+    assert code == 2 and err.strip().count("\n") == 0 and not (tmp_path / "i").exists(), err
+    assert "--crop 16 is for --task inspect" in err and "--patch" in err
+    assert "--crop" in _one_line_failure(cli, tmp_path / "j", *inspect, "--crop", "-1")

@@ -40,6 +40,7 @@ def train(
     max_time: Optional[str] = typer.Option(None, "--max-time", help="stop cleanly at the next step after this long (90s, 10m, 2h): checkpoint and evaluation as for a finished run; --resume continues"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)"),
     task: Optional[str] = typer.Option(None, help="reconstruct (default), denoise, colorize, or inspect (DRAEM on an mvtec:PATH: learns from good parts with simulated defects)"),
+    crop: Optional[int] = typer.Option(None, "--crop", help="inspect: train on random NxN crops of the parts, about (H*W)/N^2 steps for each whole-part step (default 0: whole parts); detect still sees whole parts"),
     anomaly_source: Optional[Path] = typer.Option(None, "--anomaly-source", help="inspect: a folder of images to fill simulated defects from (default: the parts themselves, jittered, and Perlin textures)"),
     noise: Optional[str] = typer.Option(None, help="input corruption: gaussian:SIGMA (or LOW-HIGH, blind), poisson:PEAK, "
                                         "jpeg:QUALITY (or LOW-HIGH), salt-pepper:AMOUNT, mask:FRACTION"),

@@ -97,6 +97,19 @@ def _fitted(source: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return texture
 
 
+def _window(source: torch.Tensor, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """A random H×W window of a larger C×H'×W' image; the image itself when it is not larger.
+
+    A part's own texture keeps its scale on a training crop (--crop) instead of being shrunk
+    to fit it; no random draw is made when the sizes match, so whole-part runs paint as before.
+    """
+    if source.shape[-2] < height or source.shape[-1] < width or tuple(source.shape[-2:]) == (height, width):
+        return source
+    top = _integer(generator, 0, source.shape[-2] - height + 1)
+    left = _integer(generator, 0, source.shape[-1] - width + 1)
+    return source[..., top:top + height, left:left + width]
+
+
 def jitter(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Colour jitter of one C×H×W image in [0, 1]: a gain and an offset per channel, then contrast."""
     channels = image.shape[0]
@@ -146,7 +159,8 @@ class DefectSimulator:
         if self.sources is not None and len(self.sources):
             return jitter(_fitted(self.sources[_integer(generator, 0, len(self.sources))], image), generator)
         if self.pool is not None and len(self.pool) and _uniform(generator) < 0.5:
-            other = _fitted(self.pool[_integer(generator, 0, len(self.pool))], image)
+            other = _fitted(_window(self.pool[_integer(generator, 0, len(self.pool))], height, width, generator),
+                            image)
             return jitter(torch.flip(other, dims=(-1, -2)), generator)
         res = 2 ** _integer(generator, 1, MAX_SCALE_POWER)
         planes = [perlin(height, width, (res, res), generator) for _ in range(channels)]

@@ -43,8 +43,7 @@ MIN_PATCH = 8
 T = TypeVar("T")
 #: How a run is carried out, not what it computes: these may change when a run is resumed
 #: (epochs extends it; data_dir says where the same data is now).
-RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir",
-                     "max_time"})
+RUNTIME = frozenset({"epochs", "device", "threads", "checkpoint_every", "compile", "logger", "data_dir", "max_time"})
 
 
 #: Names older runs stored, and the field each is now.
@@ -240,7 +239,7 @@ TRAIN_FIELDS = {
     **BASE_FIELDS, "model_args": Field("table"), "loss": Field("str"),
     "optimizer": Field("str", choices=OPTIMIZERS), "task": Field("str", choices=TASKS), "noise": Field("str"),
     "normal_classes": Field("classes"), "color_output": Field("str"), "patch": Field("int", low=MIN_PATCH),
-    "anomaly_source": Field("str"),
+    "anomaly_source": Field("str"), "crop": Field("int", low=0),
 }
 
 
@@ -264,6 +263,8 @@ class TrainConfig(RunSettings):
     patch: int | None = None
     #: inspect only: a folder of images to fill simulated defects from (None: the parts themselves).
     anomaly_source: str | None = None
+    #: inspect only: train on random N×N crops of the parts (0: whole; None: the preset's); detect sees whole parts.
+    crop: int | None = None
 
     FIELDS: ClassVar[dict[str, Field]] = TRAIN_FIELDS
     PRESET_DEFAULTS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "loss")

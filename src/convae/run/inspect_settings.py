@@ -12,6 +12,7 @@ from typing import Any
 
 from convae.core.errors import ConvaeError
 from convae.data.mvtec import is_mvtec
+from convae.models import get_preset
 from convae.models.draem import INSPECT_PRESETS
 
 
@@ -21,15 +22,19 @@ def inspection_dataset(dataset: str) -> bool:
 
 
 def needs_inspect_checks(config: Any) -> bool:
-    return config.task == "inspect" or config.model in INSPECT_PRESETS or config.anomaly_source is not None
+    return (config.task == "inspect" or config.model in INSPECT_PRESETS or config.anomaly_source is not None
+            or config.crop is not None)
 
 
 def check_inspect(config: Any) -> None:
     """Refuse what an inspect run cannot honour; make ``anomaly_source`` absolute (config.json keeps it)."""
     if config.task != "inspect":
-        what = f"--model {config.model}" if config.model in INSPECT_PRESETS else "--anomaly-source"
+        crop_only = config.model not in INSPECT_PRESETS and config.anomaly_source is None
+        what = (f"--model {config.model}" if config.model in INSPECT_PRESETS else
+                f"{config.where('crop')} {config.crop}" if crop_only else "--anomaly-source")
+        hint = "; --patch N trains other tasks on crops" if crop_only else ""
         raise ConvaeError(f"{what} is for --task inspect (DRAEM: learns from good parts with simulated defects), "
-                          f"not --task {config.task}")
+                          f"not --task {config.task}{hint}")
     if not inspection_dataset(config.dataset):
         raise ConvaeError(f"--task inspect needs an inspection dataset with a good split (mvtec:PATH holding "
                           f"train/good/, test/<type>/ and ground_truth/<defect>/), got {config.where('dataset')} "
@@ -43,6 +48,8 @@ def check_inspect(config: Any) -> None:
     if config.loss not in (None, "mse"):
         raise ConvaeError(f"--task inspect trains with DRAEM's L2 + SSIM + focal loss; drop "
                           f"{config.where('loss')} {config.loss}")
+    if config.crop is None:  # the preset's (whole parts for both DRAEM presets)
+        config.crop = int(get_preset(config.model).training.get("crop", 0))
     if config.val_fraction is not None and config.val_fraction <= 0:
         raise ConvaeError(f"--task inspect fits its thresholds on held-out good parts; "
                           f"{config.where('val_fraction')} must be above 0")

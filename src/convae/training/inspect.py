@@ -10,7 +10,9 @@ blurred regions, CutPaste patches, scars; half the parts stay clean), and one st
   focal loss (γ = 2, torchvision's ``sigmoid_focal_loss`` on the logit difference, which is
   the softmax of the reference's two channels) against the painted mask.
 
-Each part's defect comes from its own generator, keyed by (seed, epoch, step, its place in
+With ``--crop N`` the batches are random N×N crops of the parts (Batches' patch mode: more
+steps for the same pixels); the networks are fully convolutional and see whole parts everywhere
+else. Each part's defect comes from its own generator, keyed by (seed, epoch, step, its place in
 the global batch), so a resumed run paints exactly what the uninterrupted one painted and a
 torchrun process paints its slice as one process would. Held-out and test parts are never
 painted for training (nor used as textures); each epoch paints the held-out good parts with
@@ -75,6 +77,17 @@ class InspectTask(ReconstructTask):
     def optimizer_settings(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def crop(self) -> int:
+        """The side of the training crops, or 0 for whole parts (also when --crop is not smaller than them)."""
+        crop = self.config.crop or 0
+        return crop if 0 < crop < min(self.splits.train.shape[1:]) else 0
+
+    def batch_options(self) -> dict[str, Any]:
+        # Batches' patch mode: random crops placed by (seed, epoch, step), about H·W/N² of them per part
+        # and epoch, so an epoch is still the parts once in pixels but takes (H·W/N²)× the steps.
+        return {"patch": self.crop, "sizes": self.splits.train.sizes} if self.crop else {}
+
     def loss(self, net, x, y, generator, autocast):
         painted, masks = self.simulator(x, generator.per_item(len(x)))
         with autocast:
@@ -130,8 +143,12 @@ class InspectTask(ReconstructTask):
 
     def start_line(self, run_dir):
         source = self.config.anomaly_source or "the parts themselves and Perlin textures"
+        _, height, width = self.splits.train.shape
+        crops = (f"random {self.crop}×{self.crop} crops of the {height}×{width} parts (detect sees whole parts)"
+                 if self.crop else f"whole {height}×{width} parts")
         return super().start_line(run_dir).replace(", loss mse)", ", loss L2 + SSIM + focal)") + (
-            f"\nsimulated defects: Perlin shapes, blurred regions, CutPaste patches and scars, filled from {source}")
+            f"\nsimulated defects: Perlin shapes, blurred regions, CutPaste patches and scars, filled from {source}; "
+            f"trains on {crops}")
 
     def config_json(self, model):
         stored = super().config_json(model)
