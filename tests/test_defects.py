@@ -7,7 +7,7 @@ import torch
 
 from convae.data import Batches
 from convae.data.corrupt import batch_generator, item_generators
-from convae.data.defects import DefectSimulator, perlin, perlin_mask, rotate_some
+from convae.data.defects import DefectSimulator, perlin, perlin_mask
 from convae.training.tasks import StepRandom
 
 
@@ -80,19 +80,6 @@ def test_default_textures_come_from_the_pool_of_training_images() -> None:
     inside = (masks > 0).expand_as(out)
     greener = out[:, 1][inside[:, 1]] > out[:, 0][inside[:, 0]] + 0.2
     assert inside.any() and 0.1 < float(greener.float().mean()) < 0.9  # some fills are the pool's, some Perlin
-
-
-def test_about_a_third_of_the_good_parts_are_turned_before_painting_as_in_the_reference() -> None:
-    x = torch.rand(300, 2, 17, 17)
-    before = x.clone()
-    out = rotate_some(x, _each(x, 0, 0, 0))
-    turned = (out != x).flatten(1).any(1)
-    assert 0.22 < float(turned.float().mean()) < 0.38  # the reference: torch.rand(1) > 0.7
-    assert torch.equal(out[:, :, 8, 8], x[:, :, 8, 8])  # a turn about the centre keeps the centre pixel
-    assert torch.equal(out, rotate_some(x, _each(x, 0, 0, 0))) and not torch.equal(out, rotate_some(x, _each(x, 1, 0, 0)))
-    corners = out[turned][:, :, 0, 0]
-    assert float((corners == 0).float().mean()) > 0.5  # most turns leave black corners, as imgaug's do
-    assert torch.equal(x, before)  # the batch itself is not turned in place
 
 
 def test_a_training_crop_takes_pool_textures_at_the_parts_own_scale() -> None:

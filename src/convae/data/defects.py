@@ -9,9 +9,7 @@ seeing one: it paints synthetic ones onto good images. Following the authors' re
   thresholded at 0.5, is the defect's shape;
 * the shape is filled with a foreign texture blended in with opacity 1 − β, β uniform in
   [0, 0.8): ``x·(1 − m) + (1 − β)·t·m + β·x·m``;
-* half of the samples stay clean (their mask is empty);
-* before any paint, 30 % of the good parts are turned by up to ±90° (:func:`rotate_some`), and the
-  turned part is the clean target.
+* half of the samples stay clean (their mask is empty).
 
 Where DRAEM fills from the DTD texture set (a download), the texture here comes from
 ``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
@@ -42,9 +40,6 @@ THRESHOLD = 0.5
 PERLIN_SHARE, BLUR_SHARE, CUT_PASTE_SHARE = 0.5, 0.15, 0.2
 #: The blur's Gaussian σ is log-uniform in this range, in pixels.
 BLUR_SIGMA = (1.0, 6.0)
-#: DRAEM's reference rotates this share of the good training parts, by an angle uniform in ±MAX_ROTATION
-#: degrees, before painting them (data_loader.py: ``torch.rand(1) > 0.7``, ``iaa.Affine(rotate=(-90, 90))``).
-ROTATED_SHARE, MAX_ROTATION = 0.3, 90.0
 
 
 def _fade(t: torch.Tensor) -> torch.Tensor:
@@ -88,25 +83,6 @@ def perlin_mask(height: int, width: int, generator: torch.Generator) -> torch.Te
     noise = perlin(height, width, res, generator)
     noise = rotate(noise[None], _uniform(generator, -90, 90))[0]
     return (noise > THRESHOLD).float()
-
-
-def rotate_some(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """DRAEM's augmentation of the good parts themselves, before any paint: about 30 % of a batch
-    turned by up to ±90°, the corners filled black as the reference's imgaug does.
-
-    The rotated part is also the clean target, so the networks see more ways a good part can look
-    than the training folder holds. Part i draws from ``generators[i]`` first (one or two draws),
-    then the simulator goes on drawing from the same generator: a resumed run and a torchrun
-    shard rotate and paint exactly as the single uninterrupted process.
-    """
-    from torchvision.transforms.functional import rotate
-
-    out = x
-    for i, generator in enumerate(generators):
-        if _uniform(generator) < ROTATED_SHARE:
-            out = out.clone() if out is x else out
-            out[i] = rotate(x[i], _uniform(generator, -MAX_ROTATION, MAX_ROTATION), fill=0.0)
-    return out
 
 
 def _fitted(source: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

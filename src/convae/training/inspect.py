@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from convae.data import Batches
 from convae.data.corrupt import item_generators
-from convae.data.defects import DefectSimulator, rotate_some
+from convae.data.defects import DefectSimulator
 from convae.data.textures import load_anomaly_source
 from convae.metrics import ssim_map
 from convae.models.draem import pooled_peak
@@ -89,9 +89,7 @@ class InspectTask(ReconstructTask):
         return {"patch": self.crop, "sizes": self.splits.train.sizes} if self.crop else {}
 
     def loss(self, net, x, y, generator, autocast):
-        generators = generator.per_item(len(x))
-        x = rotate_some(x, generators)  # the reference's rotation of good parts; x is then the clean target
-        painted, masks = self.simulator(x, generators)
+        painted, masks = self.simulator(x, generator.per_item(len(x)))
         with autocast:
             reconstruction, logits = net(painted, segment=True)
         return inspect_loss(reconstruction.float(), logits.float(), x, masks), None
