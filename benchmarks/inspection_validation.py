@@ -15,8 +15,9 @@ Run: ``python benchmarks/inspection_validation.py [--budget 240] [--train-seed N
 benchmarks/results/inspection-validation-<commit>[-cropN][-calibrated][-seedN].json unless ``--out``
 says otherwise. ``--calibrate`` sizes the epochs to the budget from a 3-epoch run on each set
 (its wall time over 3, start-up included, so it is rough and the runs end a little early)
-instead of budget / 11 s; use it to compare settings whose epochs take different times. The sets are the same for every ``--train-seed``: another seed trains the same
-runs from another start and another draw of simulated defects, which shows how much one run varies.
+instead of budget / 11 s; use it to compare settings whose epochs take different times. The sets
+are the same for every ``--train-seed``: another seed trains the same runs from another start and
+another draw of simulated defects, which shows how much one run varies.
 """
 
 from __future__ import annotations

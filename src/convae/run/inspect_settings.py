@@ -29,10 +29,11 @@ def needs_inspect_checks(config: Any) -> bool:
 def check_inspect(config: Any) -> None:
     """Refuse what an inspect run cannot honour; make ``anomaly_source`` absolute (config.json keeps it)."""
     if config.task != "inspect":
-        crop_only = config.model not in INSPECT_PRESETS and config.anomaly_source is None
-        what = (f"--model {config.model}" if config.model in INSPECT_PRESETS else
-                f"{config.where('crop')} {config.crop}" if crop_only else "--anomaly-source")
-        hint = "; --patch N trains other tasks on crops" if crop_only else ""
+        what, hint = f"{config.where('crop')} {config.crop}", "; --patch N trains other tasks on crops"
+        if config.model in INSPECT_PRESETS:
+            what, hint = f"--model {config.model}", ""
+        elif config.anomaly_source is not None:
+            what, hint = "--anomaly-source", ""
         raise ConvaeError(f"{what} is for --task inspect (DRAEM: learns from good parts with simulated defects), "
                           f"not --task {config.task}{hint}")
     if not inspection_dataset(config.dataset):
