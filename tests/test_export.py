@@ -82,6 +82,23 @@ def test_ssim_map_is_torchmetrics_map_exactly() -> None:
         assert torch.equal(ssim_map(a, b), full)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_maps_depthwise_sums_are_the_exported_graphs_to_the_bit(channels: int, monkeypatch) -> None:
+    """Training sums SSIM's windows in one depthwise convolution; a traced graph keeps the grouped one."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(4, channels, 24, 20, generator=g), torch.rand(4, channels, 24, 20, generator=g)
+    results = []
+    for tracing in (False, True):
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda tracing=tracing: tracing)
+        x = a.clone().requires_grad_(True)
+        value = ssim_map(x, b)
+        value.sum().backward()
+        results.append((value.detach(), x.grad))
+    (eager, eager_grad), (traced, traced_grad) = results
+    assert torch.equal(eager, traced)
+    torch.testing.assert_close(eager_grad, traced_grad, rtol=1e-5, atol=1e-7)
+
+
 def test_scatter_unpool_is_max_unpool_exactly() -> None:
     pool, unpool = torch.nn.MaxPool2d(2, return_indices=True), torch.nn.MaxUnpool2d(2)
     x = torch.rand(3, 4, 14, 15, generator=torch.Generator().manual_seed(1))
