@@ -36,7 +36,8 @@ image AUROC, pixel AUROC and AUPRO (FPR ≤ 0.3), overall and per defect type. T
 scikit-learn's china.jpg, never on these test sets.
 
 Run: ``python benchmarks/inspection.py [--budget 600] [--methods pca,inspect,anomalib]``
-(per set: about 2.3 × budget plus 3 minutes for all five). Results: benchmarks/results/
+(per set: about 2.3 × budget plus 3 minutes for all five). ``--train-seed N`` reseeds the inspect and
+ablation runs, to measure how far a reseed moves the figures. Results: benchmarks/results/
 inspection.json and inspection.md at the issue's 600 s budget, ``inspection-<budget>s.*`` at
 any other; they are rewritten after every set, so a stopped run keeps the sets it finished.
 ``--keep-from FILE`` fills the methods not run this time from an earlier results file, only
@@ -273,10 +274,11 @@ def one_set(name: str, args: argparse.Namespace, tmp: Path, here: dict[str, Any]
                                        epochs=30, lr_schedule="cosine"),
         "no_simulation": lambda: convae_run(root, tmp / f"{name}-recon", args.threads, "ssim", model="draem-recon",
                                             model_args={"width": 16}, loss="mse", lr=3e-3, lr_schedule="cosine",
-                                            epochs=epochs, max_time=args.budget, val_fraction=0.1),
+                                            epochs=epochs, max_time=args.budget, val_fraction=0.1,
+                                            seed=args.train_seed),
         "anomalib": lambda: anomalib_run(root, args.size, args.budget, tmp, test),
         "inspect": lambda: convae_run(root, tmp / f"{name}-inspect", args.threads, None, task="inspect",
-                                      epochs=epochs, max_time=args.budget),
+                                      epochs=epochs, max_time=args.budget, seed=args.train_seed),
     }
     timed = [m for m in ("inspect", "no_simulation") if m in args.methods]
     epochs, per_epoch = planned_epochs(root, tmp / f"{name}-calibration", args, kept) if timed else (0, 0.0)
@@ -333,8 +335,10 @@ def table(rows: list[dict[str, Any]], means: dict[str, dict[str, float | None]],
     return "\n".join(lines + seconds + missing + provenance) + "\n"
 
 
-def results_name(budget: float) -> str:
-    return "inspection" if budget == 600 else f"inspection-{budget:g}s"
+def results_name(budget: float, train_seed: int = 0) -> str:
+    """inspection at the issue's budget and seed 0; another budget or seed gets its own file."""
+    name = "inspection" if budget == 600 else f"inspection-{budget:g}s"
+    return name if train_seed == 0 else f"{name}-seed{train_seed}"
 
 
 def main() -> None:
@@ -348,6 +352,8 @@ def main() -> None:
                         "the set: the same compute as an earlier run on another machine")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     parser.add_argument("--keep-from", type=Path, help="earlier results JSON to fill the methods not run now")
+    parser.add_argument("--train-seed", type=int, default=0, help="seed of the inspect and no_simulation runs "
+                        "(another one measures how far a reseed moves the figures; results get a -seedN suffix)")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS] + [s for s in args.sets.split(",") if s not in SETS]
@@ -360,7 +366,7 @@ def main() -> None:
     here = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget": args.budget}
     rows: list[dict[str, Any]] = []
     carried = carried_sets(previous, args)
-    name = results_name(args.budget)
+    name = results_name(args.budget, args.train_seed)
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets.split(","):
             rows.append(one_set(set_name, args, Path(tmp), here, kept_methods(previous, set_name, args)))
