@@ -51,7 +51,8 @@ def ssim_map(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     else:
         # Every (image, moment, channel) plane as a channel of one depthwise convolution: the same sums,
         # to the bit, but oneDNN runs it 4× (3 channels) to 17× (1 channel) faster, forward and
-        # backward, than a batch of few-channel convolutions, and it was over a quarter of a DRAEM training step on gray parts.
+        # backward, than a batch of few-channel convolutions; it was over a quarter of a DRAEM
+        # training step on gray parts.
         planes = stacked.reshape(1, -1, *stacked.shape[-2:])
         moments = F.conv2d(planes, window[:1].expand(planes.shape[1], 1, SSIM_TAPS, SSIM_TAPS), groups=planes.shape[1])
         moments = moments.reshape(5 * n, channels, *moments.shape[-2:])

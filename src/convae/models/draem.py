@@ -114,7 +114,7 @@ INSPECT_TRAINING = {"loss": "mse", "batch_size": 8, "lr_schedule": "cosine"}
 @register(
     "draem",
     params={"width": 16, "disc_width": 12},
-    # 60 epochs of 72 parts at 128×128 take about 10 minutes on 2 cores; lr 3e-3, not the reference's
+    # 60 epochs of 72 parts at 128×128 take 7–9 minutes on 2 cores (2026-12-07); lr 3e-3, not the reference's
     # 1e-4, because 10 minutes is 60 epochs, not 700. Whole parts: 64×64 crops (4× the steps) ranked
     # parts no better on two validation sets and two seeds (both chosen there, docs/inspect.md). Runs
     # from before --crop stored none and take this default: changing it changes how they resume.
