@@ -361,7 +361,12 @@ def main() -> None:
         parser.error(f"unknown method or set: {', '.join(unknown)}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, not {args.epochs}")
-    previous = json.loads(args.keep_from.read_text()) if args.keep_from else None
+    previous = None
+    if args.keep_from is not None:  # before the minutes of training, not after
+        try:
+            previous = json.loads(args.keep_from.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as problem:
+            parser.error(f"--keep-from {args.keep_from}: not a readable results JSON ({problem})")
     torch.set_num_threads(args.threads)
     here = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget": args.budget}
     rows: list[dict[str, Any]] = []
