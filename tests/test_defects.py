@@ -62,6 +62,31 @@ def test_some_defects_blur_the_part_instead_of_painting_over_it() -> None:
     assert 0.08 < sum(blurred) / len(blurred) < 0.3  # about 15 % of the defects (a texture fill with β ≈ 0 rarely)
 
 
+def test_scars_are_thin_strips_of_the_part_at_every_angle() -> None:
+    """A scratch on a real part runs any way; scars painted only upright would teach one direction."""
+    import math
+
+    from convae.data.defects import scar
+
+    image = torch.rand(3, 96, 96)
+    angles, ratios = [], []
+    for generator in item_generators(4, 0, 0, range(80)):
+        out, mask = scar(image, generator)
+        changed = (out - image).abs().amax(0) > 0
+        assert not (changed & (mask == 0)).any() and float(changed[mask > 0].float().mean()) > 0.99
+        ys, xs = mask.nonzero(as_tuple=True)
+        if len(ys) < 20:  # cut short by the border: no clear direction
+            continue
+        cov = torch.cov(torch.stack([ys.float(), xs.float()]))
+        spread = torch.linalg.eigvalsh(cov)
+        ratios.append(float(spread[1] / spread[0]))
+        if ratios[-1] > 4:  # long and thin: its direction is clear
+            angles.append(math.degrees(0.5 * math.atan2(2 * float(cov[0, 1]), float(cov[1, 1] - cov[0, 0]))) % 180)
+    bins = {int(a // 30) for a in angles}
+    assert sorted(ratios)[len(ratios) // 2] > 4  # most are strips, not patches
+    assert len(angles) > 30 and bins == set(range(6)), sorted(angles)  # every 30° sector is drawn
+
+
 def test_a_given_source_fills_the_perlin_defects() -> None:
     x = torch.zeros(64, 3, 32, 32)
     red = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)

@@ -15,8 +15,8 @@ Where DRAEM fills from the DTD texture set (a download), the texture here comes 
 ``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
 from the training images themselves (``pool``), flipped and colour-jittered, or a colour
 Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
-and its thin "scar" variant, add defects whose texture is the part's own, which a Perlin
-fill never gives. A blurred Perlin region (detail lost, colour kept: an out-of-focus or smeared
+and its thin "scar" variant (turned to any angle, as a scratch runs), add defects whose
+texture is the part's own, which a Perlin fill never gives. A blurred Perlin region (detail lost, colour kept: an out-of-focus or smeared
 patch, and, at large σ, a flat one) removes texture instead of adding it, which neither of
 the others paints; it is not in DRAEM. Each image's draws come from its own generator, keyed
 by its place in the global batch, and the default textures come from the fixed training set,
@@ -147,9 +147,10 @@ class DefectSimulator:
                 painted, mask = self._perlin(x[i], generator)
             elif share < PERLIN_SHARE + BLUR_SHARE:
                 painted, mask = self._blur(x[i], generator)
+            elif share < PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE:
+                painted, mask = self._cut_paste(x[i], generator)
             else:
-                scar = share >= PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE
-                painted, mask = self._cut_paste(x[i], generator, scar=scar)
+                painted, mask = scar(x[i], generator)
             out[i], masks[i, 0] = painted, mask
         return out, masks
 
@@ -189,16 +190,13 @@ class DefectSimulator:
         return image * (1 - mask) + blurred * mask, mask
 
     @staticmethod
-    def _cut_paste(image: torch.Tensor, generator: torch.Generator, scar: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """A patch (or a thin scar) of the image itself, jittered and pasted elsewhere."""
+    def _cut_paste(image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A patch of the image itself, jittered and pasted elsewhere."""
         _, height, width = image.shape
-        if scar:
-            ph, pw = max(2, round(height * _uniform(generator, 0.1, 0.25))), max(1, round(width * 0.03) + 1)
-        else:
-            area = height * width * _uniform(generator, 0.02, 0.15)
-            aspect = math.exp(_uniform(generator, math.log(0.3), math.log(3.3)))
-            ph = max(1, min(height - 1, round(math.sqrt(area * aspect))))
-            pw = max(1, min(width - 1, round(math.sqrt(area / aspect))))
+        area = height * width * _uniform(generator, 0.02, 0.15)
+        aspect = math.exp(_uniform(generator, math.log(0.3), math.log(3.3)))
+        ph = max(1, min(height - 1, round(math.sqrt(area * aspect))))
+        pw = max(1, min(width - 1, round(math.sqrt(area / aspect))))
         ph, pw = min(ph, height), min(pw, width)
         top, left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
         to_top, to_left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
@@ -207,3 +205,37 @@ class DefectSimulator:
         out[:, to_top:to_top + ph, to_left:to_left + pw] = patch
         mask[to_top:to_top + ph, to_left:to_left + pw] = 1.0
         return out, mask
+
+
+def scar(image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutPaste's scar: a thin strip of the part itself, jittered, at any angle, moved elsewhere.
+
+    CutPaste-Scar (Li et al., CVPR 2021; reference github.com/Runinho/pytorch-cutpaste,
+    ``CutPasteScar``: width 2–16 px, height 10–25 px, turned by ±45°, at 256 px) is a thin
+    rotated box. Here the width is that range scaled to the part, the length 10–25 % of the
+    part's side, and the angle any direction, because a scratch on a part runs any way. The
+    strip's pixels are a translated copy of the same rotated shape elsewhere on the part, so
+    the mask is exactly the pasted pixels.
+    """
+    _, height, width = image.shape
+    side = min(height, width)
+    length = side * _uniform(generator, 0.1, 0.25)
+    thickness = max(1.0, _uniform(generator, 2.0, 16.0) * side / 256)
+    angle = _uniform(generator, 0.0, math.pi)
+    cy, cx = _uniform(generator, 0, height - 1), _uniform(generator, 0, width - 1)
+    ys = torch.arange(height, dtype=torch.float32).view(-1, 1) - cy
+    xs = torch.arange(width, dtype=torch.float32).view(1, -1) - cx
+    along = ys * math.cos(angle) + xs * math.sin(angle)
+    across = xs * math.cos(angle) - ys * math.sin(angle)
+    inside = (along.abs() <= length / 2) & (across.abs() <= thickness / 2)
+    rows, cols = inside.any(1).nonzero()[:, 0], inside.any(0).nonzero()[:, 0]
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    from_top = _integer(generator, 0, height - (bottom - top) + 1)
+    from_left = _integer(generator, 0, width - (right - left) + 1)
+    source = jitter(image[:, from_top:from_top + bottom - top, from_left:from_left + right - left], generator)
+    box = inside[top:bottom, left:right].to(image.device)
+    out = image.clone()
+    out[:, top:bottom, left:right] = torch.where(box, source, out[:, top:bottom, left:right])
+    mask = torch.zeros(height, width, device=image.device, dtype=image.dtype)
+    mask[top:bottom, left:right] = box.to(image.dtype)
+    return out, mask
