@@ -16,11 +16,12 @@ Where DRAEM fills from the DTD texture set (a download), the texture here comes 
 from the training images themselves (``pool``), flipped and colour-jittered, or a colour
 Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
 and its thin "scar" variant (turned to any angle, as a scratch runs), add defects whose
-texture is the part's own, which a Perlin fill never gives. A blurred Perlin region (detail lost, colour kept: an out-of-focus or smeared
-patch, and, at large σ, a flat one) removes texture instead of adding it, which neither of
-the others paints; it is not in DRAEM. Each image's draws come from its own generator, keyed
-by its place in the global batch, and the default textures come from the fixed training set,
-not from the batch: a resumed run paints the same defects, and so does a torchrun shard.
+texture is the part's own, which a Perlin fill never gives. A blurred Perlin region (detail
+lost, colour kept: an out-of-focus or smeared patch, and, at large σ, a flat one) removes
+texture instead of adding it, which neither of the others paints; it is not in DRAEM. Each
+image's draws come from its own generator, keyed by its place in the global batch, and the
+default textures come from the fixed training set, not from the batch: a resumed run paints
+the same defects, and so does a torchrun shard.
 """
 
 from __future__ import annotations
