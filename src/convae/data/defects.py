@@ -201,11 +201,8 @@ class DefectSimulator:
         ph, pw = min(ph, height), min(pw, width)
         top, left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
         to_top, to_left = _integer(generator, 0, height - ph + 1), _integer(generator, 0, width - pw + 1)
-        patch = jitter(image[:, top:top + ph, left:left + pw], generator)
-        out, mask = image.clone(), torch.zeros(height, width, device=image.device, dtype=image.dtype)
-        out[:, to_top:to_top + ph, to_left:to_left + pw] = patch
-        mask[to_top:to_top + ph, to_left:to_left + pw] = 1.0
-        return out, mask
+        whole = torch.ones(ph, pw, dtype=torch.bool, device=image.device)
+        return _paste(image, whole, (top, left), (to_top, to_left), generator)
 
 
 def scar(image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,10 +230,17 @@ def scar(image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor,
     top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     from_top = _integer(generator, 0, height - (bottom - top) + 1)
     from_left = _integer(generator, 0, width - (right - left) + 1)
-    source = jitter(image[:, from_top:from_top + bottom - top, from_left:from_left + right - left], generator)
-    box = inside[top:bottom, left:right].to(image.device)
-    out = image.clone()
-    out[:, top:bottom, left:right] = torch.where(box, source, out[:, top:bottom, left:right])
-    mask = torch.zeros(height, width, device=image.device, dtype=image.dtype)
-    mask[top:bottom, left:right] = box.to(image.dtype)
+    return _paste(image, inside[top:bottom, left:right].to(image.device), (from_top, from_left), (top, left),
+                  generator)
+
+
+def _paste(image: torch.Tensor, shape: torch.Tensor, source: tuple[int, int], target: tuple[int, int],
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutPaste's one move, for a patch and a scar alike: the h×w window of ``image`` at ``source``,
+    jittered, pasted at ``target`` where the boolean h×w ``shape`` holds; the mask is that shape."""
+    (sy, sx), (ty, tx), (h, w) = source, target, shape.shape
+    patch = jitter(image[:, sy:sy + h, sx:sx + w], generator)
+    out, mask = image.clone(), torch.zeros(image.shape[1:], device=image.device, dtype=image.dtype)
+    out[:, ty:ty + h, tx:tx + w] = torch.where(shape, patch, out[:, ty:ty + h, tx:tx + w])
+    mask[ty:ty + h, tx:tx + w] = shape.to(image.dtype)
     return out, mask
