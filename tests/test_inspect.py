@@ -85,6 +85,10 @@ def trained(parts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_inspect_run_learns_to_segment_a_painted_square(trained: Path, cli) -> None:
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert all(r["val_pixel_auroc"] is not None for r in rows)  # learning shows with no real defect
+    # the test split's MSE, which an inspect run is not judged by, on about 12 epochs of 25: the first,
+    # every 2nd and the last (it was a sixth of each epoch's time)
+    assert [r["epoch"] for r in rows if r["test_loss"] is not None] == [1, *range(2, 25, 2), 25]
+    assert all(r["test_loss"] > 0 for r in rows if r["test_loss"] is not None)
     code, out, err = cli("detect", str(trained), "--eval", "--device", "cpu")
     assert code == 0, err
     result = json.loads((trained / "detect-eval.json").read_text())
@@ -228,6 +232,18 @@ def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, 
     whole, cut = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "cut"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["training"]["crop"] == int(crop)
+
+
+def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from convae.training.inspect import InspectTask
+
+    monkeypatch.setattr(InspectTask, "measures_test_loss", lambda self, epoch: False)  # no epoch measures it
+    code, out, err = cli("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "2",
+                         "--batch-size", "8", "--out", str(tmp_path / "cut"), "--max-time", "0.001s", *TINY)
+    assert code == 0 and "stopped on time" in out, (out, err)
+    record = json.loads((tmp_path / "cut" / "time-limit.json").read_text())
+    assert record["evaluation"]["test_loss"] > 0 and "nan" not in out
 
 
 def test_crops_take_more_steps_per_epoch_and_detect_still_maps_whole_parts(parts: Path, cli, tmp_path: Path) -> None:

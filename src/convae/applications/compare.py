@@ -112,7 +112,8 @@ def _loss_curves(runs: list[Run], names: list[str]) -> bytes | None:
         epochs = [row["epoch"] for row in rows]
         axis.plot(epochs, [row["train_loss"] for row in rows], "-", color=colour, label=f"{name} train")
         if rows and "test_loss" in rows[0]:
-            axis.plot(epochs, [row["test_loss"] for row in rows], "--", color=colour, label=f"{name} test")
+            axis.plot(epochs, [float("nan") if row.get("test_loss") is None else row["test_loss"] for row in rows],
+                      "--", color=colour, label=f"{name} test")  # an inspect run measures it on some epochs
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss (as each run measures it)")
     axis.grid(alpha=0.3)

@@ -115,6 +115,11 @@ class Task:
         """Called once after the last epoch; returns what ``fit`` returns."""
         return last
 
+    def complete_row(self, model: torch.nn.Module, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with what this task measures on some epochs only filled in: a stop on time
+        reports a whole evaluation, whichever epoch it stopped in."""
+        return row
+
 
 def versions() -> dict[str, str]:
     """What config.json records of where and when a run was made."""

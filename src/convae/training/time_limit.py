@@ -44,6 +44,8 @@ def stop_on_time(trainer: Any, run: Any, epoch: int, step: int, totals: EpochTot
         where = f"in epoch {epoch + 1} at step {step} of {run.steps}"
     else:
         evaluation, where = (metrics[-1] if metrics else {}), f"after epoch {epoch}"
+    if evaluation and trainer.ranks.is_main:
+        evaluation = task.complete_row(run.model, evaluation)
     trainer.stopped_on_time = {"max_time_s": cfg.max_time, "trained_seconds": round(trainer.trained_seconds(), 2),
                                "epochs_done": epoch, "step": step, "where": where,
                                "stopped_at": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluation": evaluation}
