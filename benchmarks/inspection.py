@@ -17,12 +17,9 @@ Methods, side by side on the same folders, in this one process (anomalib in its 
   cosine) scored with ``--score mse``, the setting the earlier benchmark fixed.
 * ``inspect``: ``convae train --dataset mvtec:DIR --task inspect --max-time BUDGET`` with
   ``--epochs`` sized so the cosine schedule ends at the budget, then ``convae detect --eval``.
-  The size comes from a calibration on the set itself before it (the first ``CALIBRATION_EPOCHS``
-  epochs of a preset-length run, so test_loss is measured on as few of them as in the real run;
-  wall seconds per epoch with the per-epoch check, not counted in the budget): machines differ
-  by 1.5× in speed, and a fixed figure left a third of the budget unused on the faster one.
-  It is rough: in the first calibrated 600 s run, four of six sets hit --max-time 1–8 epochs
-  before the planned end (the cosine schedule then stops short of its last, smallest steps).
+  The size comes from timing the first ``CALIBRATION_EPOCHS`` epochs of a preset-length run on the
+  set, per-epoch check included, not counted in the budget (machines differ by 1.5× in speed). It is
+  rough: most runs stop on time a few epochs before the planned end.
   ``--epochs N`` fixes it instead, to give the same compute as an earlier run on another machine.
 * ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
   same budget, trained as a plain autoencoder with no simulated defects and scored by its
@@ -37,10 +34,9 @@ image AUROC, pixel AUROC and AUPRO (FPR ≤ 0.3), overall and per defect type. T
 scikit-learn's china.jpg, never on these test sets.
 
 Run: ``python benchmarks/inspection.py [--budget 600] [--methods pca,inspect,anomalib]``
-(per set: about 2.3 × budget plus 3 minutes for all five). ``--train-seed N`` reseeds the inspect and
-ablation runs, to measure how far a reseed moves the figures. Results: benchmarks/results/
-inspection.json and inspection.md at the issue's 600 s budget, ``inspection-<budget>s.*`` at
-any other; they are rewritten after every set, so a stopped run keeps the sets it finished.
+(per set: about 2.3 × budget plus 3 minutes for all five). ``--train-seed N`` reseeds the inspect
+and ablation runs. Results: benchmarks/results/inspection.{json,md} at the issue's 600 s budget,
+``inspection-<budget>s.*`` at any other, rewritten after every set (a stopped run keeps them).
 ``--keep-from FILE`` fills the methods not run this time from an earlier results file, only
 where the figures cannot depend on the budget (PCA, patch_ae) or the budgets match; each
 method's figures name the commit and date they were measured at, and the file's sets that a
@@ -73,9 +69,8 @@ NEW = ("stain", "blur", "scratch")
 #: set name -> (scikit-image picture, defect kinds)
 SETS = {"brick": ("brick", FIRST), "grass": ("grass", FIRST), "gravel": ("gravel", FIRST),
         "coffee": ("coffee", FIRST), "tissue": ("immunohistochemistry", NEW), "moon": ("moon", NEW)}
-#: Wall seconds one inspect epoch takes at 128×128 with 72 parts on 2 cores, training and its
-#: per-epoch check (measured on the china validation set on the slower machine): the epochs of a
-#: run with no calibration (the validation script) are budget / this.
+#: Wall seconds of one inspect epoch at 128×128, 72 parts, 2 cores, with its per-epoch check (china
+#: validation set, slower machine): a run with no calibration (the validation script) plans budget / this.
 SECONDS_PER_EPOCH = 11.0
 #: Epochs of the short run that times one inspect epoch on the set (the first is not counted),
 #: for --epochs = budget / that.
@@ -257,8 +252,7 @@ def planned_epochs(root: Path, out: Path, args: argparse.Namespace, kept: dict[s
             if len(ends) == CALIBRATION_EPOCHS:
                 raise _Timed
 
-    # A run of the preset's length, cut after CALIBRATION_EPOCHS epochs: its epochs measure test_loss as a
-    # long run's do (on about one in twelve), where a 3-epoch run would measure it on each of them.
+    # A preset-length run cut short: its epochs measure test_loss as rarely as the real run's do.
     try:
         Trainer(TrainConfig(dataset=f"mvtec:{root}", threads=args.threads, logger="none", task="inspect"), out,
                 progress=False, log=stamp).fit()
