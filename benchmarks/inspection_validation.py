@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=0,
                         help="the runs' --seed (the sets stay the same); another one shows how much one run varies")
     parser.add_argument("--crop", type=int, help="train on N×N crops of the parts (--crop; default: the preset's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), help="the runs' --precision (default: the preset's)")
     parser.add_argument("--calibrate", action="store_true",
                         help="size the epochs from a 3-epoch run on each set instead of budget / 11 s")
     parser.add_argument("--out", type=Path)
@@ -119,7 +120,8 @@ def main() -> None:
         for name in args.sets.split(","):
             root = write_inspection_dataset(Path(tmp) / name, validation_picture(name), size=128, train=80,
                                             test_good=20, test_defect=10, seed=1, defects=KINDS)
-            chosen = {"seed": args.train_seed, **({"crop": args.crop} if args.crop is not None else {})}
+            chosen = {"seed": args.train_seed, **({"crop": args.crop} if args.crop is not None else {}),
+                      **({"precision": args.precision} if args.precision else {})}
             epochs = (calibrated_epochs(root, Path(tmp) / f"{name}-calibration", args.threads, args.budget, chosen)
                       if args.calibrate else max(1, round(args.budget / SECONDS_PER_EPOCH)))
             rows[name] = convae_run(root, Path(tmp) / f"{name}-inspect", args.threads, None, task="inspect",
@@ -140,7 +142,8 @@ def main() -> None:
                "library_commit": source_commit(library),
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                "settings": {"budget": args.budget, "kinds": list(KINDS), "seed": 1,
-                            "train_seed": args.train_seed, "crop": args.crop, "calibrate": args.calibrate},
+                            "train_seed": args.train_seed, "crop": args.crop, "calibrate": args.calibrate,
+                            "precision": args.precision},
                "sets": rows, "mean": means}
     suffix = ((f"-crop{args.crop}" if args.crop is not None else "") + ("-calibrated" if args.calibrate else "")
               + (f"-seed{args.train_seed}" if args.train_seed else ""))

@@ -21,6 +21,26 @@ def test_bf16_autocast_trains_and_is_recorded(tmp_path: Path, digits) -> None:
     assert read_config(tmp_path / "run")["training"]["precision"] == "bf16"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(tmp_path: Path, digits, monkeypatch,
+                                                                      native: bool) -> None:
+    import convae.core.device
+
+    monkeypatch.setattr(convae.core.device, "has_fast_bf16", lambda device: native)
+    train, test = digits
+    config = TrainConfig(model="fc", epochs=1, batch_size=64, precision="auto", threads=1)
+    Trainer(config, tmp_path / "run", train_set=train, test_set=test, progress=False).fit()
+    # config.json keeps what ran, so a resume on another machine trains the same way
+    assert read_config(tmp_path / "run")["training"]["precision"] == ("bf16" if native else "fp32")
+
+
+def test_presets_other_than_inspect_ones_default_to_fp32() -> None:
+    """The reference examples' goldens were measured in fp32; only the inspect presets default to auto."""
+    assert TrainConfig(model="fc").resolved(named_dataset=False).precision == "fp32"
+    assert TrainConfig(task="denoise").resolved(named_dataset=False).precision == "fp32"
+    assert TrainConfig(model="fc", precision="bf16").resolved(named_dataset=False).precision == "bf16"
+
+
 def test_unknown_precision_is_a_one_line_error(tmp_path: Path, digits) -> None:
     with pytest.raises(ConvaeError, match="--precision must be one of fp32, bf16"):
         Trainer(TrainConfig(model="fc", precision="fp16"), tmp_path / "run", train_set=digits[0])

@@ -27,6 +27,24 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is native on ``device``: a CUDA GPU that supports it, or a CPU with
+    AVX-512 BF16 or AMX units. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
+        return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` made concrete for ``device`` (bf16 where it is native, else fp32); others as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if has_fast_bf16(device) else "fp32"
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """One seed for Python, NumPy and torch; ``deterministic`` turns on deterministic algorithms."""
     random.seed(seed)

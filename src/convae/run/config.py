@@ -35,7 +35,7 @@ RD_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 TASKS = ("reconstruct", "denoise", "colorize", "inspect")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 CLASSIFY_OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "shift")
 #: The smallest --patch: below it no preset has room to downsample.
@@ -149,8 +149,10 @@ class RunSettings:
     device: str = "auto"
     threads: int | None = None
     checkpoint_every: int = 0
-    #: "fp32", or "bf16" autocast for the forward pass (a win on GPUs; see docs/performance.md).
-    precision: str = "fp32"
+    #: "fp32", "bf16" autocast for the forward pass (a win on GPUs and on CPUs with bf16 units; see
+    #: docs/performance.md), or "auto": bf16 where the device has fast bf16, else fp32 (the trainer
+    #: picks, and config.json keeps what it picked). None: the preset's, else fp32.
+    precision: str | None = None
     #: torch.compile the model for training (costs compile time up front).
     compile: bool = False
     #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
@@ -197,6 +199,7 @@ class RunSettings:
         config = dataclasses.replace(self)  # type: ignore[type-var]
         config.check_types()  # type: ignore[attr-defined]
         config._fill_defaults()  # type: ignore[attr-defined]
+        config.precision = config.precision or "fp32"  # type: ignore[attr-defined]
         config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)  # type: ignore[attr-defined]
         config._resolve_kind(named_dataset)  # type: ignore[attr-defined]
         check_device_name(config.device)  # type: ignore[attr-defined]
@@ -289,6 +292,7 @@ class TrainConfig(RunSettings):
             if getattr(self, key) is None:
                 setattr(self, key, preset.training[key])
         self.lr_schedule = self.lr_schedule or preset.training.get("lr_schedule", "none")  # cosine for unet
+        self.precision = self.precision or preset.training.get("precision")  # auto for the inspect presets
         if self.dataset is None:
             self.dataset = default_dataset(self.data_dir)
 

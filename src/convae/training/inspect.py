@@ -83,6 +83,15 @@ class InspectTask(ReconstructTask):
     def optimizer_settings(self) -> dict[str, Any]:
         return {}
 
+    def build_model(self) -> torch.nn.Module:
+        """The model in channels-last layout, oneDNN's (and cuDNN's) fast one for convolutions.
+
+        A training step of ``draem`` at 128×128 took 0.59 s in the default layout and 0.43–0.50 s
+        in this one on 2 CPU cores (2026-12-07); the values are the same up to rounding, and
+        the saved weights are contiguous either way (convae.run.files.save_weights).
+        """
+        return super().build_model().to(memory_format=torch.channels_last)
+
     @property
     def crop(self) -> int:
         """The side of the training crops, or 0 for whole parts (also when --crop is not smaller than them)."""

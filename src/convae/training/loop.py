@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from convae.core.atomic import write_json
-from convae.core.device import default_threads, fits_on_device, pick_device, seed_everything
+from convae.core.device import default_threads, fits_on_device, pick_device, resolve_precision, seed_everything
 from convae.core.errors import ConvaeError, RunError
 from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
@@ -99,6 +99,9 @@ class Trainer:
         self.progress = progress and self.ranks.is_main
         self.train_set, self.test_set = train_set, test_set
         self.device = pick_device(self.config.device, self.ranks.local_rank)
+        # --precision auto is settled here, for this device, so config.json keeps what ran.
+        self.config = dataclasses.replace(self.config, precision=resolve_precision(self.config.precision,
+                                                                                   self.device))
         self.model: torch.nn.Module | None = None
         self.task: Task | None = None
         #: True when a resumed run had already trained every epoch asked for.
