@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=0,
                         help="the runs' --seed (the sets stay the same); another one shows how much one run varies")
     parser.add_argument("--crop", type=int, help="train on N×N crops of the parts (--crop; default: the preset's)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), help="the runs' --precision (default: the preset's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"),
+                        help="the runs' --precision (default: the preset's)")
     parser.add_argument("--calibrate", action="store_true",
                         help="size the epochs from a 3-epoch run on each set instead of budget / 11 s")
     parser.add_argument("--out", type=Path)

@@ -15,11 +15,12 @@ Where DRAEM fills from the DTD texture set (a download), the texture here comes 
 ``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
 from the training images themselves (``pool``), flipped and colour-jittered, a colour
 Perlin texture or one plain colour (blended in, a stain or discolouration, which neither
-texture makes; chosen on the validation sets, benchmarks/inspection_validation.py). CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
-and its thin "scar" variant (turned to any angle, as a scratch runs), add defects whose
-texture is the part's own, which a Perlin fill never gives. A blurred Perlin region (detail
-lost, colour kept: an out-of-focus or smeared patch, and, at large σ, a flat one) removes
-texture instead of adding it, which neither of the others paints; it is not in DRAEM. Each
+texture makes; chosen on the validation sets, benchmarks/inspection_validation.py).
+CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image, and its thin
+"scar" variant (turned to any angle, as a scratch runs), add defects whose texture is the
+part's own, which a Perlin fill never gives. A blurred Perlin region (detail lost, colour
+kept: an out-of-focus or smeared patch, and, at large σ, a flat one) removes texture instead
+of adding it, which neither of the others paints; it is not in DRAEM. Each
 image's draws come from its own generator, keyed by its place in the global batch, and the
 default textures come from the fixed training set, not from the batch: a resumed run paints
 the same defects, and so does a torchrun shard.

@@ -169,13 +169,13 @@ class InspectTask(ReconstructTask):
                 f"{row['images_per_s'] or 0:,.1f} img/s")
 
     def start_line(self, run_dir):
-        source = self.config.anomaly_source or "the parts themselves and Perlin textures"
+        source = self.config.anomaly_source or "the parts themselves, Perlin textures and plain colours"
         _, height, width = self.splits.train.shape
         crops = (f"random {self.crop}×{self.crop} crops of the {height}×{width} parts (detect sees whole parts)"
                  if self.crop else f"whole {height}×{width} parts")
         return super().start_line(run_dir).replace(", loss mse)", ", loss L2 + SSIM + focal)") + (
             f"\nsimulated defects: Perlin shapes, blurred regions, CutPaste patches and scars, filled from {source}; "
-            f"trains on {crops}")
+            f"trains on {crops} in {'bf16 autocast' if self.config.precision == 'bf16' else 'fp32'}")
 
     def config_json(self, model):
         stored = super().config_json(model)
