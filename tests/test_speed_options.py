@@ -34,8 +34,8 @@ def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(tmp_path: P
     assert read_config(tmp_path / "run")["training"]["precision"] == ("bf16" if native else "fp32")
 
 
-def test_presets_other_than_inspect_ones_default_to_fp32() -> None:
-    """The reference examples' goldens were measured in fp32; only the inspect presets default to auto."""
+def test_precision_defaults_to_fp32() -> None:
+    """The goldens were measured in fp32, and bf16 is slower than fp32 where it is emulated."""
     assert TrainConfig(model="fc").resolved(named_dataset=False).precision == "fp32"
     assert TrainConfig(task="denoise").resolved(named_dataset=False).precision == "fp32"
     assert TrainConfig(model="fc", precision="bf16").resolved(named_dataset=False).precision == "bf16"

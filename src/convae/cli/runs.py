@@ -47,7 +47,7 @@ def train(
     normal_classes: Optional[str] = typer.Option(None, help="train only on these classes, as indices or names, e.g. 0,1 or cat,dog (anomaly detection)"),
     color_output: Optional[str] = typer.Option(None, help="colorize: chroma[:SIGMA[:GAIN]] (default chroma:4:0.6: the gray input's luma + a colour offset smoothed by a Gaussian of SIGMA px and scaled by GAIN at inference) or rgb"),
     val_fraction: Optional[float] = typer.Option(None, help="hold out this fraction of the training split for validation (default 0, or 0.1 with --normal-classes)"),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast; a win on recent GPUs and CPUs with bf16 units, a loss elsewhere) or auto (bf16 where the device has bf16 units). Default: auto for --task inspect, else fp32"),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 (autocast; a win on recent GPUs and CPUs with bf16 units, a loss elsewhere) or auto (bf16 where the device has bf16 units). Default: fp32"),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model before training"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     logger: Optional[str] = typer.Option(None, "--logger", help="tensorboard,csv (default: RUN/tb/ for `tensorboard --logdir runs`, and metrics.csv), one of them, or none"),

@@ -13,14 +13,12 @@ seeing one: it paints synthetic ones onto good images. Following the authors' re
 
 Where DRAEM fills from the DTD texture set (a download), the texture here comes from
 ``sources`` (any folder of images a user gives with ``--anomaly-source``) or, by default,
-from the training images themselves (``pool``), flipped and colour-jittered, a colour
-Perlin texture or one plain colour (blended in, a stain or discolouration, which neither
-texture makes; chosen on the validation sets, benchmarks/inspection_validation.py).
-CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image, and its thin
-"scar" variant (turned to any angle, as a scratch runs), add defects whose texture is the
-part's own, which a Perlin fill never gives. A blurred Perlin region (detail lost, colour
-kept: an out-of-focus or smeared patch, and, at large σ, a flat one) removes texture instead
-of adding it, which neither of the others paints; it is not in DRAEM. Each
+from the training images themselves (``pool``), flipped and colour-jittered, or a colour
+Perlin texture. CutPaste (Li et al., CVPR 2021) patches from elsewhere in the same image,
+and its thin "scar" variant (turned to any angle, as a scratch runs), add defects whose
+texture is the part's own, which a Perlin fill never gives. A blurred Perlin region (detail
+lost, colour kept: an out-of-focus or smeared patch, and, at large σ, a flat one) removes
+texture instead of adding it, which neither of the others paints; it is not in DRAEM. Each
 image's draws come from its own generator, keyed by its place in the global batch, and the
 default textures come from the fixed training set, not from the batch: a resumed run paints
 the same defects, and so does a torchrun shard.
@@ -41,8 +39,6 @@ THRESHOLD = 0.5
 #: How a defective sample's kind is drawn: cumulative shares of Perlin texture fills, blurred
 #: Perlin regions, CutPaste patches and (the rest) scars.
 PERLIN_SHARE, BLUR_SHARE, CUT_PASTE_SHARE = 0.5, 0.15, 0.2
-#: The share of default textures that are one plain colour: blended in, a stain or discolouration.
-FLAT_SHARE = 0.25
 #: The blur's Gaussian σ is log-uniform in this range, in pixels.
 BLUR_SIGMA = (1.0, 6.0)
 
@@ -130,8 +126,8 @@ class DefectSimulator:
     """Paints simulated defects on a batch; returns (images, masks) with masks B×1×H×W in {0, 1}.
 
     ``sources``: uint8 N×C×H'×W' images to take textures from (``--anomaly-source``), or None
-    for the default: a training image from ``pool`` (uint8 N×C×H×W), flipped and jittered, a
-    colour Perlin texture, or one plain colour.
+    for the default: a training image from ``pool`` (uint8 N×C×H×W), flipped and jittered, or
+    a colour Perlin texture.
     """
 
     sources: torch.Tensor | None = None
@@ -164,14 +160,10 @@ class DefectSimulator:
         channels, height, width = image.shape
         if self.sources is not None and len(self.sources):
             return jitter(_fitted(self.sources[_integer(generator, 0, len(self.sources))], image), generator)
-        pick = _uniform(generator)
-        if self.pool is not None and len(self.pool) and pick < 0.5:
+        if self.pool is not None and len(self.pool) and _uniform(generator) < 0.5:
             other = _fitted(_window(self.pool[_integer(generator, 0, len(self.pool))], height, width, generator),
                             image)
             return jitter(torch.flip(other, dims=(-1, -2)), generator)
-        if pick > 1 - FLAT_SHARE:
-            colour = torch.rand(channels, 1, 1, generator=generator, device=generator.device)
-            return colour.to(image.device, image.dtype).expand(channels, height, width)
         res = 2 ** _integer(generator, 1, MAX_SCALE_POWER)
         planes = [perlin(height, width, (res, res), generator) for _ in range(channels)]
         return (torch.stack(planes).to(image.device, image.dtype) * 0.5 + 0.5).clamp(0, 1)

@@ -107,10 +107,10 @@ def _build_draem(input_shape: Shape, out_channels: int, *, width: int, disc_widt
     return DraemModel(reconstructive, discriminator(2 * input_shape[0], disc_width))
 
 
-#: What a --task inspect run trains with (DRAEM: Adam, batch 8, L2 + SSIM + focal loss, cosine), in bf16
-#: where the device has bf16 units (--precision auto): with channels-last (convae.training.inspect), a
-#: step at 128×128 took 1.8× less time on 2 CPU cores with AVX-512 BF16 (benchmarks/trainer_options.py).
-INSPECT_TRAINING = {"loss": "mse", "batch_size": 8, "lr_schedule": "cosine", "precision": "auto"}
+#: What a --task inspect run trains with (DRAEM: Adam, batch 8, L2 + SSIM + focal loss, cosine), in fp32.
+#: --precision auto (bf16 where the device has bf16 units, with channels-last) made a step at 128×128 1.8×
+#: faster on 2 CPU cores, but runs that used it failed more often; see docs/inspect.md.
+INSPECT_TRAINING = {"loss": "mse", "batch_size": 8, "lr_schedule": "cosine"}
 
 
 @register(
