@@ -224,18 +224,22 @@ def test_the_exported_detector_matches_detect(trained: Path, parts: Path, cli, t
     assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
 
 
-@pytest.mark.parametrize("crop, precision", [("0", "fp32"), ("16", "fp32"), ("0", "bf16")])
+@pytest.mark.parametrize("crop, precision", [("0", "fp32"), ("16", "fp32"), ("0", "bf16"), ("0", "auto")])
 def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, tmp_path: Path, crop: str,
                                                               precision: str) -> None:
-    """Also in bf16, where an inspect run trains channels-last (its checkpoints are still plain tensors)."""
+    """Also in bf16, where an inspect run trains channels-last (its checkpoints are still plain tensors), and
+    with --precision auto, which config.json keeps as what it picked: the same command resumes."""
     from safetensors.torch import load_file
+
+    from convae.core.device import resolve_precision
 
     args = ("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "2", "--batch-size", "8",
             "--deterministic", "--crop", crop, "--precision", precision, *TINY)
     code, _, err = cli(*args, "--out", str(tmp_path / "whole"))
     assert code == 0, err
     assert (f"random {crop}×{crop} crops of the {SIZE}×{SIZE} parts" if crop != "0" else "whole") in err
-    assert f" in {'bf16 autocast' if precision == 'bf16' else 'fp32'}\n" in err  # the start line says which
+    ran = resolve_precision(precision, torch.device("cpu"))
+    assert f" in {'bf16 autocast' if ran == 'bf16' else 'fp32'}\n" in err  # the start line says which
     code, out, err = cli(*args, "--out", str(tmp_path / "cut"), "--max-time", "0.001s")
     assert code == 0 and "stopped on time" in out, (out, err)
     assert (tmp_path / "cut" / "time-limit.json").exists()
@@ -243,7 +247,8 @@ def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, 
     assert code == 0 and "done:" in out, err
     whole, cut = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "cut"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
-    assert json.loads((tmp_path / "cut" / "config.json").read_text())["training"]["crop"] == int(crop)
+    stored = json.loads((tmp_path / "cut" / "config.json").read_text())["training"]
+    assert stored["crop"] == int(crop) and stored["precision"] == ran
 
 
 def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,

@@ -149,10 +149,8 @@ class RunSettings:
     device: str = "auto"
     threads: int | None = None
     checkpoint_every: int = 0
-    #: "fp32", "bf16" autocast for the forward pass (a win on GPUs and on CPUs with bf16 units; see
-    #: docs/performance.md), or "auto": bf16 where the device has fast bf16, else fp32 (the trainer
-    #: picks, and config.json keeps what it picked). None: the preset's, else fp32.
-    precision: str | None = None
+    #: "fp32", "bf16" (autocast) or "auto" (bf16 where the device has bf16 units; config.json keeps the pick).
+    precision: str = "fp32"
     #: torch.compile the model for training (costs compile time up front).
     compile: bool = False
     #: "tensorboard,csv" (RUN/tb/ and metrics.csv while training), one of them, or "none".
@@ -199,7 +197,6 @@ class RunSettings:
         config = dataclasses.replace(self)  # type: ignore[type-var]
         config.check_types()  # type: ignore[attr-defined]
         config._fill_defaults()  # type: ignore[attr-defined]
-        config.precision = config.precision or "fp32"  # type: ignore[attr-defined]
         config.dataset, config.data_dir = absolute_data(config.dataset, config.data_dir)  # type: ignore[attr-defined]
         config._resolve_kind(named_dataset)  # type: ignore[attr-defined]
         check_device_name(config.device)  # type: ignore[attr-defined]
@@ -226,12 +223,12 @@ class RunSettings:
     def conflicts(self, given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """(setting, this run's value, the given value) for each given setting that would change the run.
 
-        Both sides are resolved the same way (preset defaults, absolute paths, canonical
-        specs), so ``--dataset folder:tiles`` from the training folder matches the stored path.
-        Settings of how a run is carried out, not what it computes (RUNTIME), never conflict.
+        Both sides are resolved the same way (preset defaults, absolute paths, canonical specs), so
+        ``--dataset folder:tiles`` from the training folder matches the stored path. Settings of how a run
+        is carried out (RUNTIME) never conflict, nor does ``--precision auto`` (config.json keeps its pick).
         """
         known = {f.name for f in dataclasses.fields(self)}
-        given = {k: v for k, v in given.items() if k in known and k not in RUNTIME}
+        given = {k: v for k, v in given.items() if k in known and k not in RUNTIME and (k, v) != ("precision", "auto")}
         base = self.resolved()
         candidate = dataclasses.replace(self, **given).resolved()
         return [(key, getattr(base, key), getattr(candidate, key)) for key in given
@@ -292,7 +289,6 @@ class TrainConfig(RunSettings):
             if getattr(self, key) is None:
                 setattr(self, key, preset.training[key])
         self.lr_schedule = self.lr_schedule or preset.training.get("lr_schedule", "none")  # cosine for unet
-        self.precision = self.precision or preset.training.get("precision")  # auto for the inspect presets
         if self.dataset is None:
             self.dataset = default_dataset(self.data_dir)
 
