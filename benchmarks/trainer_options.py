@@ -4,9 +4,9 @@ Times Trainer-equivalent steps (uint8 batch -> float, forward, loss, backward, f
 in one process, alternating the variants and taking the median of repeats; torch.compile's
 one-off compile time is reported separately. fc and conv-pool (28×28, 32×32) try eager,
 compile and bf16; draem (a --task inspect step at 128×128: both networks and DRAEM's loss) tries
-eager, bf16, channels-last and both, the two things an inspect run does by default where bf16
-is native (--precision auto). Writes benchmarks/results/trainer_options.json; ``--models``
-measures some models again and keeps the other rows of the file.
+eager, bf16, channels-last and both (what an inspect run does with --precision bf16 or auto).
+Writes benchmarks/results/trainer_options.json; ``--models`` measures some models again and keeps
+the other rows of the file. Each row names the commit and date it was measured at.
 
 Run: ``python benchmarks/trainer_options.py [--steps 30 --repeats 3] [--models draem]``.
 """
@@ -98,7 +98,8 @@ def main() -> None:
                     steppers[variant](i)
                 times[variant].append((time.perf_counter() - started) / args.steps * 1000)
             loads.append(round(os.getloadavg()[0], 2))
-        row = {"model": name, "ms_per_step_median": {v: round(statistics.median(t), 2) for v, t in times.items()},
+        row = {"model": name, "commit": commit(), "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "ms_per_step_median": {v: round(statistics.median(t), 2) for v, t in times.items()},
                "ms_per_step_all": {v: [round(x, 2) for x in t] for v, t in times.items()},
                "first_3_steps_seconds": {v: round(s, 2) for v, s in warmup.items()}, "load_average_1min": loads}
         print(row, flush=True)
@@ -108,7 +109,7 @@ def main() -> None:
         earlier = json.loads(kept.read_text())
         rows = [{**r, "measured": r.get("measured", earlier.get("machine", {}).get("date"))}
                 for r in earlier.get("rows", []) if r["model"] not in chosen] + rows
-    path = write_results("trainer_options.json", {"benchmark": "trainer_options", "commit": commit(),
+    path = write_results("trainer_options.json", {"benchmark": "trainer_options",
                                                  "threads": torch.get_num_threads(), "steps": args.steps,
                                                  "rows": rows, "machine": machine()})
     print(f"wrote {path}")
