@@ -86,7 +86,7 @@ class InspectTask(ReconstructTask):
     def build_model(self) -> torch.nn.Module:
         """In bf16 runs, the model in channels-last layout, oneDNN's (and cuDNN's) fast one for convolutions.
 
-        A training step of ``draem`` at 128×128 took 0.635 s in fp32, 0.431 s in bf16 and 0.346 s in
+        A training step of ``draem`` at 128×128 took 0.649 s in fp32, 0.418 s in bf16 and 0.343 s in
         bf16 channels-last on 2 CPU cores (2026-12-07, benchmarks/trainer_options.py). fp32 runs keep
         the default layout: in fp32 its gradients were further from float64's (13 % against 4 %), and
         the tiny test's run failed more often in it (docs/inspect.md). The saved weights are
