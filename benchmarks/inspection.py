@@ -10,9 +10,8 @@ are exactly the painted pixels.
 
 Methods, side by side on the same folders, in this one process (anomalib in its own venv):
 
-* ``pca``: PCA fitted on P×P patches of train/good (``PCA_VARIANCE`` of the variance); a
-  pixel's error is the mean squared reconstruction error of the patches covering it, an
-  image's score the peak of its smoothed map (as convae scores a patch run).
+* ``pca``: PCA fitted on P×P patches of train/good (``PCA_VARIANCE`` of the variance); a pixel's error is
+  the mean squared reconstruction error of the patches covering it, an image's score its smoothed map's peak.
 * ``patch_ae``: ``convae train --dataset mvtec:DIR --patch 32`` (the conv preset, 30 epochs,
   cosine) scored with ``--score mse``, the setting the earlier benchmark fixed.
 * ``inspect``: ``convae train --dataset mvtec:DIR --task inspect --max-time BUDGET`` with
@@ -20,7 +19,7 @@ Methods, side by side on the same folders, in this one process (anomalib in its 
   The size comes from timing the first ``CALIBRATION_EPOCHS`` epochs of a preset-length run on the
   set, per-epoch check included, not counted in the budget (machines differ by 1.5× in speed). It is
   rough: most runs stop on time a few epochs before the planned end.
-  ``--epochs N`` fixes it instead, to give the same compute as an earlier run on another machine.
+  ``--epochs N`` fixes it instead. The run ends on its best epoch by the held-out check; ``last_epoch`` has the last's.
 * ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
   same budget, trained as a plain autoencoder with no simulated defects and scored by its
   reconstruction error (``ssim``, convae's default), so what the simulation adds is measured.
@@ -130,6 +129,7 @@ def measured(scores: np.ndarray, maps: torch.Tensor, test: Any) -> dict[str, Any
 def convae_run(root: Path, out: Path, threads: int, score: str | None, **settings: Any) -> dict[str, Any]:
     """Train a convae run on the set and measure it with detect --eval's own function."""
     from convae.applications.anomaly import evaluate_detection
+    from convae.bench.inspection import last_epoch_figures  # what the run's last weights score, if not kept
     from convae.training import TrainConfig, Trainer
 
     started = time.perf_counter()
@@ -142,7 +142,7 @@ def convae_run(root: Path, out: Path, threads: int, score: str | None, **setting
     return {**{k: result[k] for k in (*KEYS, "auroc_per_anomalous_class", "pixel_auroc_per_anomalous_class",
                                       "aupro_per_anomalous_class")},
             "train_seconds": round(trained, 1), "epochs_done": len(rows), "score": result["score"],
-            "stopped_on_time": trainer.stopped_on_time is not None,
+            "stopped_on_time": trainer.stopped_on_time is not None, "last_epoch": last_epoch_figures(out, KEYS, score),
             **({"val_pixel_auroc_simulated": rows[-1].get("val_pixel_auroc")} if rows and "val_pixel_auroc" in rows[-1]
                else {})}
 

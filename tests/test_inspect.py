@@ -251,6 +251,69 @@ def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, 
     assert stored["crop"] == int(crop) and stored["precision"] == ran
 
 
+def test_the_run_keeps_the_epoch_its_held_out_check_liked_best(trained: Path) -> None:
+    from safetensors.torch import load_file
+
+    from convae.run.files import load_state
+    from convae.training.keep_best import MARGIN, kept
+
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    checks = [r["val_pixel_auroc"] for r in rows]
+    best = max(range(len(rows)), key=lambda i: (checks[i], -i))  # the first epoch reaching the highest check
+    assert kept(trained) == (rows[best]["epoch"], checks[best])
+    final = load_file(trained / "model.safetensors")
+    expected = load_file(trained / "best.safetensors") if checks[-1] <= checks[best] - MARGIN else \
+        load_state(trained / "state.pt")["model"]
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def test_a_check_that_dips_within_its_noise_keeps_the_last_weights(parts: Path, cli, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    from convae.run.files import load_state
+    from convae.training.inspect import InspectTask
+
+    checks = iter([0.9, 0.86])  # 0.04 below the best: less than the check moves between late epochs
+    monkeypatch.setattr(InspectTask, "simulated_validation",
+                        lambda self, model: {"val_pixel_auroc": next(checks), "val_image_auroc": None})
+    code, out, err = cli("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--batch-size", "8",
+                         "--epochs", "2", "--out", str(tmp_path / "run"), *TINY)
+    assert code == 0 and "kept epoch" not in out, (out, err)
+    final, last = load_file(tmp_path / "run" / "model.safetensors"), load_state(tmp_path / "run" / "state.pt")["model"]
+    assert all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_last(
+        parts: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long run that memorises its parts (docs/inspect.md) ends on the kept epoch; --resume trains on."""
+    from safetensors.torch import load_file
+
+    from convae.run.files import load_state
+    from convae.training.inspect import InspectTask
+
+    falling = iter([0.9, 0.6, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(InspectTask, "simulated_validation",
+                        lambda self, model: {"val_pixel_auroc": next(falling), "val_image_auroc": None})
+    args = ("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--batch-size", "8", "--deterministic",
+            "--out", str(tmp_path / "run"), *TINY)
+    code, out, err = cli(*args, "--epochs", "2", "--lr-schedule", "none")
+    assert code == 0 and "kept epoch 1: its held-out check (pixel AUROC 0.900) beat the last evaluation's (0.600)" \
+        in out, (out, err)
+    run = tmp_path / "run"
+    final, best = load_file(run / "model.safetensors"), load_file(run / "best.safetensors")
+    last = load_state(run / "state.pt")["model"]
+    assert all(torch.equal(final[k], best[k]) for k in final)
+    assert not all(torch.equal(final[k], last[k]) for k in final)  # the last weights differ, and stay for --resume
+    code, out, err = cli("report", str(run))
+    assert code == 0, err
+    assert "the weights are epoch 1's, whose held-out check (pixel AUROC 0.900) beat the last epoch's (0.600)" \
+        in (run / "report.html").read_text(), "the report says which epoch the weights are"
+    code, out, err = cli(*args, "--epochs", "3", "--resume")
+    assert code == 0 and "kept epoch 1" in out, (out, err)
+    assert load_state(run / "state.pt")["epoch"] == 3
+
+
 def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from convae.training.inspect import InspectTask

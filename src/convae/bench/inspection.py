@@ -115,3 +115,34 @@ def write_inspection_dataset(root: str | Path, picture: np.ndarray, *, size: int
             save(root / "test" / kind, f"{i:03d}", image)
             save(root / "ground_truth" / kind, f"{i:03d}_mask", mask)
     return root
+
+
+def last_epoch_figures(run_dir: str | Path, keys: Sequence[str], score: str | None = None) -> dict | None:
+    """detect --eval's ``keys`` for the run's *last* weights, when the run kept an earlier epoch.
+
+    An inspect run ends on the epoch its held-out check liked best (convae.training.keep_best);
+    state.pt still holds the last weights. Measured on a copy of the run, so a benchmark reports
+    what keeping the best epoch gained or cost against simply taking the last one.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from convae.applications.anomaly import evaluate_detection
+    from convae.run.files import STATE, WEIGHTS, load_state, load_weights, save_weights
+    from convae.training.keep_best import kept
+
+    run_dir = Path(run_dir)
+    best, final = kept(run_dir), load_weights(run_dir / WEIGHTS)
+    state = load_state(run_dir / STATE)
+    if best is None or all(torch.equal(final[k], state["model"][k]) for k in final):
+        return None
+    with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
+        copy = Path(tmp) / run_dir.name
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("threshold.json", "detect-eval*.json"))
+        save_weights(copy / WEIGHTS, state["model"])
+        result = evaluate_detection(copy, score=score, figures=False, device="cpu")
+    return {"epoch": int(state["epoch"]), "step": int(state["step"]), "kept_epoch": best[0],
+            **{k: result[k] for k in keys},
+            "auroc_per_anomalous_class": result["auroc_per_anomalous_class"]}

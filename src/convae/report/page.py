@@ -24,6 +24,7 @@ from convae.applications.restore import report as restore_report
 from convae.core.atomic import atomic_write_text
 from convae.core.html import STYLE, escape, figure, rows_table
 from convae.run import CONFIG, REPORT, Run
+from convae.training.keep_best import ends_on_kept_epoch
 
 #: The settings a reader wants first; the rest stay in the folded config.json.
 SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
@@ -71,6 +72,10 @@ def summary(run: Run) -> str:
         f"trained {escape(created)}, {len(rows)} epoch(s) in {_duration(seconds)}"
         + (f" · last train loss {rows[-1]['train_loss']:.5g}" if rows else ""),
     ]
+    best = ends_on_kept_epoch(run.path)
+    if best and rows and rows[-1].get("val_pixel_auroc") is not None:
+        lines.append(f"the weights are epoch {best[0]}'s, whose held-out check (pixel AUROC {best[1]:.3f}) beat the last "
+                     f"epoch's ({rows[-1]['val_pixel_auroc']:.3f})")
     return "<div class='summary'>" + "<br>".join(lines) + "</div>"
 
 

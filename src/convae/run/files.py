@@ -27,6 +27,8 @@ from convae.core.errors import RunError
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+#: An inspect run's best epoch by its held-out check (convae.training.keep_best).
+BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"  # the spreadsheet copy of METRICS, rewritten after each epoch
 LOCK = ".lock"
@@ -202,7 +204,7 @@ def remove_stale_temps(run_dir: Path) -> list[Path]:
     writing its own files is never disturbed.
     """
     removed = []
-    for name in (CONFIG, WEIGHTS, STATE, METRICS, METRICS_CSV):
+    for name in (CONFIG, WEIGHTS, STATE, METRICS, METRICS_CSV, BEST):
         for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

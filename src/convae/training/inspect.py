@@ -37,6 +37,7 @@ from convae.metrics import ssim_map
 from convae.models.draem import pooled_peak
 from convae.run.config import TrainConfig
 from convae.run.splits import Splits
+from convae.training.keep_best import remember_if_best, settle_on_best
 from convae.training.tasks import ReconstructTask, Task, evaluate_loss
 
 #: How many times each held-out part is painted for the per-epoch check (more samples, steadier AUROC).
@@ -148,6 +149,14 @@ class InspectTask(ReconstructTask):
         cfg = self.config
         test = self.splits.measured(self.splits.test).images
         return evaluate_loss(model, test, F.mse_loss, cfg.batch_size, self.device, None, cfg.seed)
+
+    def remember(self, model, run_dir, rows):
+        remember_if_best(run_dir, model, rows)
+
+    def finish(self, model, run_dir, last):
+        """The run ends on the epoch its held-out check liked best (convae.training.keep_best)."""
+        kept = settle_on_best(run_dir, model, last)
+        return {**last, **kept} if kept else last
 
     def complete_row(self, model, row):
         return row if row.get("test_loss") is not None else {**row, "test_loss": self._test_loss(model)}

@@ -31,6 +31,7 @@ from convae.core.faults import fault_point
 from convae.data import Batches, ImageSet
 from convae.run.config import RUNTIME, ClassifyConfig, TrainConfig, parse_loggers
 from convae.run.files import (
+    BEST,
     CONFIG,
     LOCK,
     METRICS,
@@ -304,6 +305,7 @@ class Trainer:
         if self.ranks.is_main:
             lr = run.optimizer.param_groups[0]["lr"]
             metrics.append(run.task.row(run.model, epoch, sums[0] / max(seen, 1), sums[1:], seen, seconds, lr))
+            run.task.remember(run.model, self.run_dir, metrics)  # before the checkpoint: a resume redoes both
         self._checkpoint(run.model, run.optimizer, epoch, 0, metrics, None, write_rows=True)
         if self.ranks.is_main:
             logs.epoch(metrics, run.task.preview(run.model) if logs.writer is not None else None)
@@ -332,7 +334,7 @@ class Trainer:
                 raise RunError(f"{self.run_dir}: already holds a run; add --resume to continue it or pick a new --out")
             # A start that failed before its first checkpoint (out of memory, Ctrl-C, bad data)
             # left at most a config: it never blocks the name.
-            for name in (CONFIG, METRICS) if self.ranks.is_main else ():
+            for name in (CONFIG, METRICS, BEST) if self.ranks.is_main else ():
                 (self.run_dir / name).unlink(missing_ok=True)
             return None
         has_state = (self.run_dir / STATE).exists()

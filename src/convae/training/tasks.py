@@ -111,6 +111,9 @@ class Task:
         """A picture of what the model does now (C×H×W in [0, 1]) for the TensorBoard log, or None."""
         return None
 
+    def remember(self, model: torch.nn.Module, run_dir: Any, rows: list[dict[str, Any]]) -> None:
+        """After each epoch's row, before its checkpoint: keep what the task wants of this epoch."""
+
     def finish(self, model: torch.nn.Module, run_dir: Any, last: dict[str, Any]) -> dict[str, Any]:
         """Called once after the last epoch; returns what ``fit`` returns."""
         return last
