@@ -1,0 +1,69 @@
+"""Has an inspect run memorised its training parts? Compare what it does on them and on held-out good parts.
+
+A DRAEM discriminator learns to mark where the input and its reconstruction differ. When the
+reconstructive network has learned the training parts themselves, it redraws them much better
+than any unseen part, and the discriminator then marks much of every unseen good part. This
+prints, for the run's training parts, its held-out good parts and its test parts: the
+reconstruction's MSE, the mean defect probability and the median of each part's highest one.
+It is what showed the cause of the long runs' collapse on grass and gravel (docs/inspect.md,
+"Keeping the best epoch"). The weights measured are model.safetensors, or with ``--last`` the
+last epoch's from state.pt (where the run ended on a kept epoch).
+
+Run: ``python benchmarks/inspect_memorisation.py RUN_DIR [--last] [--data-dir DIR] [--dataset mvtec:PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def measure(model: torch.nn.Module, images: torch.Tensor, batch: int = 16) -> dict[str, float]:
+    errors, means, peaks = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = images[start:start + batch].float().div(255)
+            reconstruction, _ = model(x, segment=True)
+            maps, _ = model.defect_map(x)
+            errors.append(((reconstruction - x) ** 2).mean((1, 2, 3)))
+            means.append(maps.flatten(1).mean(1))
+            peaks.append(maps.flatten(1).amax(1))
+    return {"recon_mse": float(torch.cat(errors).mean()), "map_mean": float(torch.cat(means).mean()),
+            "map_max_median": float(torch.cat(peaks).median())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--last", action="store_true", help="measure state.pt's last weights, not model.safetensors")
+    parser.add_argument("--data-dir", default=None, help="where the run's data is now")
+    parser.add_argument("--dataset", default=None, help="the run's dataset where it is now, e.g. mvtec:PATH")
+    args = parser.parse_args()
+    from convae.core.errors import ConvaeError
+    from convae.run import Run
+    from convae.run.files import STATE, load_state
+
+    try:
+        run = Run.open(args.run_dir, data_dir=args.data_dir, dataset=args.dataset)
+        if run.config.task != "inspect":
+            raise ConvaeError(f"{args.run_dir}: a --task {run.config.task} run, not an inspect run")
+        model = run.model("cpu")
+        if args.last:
+            model.load_state_dict(load_state(run.path / STATE)["model"])
+        splits = run.splits()
+    except ConvaeError as error:
+        sys.exit(f"error: {error}")
+    torch.set_num_threads(2)
+    for name, part in (("training parts", splits.train), ("held-out good parts", splits.val),
+                       ("test parts", splits.measured(splits.test))):
+        if part is None or len(part) == 0:
+            continue
+        found = measure(model, part.images)
+        print(f"{name:20s} {len(part):4d}  reconstruction MSE {found['recon_mse']:.5f}  mean defect probability "
+              f"{found['map_mean']:.3f}  median of each part's highest {found['map_max_median']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
