@@ -19,7 +19,7 @@ Methods, side by side on the same folders, in this one process (anomalib in its 
   The size comes from timing the first ``CALIBRATION_EPOCHS`` epochs of a preset-length run on the
   set, per-epoch check included, not counted in the budget (machines differ by 1.5× in speed). It is
   rough: most runs stop on time a few epochs before the planned end.
-  ``--epochs N`` fixes it instead. The run ends on its best epoch by the held-out check; ``last_epoch`` has the last's.
+  ``--epochs N`` fixes it instead. A run that ends on a kept epoch (keep_best) has the last's in ``last_epoch``.
 * ``no_simulation`` (the ablation): the same reconstructive network (``draem-recon``), the
   same budget, trained as a plain autoencoder with no simulated defects and scored by its
   reconstruction error (``ssim``, convae's default), so what the simulation adds is measured.

@@ -282,6 +282,9 @@ def test_a_check_that_dips_within_its_noise_keeps_the_last_weights(parts: Path, 
     assert code == 0 and "kept epoch" not in out, (out, err)
     final, last = load_file(tmp_path / "run" / "model.safetensors"), load_state(tmp_path / "run" / "state.pt")["model"]
     assert all(torch.equal(final[k], last[k]) for k in final)
+    from convae.bench.inspection import last_epoch_figures
+
+    assert last_epoch_figures(tmp_path / "run", ("auroc",)) is None  # nothing kept: the benchmark measures once
 
 
 def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_last(
@@ -309,6 +312,13 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
     assert code == 0, err
     assert "the weights are epoch 1's, whose held-out check (pixel AUROC 0.900) beat the last epoch's (0.600)" \
         in (run / "report.html").read_text(), "the report says which epoch the weights are"
+    from convae.bench.inspection import last_epoch_figures
+
+    last_figures = last_epoch_figures(run, ("auroc", "pixel_auroc"))  # the benchmark's measure of the last weights
+    assert last_figures is not None and (last_figures["epoch"], last_figures["kept_epoch"]) == (2, 1)
+    assert 0 <= last_figures["pixel_auroc"] <= 1
+    after = load_file(run / "model.safetensors")  # measured on a copy: the run still ends on the kept epoch
+    assert all(torch.equal(after[k], best[k]) for k in after)
     code, out, err = cli(*args, "--epochs", "3", "--resume")
     assert code == 0 and "kept epoch 1" in out, (out, err)
     assert load_state(run / "state.pt")["epoch"] == 3

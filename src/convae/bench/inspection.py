@@ -118,26 +118,24 @@ def write_inspection_dataset(root: str | Path, picture: np.ndarray, *, size: int
 
 
 def last_epoch_figures(run_dir: str | Path, keys: Sequence[str], score: str | None = None) -> dict | None:
-    """detect --eval's ``keys`` for the run's *last* weights, when the run kept an earlier epoch.
+    """detect --eval's ``keys`` for the run's *last* weights, when the run ended on a kept epoch.
 
-    An inspect run ends on the epoch its held-out check liked best (convae.training.keep_best);
-    state.pt still holds the last weights. Measured on a copy of the run, so a benchmark reports
-    what keeping the best epoch gained or cost against simply taking the last one.
+    An inspect run whose held-out check fell more than a margin below its best epoch's ends on
+    that epoch (convae.training.keep_best); state.pt still holds the last weights. Measured on a
+    copy of the run, so a benchmark reports what keeping the epoch gained or cost against the last.
     """
     import shutil
     import tempfile
 
-    import torch
-
     from convae.applications.anomaly import evaluate_detection
-    from convae.run.files import STATE, WEIGHTS, load_state, load_weights, save_weights
-    from convae.training.keep_best import kept
+    from convae.run.files import STATE, WEIGHTS, load_state, save_weights
+    from convae.training.keep_best import ends_on_kept_epoch
 
     run_dir = Path(run_dir)
-    best, final = kept(run_dir), load_weights(run_dir / WEIGHTS)
-    state = load_state(run_dir / STATE)
-    if best is None or all(torch.equal(final[k], state["model"][k]) for k in final):
+    best = ends_on_kept_epoch(run_dir)
+    if best is None:
         return None
+    state = load_state(run_dir / STATE)
     with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
         copy = Path(tmp) / run_dir.name
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("threshold.json", "detect-eval*.json"))

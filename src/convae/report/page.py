@@ -72,10 +72,10 @@ def summary(run: Run) -> str:
         f"trained {escape(created)}, {len(rows)} epoch(s) in {_duration(seconds)}"
         + (f" · last train loss {rows[-1]['train_loss']:.5g}" if rows else ""),
     ]
-    best = ends_on_kept_epoch(run.path)
-    if best and rows and rows[-1].get("val_pixel_auroc") is not None:
-        lines.append(f"the weights are epoch {best[0]}'s, whose held-out check (pixel AUROC {best[1]:.3f}) beat the last "
-                     f"epoch's ({rows[-1]['val_pixel_auroc']:.3f})")
+    kept = ends_on_kept_epoch(run.path)
+    if kept:
+        lines.append(f"the weights are epoch {kept[0]}'s, whose held-out check (pixel AUROC {kept[1]:.3f}) beat the last "
+                     f"epoch's ({kept[2]:.3f})")
     return "<div class='summary'>" + "<br>".join(lines) + "</div>"
 
 

@@ -36,8 +36,9 @@ CHECK = "val_pixel_auroc"
 #: kept on any gain, hubble's validation run ended on epoch 53 of 67 and lost 0.018 image AUROC
 #: (docs/inspect.md, "Keeping the best epoch"). Memorising runs fell by 0.17 and 0.33.
 MARGIN = 0.05
-#: model.safetensors' metadata key saying it holds a kept epoch (a later checkpoint writes it without).
-KEPT = "kept_by"
+#: model.safetensors' metadata key saying it holds a kept epoch, whose value is the last evaluation's
+#: check it was kept over (a later checkpoint writes the file without it).
+KEPT = "kept_over"
 
 
 def _value(row: dict[str, Any]) -> float | None:
@@ -67,14 +68,15 @@ def kept(run_dir: Path) -> tuple[int, float] | None:
     return int(meta["epoch"]), float(meta[CHECK])
 
 
-def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float] | None:
-    """(epoch, check) when model.safetensors holds the kept epoch's weights, not the last (for the report)."""
+def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float] | None:
+    """(epoch, its check, the last evaluation's check) when model.safetensors holds a kept epoch, else None."""
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         return None
     with safe_open(str(path), framework="pt") as handle:
-        marked = (handle.metadata() or {}).get(KEPT)
-    return kept(run_dir) if marked else None
+        over = (handle.metadata() or {}).get(KEPT)
+    best = kept(run_dir) if over is not None else None
+    return (*best, float(over)) if best else None
 
 
 def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,5 +89,5 @@ def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any]) 
         return None
     weights = load_weights(Path(run_dir) / BEST)
     model.load_state_dict(weights)
-    save_weights(Path(run_dir) / WEIGHTS, weights, {"epoch": str(best[0]), "step": "0", KEPT: CHECK})
+    save_weights(Path(run_dir) / WEIGHTS, weights, {"epoch": str(best[0]), "step": "0", KEPT: repr(final)})
     return {"kept_epoch": best[0], "kept_check": best[1], "last_check": final}
