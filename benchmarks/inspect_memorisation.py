@@ -54,7 +54,8 @@ def main() -> None:
             model.load_state_dict(load_state(run.path / STATE)["model"])
         splits = run.splits()
     except ConvaeError as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(2)
     for name, part in (("training parts", splits.train), ("held-out good parts", splits.val),
                        ("test parts", splits.measured(splits.test))):
@@ -66,4 +67,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
+        sys.stderr.close()

@@ -322,6 +322,9 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
     code, out, err = cli(*args, "--epochs", "3", "--resume")
     assert code == 0 and "kept epoch 1" in out, (out, err)
     assert load_state(run / "state.pt")["epoch"] == 3
+    (run / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes()[:500])  # a damaged copy
+    code, out, err = cli(*args, "--epochs", "3", "--resume")
+    assert code == 2 and "Traceback" not in err and "best.safetensors: not a readable safetensors file" in err, err
 
 
 def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,

@@ -62,13 +62,21 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def weights_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's metadata (its checksum, what wrote it), or one line naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise RunError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path}: no weights here (train first, or check the run directory)")
+    expected = weights_metadata(path).get(CHECKSUM)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            expected = (handle.metadata() or {}).get(CHECKSUM)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise RunError(f"{path}: not a readable safetensors file ({first_line(error)})") from None

@@ -32,6 +32,7 @@ from convae.run.files import (
     read_metrics,
     require_run,
     tensors_checksum,
+    weights_metadata,
 )
 from convae.run.splits import Splits
 from convae.run.tiling import Tiling
@@ -197,10 +198,7 @@ class Run:
     @cached_property
     def digest(self) -> str:
         """SHA-256 of the weights (names, dtypes, shapes, bytes): the identity of this run's model."""
-        from safetensors import safe_open
-
-        with safe_open(str(self.path / WEIGHTS), framework="pt") as handle:
-            stored = (handle.metadata() or {}).get(CHECKSUM)
+        stored = weights_metadata(self.path / WEIGHTS).get(CHECKSUM)
         return stored or tensors_checksum(self.weights())
 
     # -- data ------------------------------------------------------------------------------

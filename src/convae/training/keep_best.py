@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
-from convae.run.files import BEST, WEIGHTS, load_weights, save_weights
+from convae.core.errors import RunError
+from convae.run.files import BEST, WEIGHTS, load_weights, save_weights, weights_metadata
 
 #: The metrics row's field that decides: pixel AUROC of simulated defects on held-out good parts.
 CHECK = "val_pixel_auroc"
@@ -63,9 +63,12 @@ def kept(run_dir: Path) -> tuple[int, float] | None:
     path = Path(run_dir) / BEST
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-    return int(meta["epoch"]), float(meta[CHECK])
+    meta = weights_metadata(path)
+    try:
+        return int(meta["epoch"]), float(meta[CHECK])
+    except (KeyError, ValueError):
+        raise RunError(f"{path}: not a kept epoch's weights (no epoch and {CHECK} in its metadata); "
+                       "delete it, and the run keeps its last weights") from None
 
 
 def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float] | None:
@@ -73,8 +76,7 @@ def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float] | None:
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        over = (handle.metadata() or {}).get(KEPT)
+    over = weights_metadata(path).get(KEPT)
     best = kept(run_dir) if over is not None else None
     return (*best, float(over)) if best else None
 
