@@ -13,7 +13,7 @@ from PIL import Image
 
 from convae.applications.anomaly.pixels import aupro, pixel_auroc, pro_curve
 from convae.applications.tiles import apply_tiled, blend_window, tile_starts
-from convae.bench.inspection import paint_defect, write_inspection_dataset
+from convae.bench.inspection import inspection_parts, paint_defect, write_inspection_dataset
 from convae.core.errors import DataError
 from convae.data import Batches, load_dataset, load_folder
 from convae.data.patches import patch_set
@@ -283,6 +283,23 @@ def test_defects_are_painted_exactly_where_the_mask_says() -> None:
         painted, mask = paint_defect(rng, image, kind)
         changed = (painted != image).any(2)
         assert mask.any() and np.array_equal(changed, mask > 0), kind
+
+
+def test_inspection_parts_are_what_the_set_saves_and_change_only_inside_their_masks(tmp_path: Path) -> None:
+    """The parts benchmarks/inspection_visibility.py measures are the ones write_inspection_dataset writes."""
+    picture = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    settings = dict(size=32, train=3, test_good=2, test_defect=2, seed=4, defects=("stain", "blur", "scratch"))
+    root = write_inspection_dataset(tmp_path / "set", picture, **settings)
+    parts = list(inspection_parts(picture, **settings))
+    assert [(split, kind) for split, kind, *_ in parts].count(("train", "good")) == 3 and len(parts) == 11
+    for split, kind, index, clean, image, mask in parts:
+        saved = np.asarray(Image.open(root / split / kind / f"{index:03d}.png"))
+        assert np.array_equal(saved, image), (split, kind, index)
+        if mask is None:
+            assert np.array_equal(image, clean)
+        else:
+            changed = (image != clean).any(2)
+            assert changed.any() and not (changed & (mask == 0)).any(), kind  # nothing outside the mask changed
 
 
 # -- larger than memory ------------------------------------------------------------------------

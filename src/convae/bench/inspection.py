@@ -9,7 +9,7 @@ from the pictures that ship inside scikit-image; the tests build tiny ones from 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -91,28 +91,43 @@ def _soft_defect(rng: np.random.Generator, image: np.ndarray, kind: str, mask_im
     return out.round().clip(0, 255).astype(np.uint8), mask
 
 
+def inspection_parts(picture: np.ndarray, *, size: int = 128, train: int = 60, test_good: int = 20,
+                     test_defect: int = 10, seed: int = 0, defects: Sequence[str] = DEFECTS,
+                     ) -> Iterator[tuple[str, str, int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Every part of a set in its draw order: (split, kind, index, clean crop, saved image, mask or None).
+
+    One place draws them, so benchmarks/inspection_visibility.py measures how much each painted
+    defect changed its part on exactly the parts write_inspection_dataset saves.
+    """
+    rng = np.random.default_rng(seed)
+    picture = np.asarray(picture)
+    if picture.ndim == 3 and picture.shape[2] == 4:
+        picture = picture[..., :3]
+    for split, count in (("train", train), ("test", test_good)):
+        for i in range(count):
+            crop = _crop(rng, picture, size)
+            yield split, "good", i, crop, crop, None
+    for kind in defects:
+        for i in range(test_defect):
+            clean = _crop(rng, picture, size)
+            image, mask = paint_defect(rng, clean, kind)
+            yield "test", kind, i, clean, image, mask
+
+
 def write_inspection_dataset(root: str | Path, picture: np.ndarray, *, size: int = 128, train: int = 60,
                              test_good: int = 20, test_defect: int = 10, seed: int = 0,
                              defects: Sequence[str] = DEFECTS) -> Path:
     """Write train/good, test/good, test/<defect>/ and ground_truth/<defect>/<name>_mask.png under ``root``."""
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    picture = np.asarray(picture)
-    if picture.ndim == 3 and picture.shape[2] == 4:
-        picture = picture[..., :3]
 
     def save(folder: Path, name: str, array: np.ndarray) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(folder / f"{name}.png")
 
-    for i in range(train):
-        save(root / "train" / "good", f"{i:03d}", _crop(rng, picture, size))
-    for i in range(test_good):
-        save(root / "test" / "good", f"{i:03d}", _crop(rng, picture, size))
-    for kind in defects:
-        for i in range(test_defect):
-            image, mask = paint_defect(rng, _crop(rng, picture, size), kind)
-            save(root / "test" / kind, f"{i:03d}", image)
+    for split, kind, i, _, image, mask in inspection_parts(picture, size=size, train=train, test_good=test_good,
+                                                           test_defect=test_defect, seed=seed, defects=defects):
+        save(root / split / kind, f"{i:03d}", image)
+        if mask is not None:
             save(root / "ground_truth" / kind, f"{i:03d}_mask", mask)
     return root
 

@@ -1,0 +1,73 @@
+"""How much does each painted defect change its part? A ceiling for what any detector can find.
+
+The benchmark's sets (benchmarks/inspection.py) and the validation sets paint defects onto
+crops of a picture. A blur over a smooth area, or a stain in the colour the part already has,
+changes few pixel values, and no method can find a change that is not in the pixels. This
+redraws each set exactly as the benchmark does (convae.bench.inspection.inspection_parts) and
+prints, per set and kind, over the pixels inside each mask: the mean absolute change in gray
+levels (0–255, averaged over channels) and the share of them changed by more than
+``VISIBLE`` levels. It trains nothing and takes seconds.
+
+Run: ``python benchmarks/inspection_visibility.py [--sets tissue,moon]``; the figures go to
+benchmarks/results/inspection-visibility.json with the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import commit, write_results
+from inspection import SETS, picture
+
+from convae.bench.inspection import inspection_parts
+
+#: A change of more than this many gray levels counts as visible (PNG keeps whole levels; 4 is 1.6 %).
+VISIBLE = 4
+
+
+def changes(name: str, size: int = 128) -> dict[str, dict[str, list[float]]]:
+    """Per kind: each part's mean |change| inside its mask, and the share of the mask changed by > VISIBLE."""
+    source, defects = SETS[name]
+    found: dict[str, dict[str, list[float]]] = {}
+    for _, kind, _, clean, image, mask in inspection_parts(picture(source, size), size=size, train=80,
+                                                           test_good=20, test_defect=10, seed=0, defects=defects):
+        if mask is None:
+            continue
+        change = np.abs(image.astype(np.float64) - clean.astype(np.float64))
+        change = change.mean(-1) if change.ndim == 3 else change
+        inside = change[mask > 0]
+        row = found.setdefault(kind, {"mean_change": [], "share_visible": []})
+        row["mean_change"].append(round(float(inside.mean()), 2))
+        row["share_visible"].append(round(float((inside > VISIBLE).mean()), 3))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS), help="comma list of " + ", ".join(SETS))
+    args = parser.parse_args()
+    unknown = [s for s in args.sets.split(",") if s not in SETS]
+    if unknown:
+        parser.error(f"unknown set: {', '.join(unknown)} (choose from {', '.join(SETS)})")
+    every = {}
+    for name in args.sets.split(","):
+        every[name] = changes(name)
+        for kind, row in every[name].items():
+            means, shares = np.array(row["mean_change"]), np.array(row["share_visible"])
+            print(f"{name:7s} {kind:8s} mean |change| in mask {np.median(means):6.1f} levels (parts: "
+                  f"{means.min():.1f}–{means.max():.1f}); share changed by more than {VISIBLE}: "
+                  f"{np.median(shares):.2f} ({shares.min():.2f}–{shares.max():.2f})", flush=True)
+    path = write_results("inspection-visibility.json", {
+        "benchmark": "inspection-visibility", "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "visible_levels": VISIBLE, "sets": every})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
