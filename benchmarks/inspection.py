@@ -143,8 +143,8 @@ def convae_run(root: Path, out: Path, threads: int, score: str | None, **setting
                                       "aupro_per_anomalous_class")},
             "train_seconds": round(trained, 1), "epochs_done": len(rows), "score": result["score"],
             "stopped_on_time": trainer.stopped_on_time is not None, "last_epoch": last_epoch_figures(out, KEYS, score),
-            **({"val_pixel_auroc_simulated": rows[-1].get("val_pixel_auroc")} if rows and "val_pixel_auroc" in rows[-1]
-               else {})}
+            **({"val_pixel_auroc_simulated": rows[-1]["val_pixel_auroc"],  # and every epoch's, to study keep_best
+                "checks": [row.get("val_pixel_auroc") for row in rows]} if rows and "val_pixel_auroc" in rows[-1] else {})}
 
 
 def anomalib_run(root: Path, size: int, budget: float, work: Path, test: Any) -> dict[str, Any]:

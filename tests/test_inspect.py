@@ -418,3 +418,19 @@ def test_bad_inspect_input_is_one_line_and_leaves_nothing(parts: Path, cli, tmp_
     assert code == 2 and err.strip().count("\n") == 0 and not (tmp_path / "i").exists(), err
     assert "--crop 16 is for --task inspect" in err and "--patch" in err
     assert "--crop" in _one_line_failure(cli, tmp_path / "j", *inspect, "--crop", "-1")
+
+
+def test_the_benchmark_records_every_epochs_check(parts: Path, tmp_path: Path) -> None:
+    """benchmarks/inspection.py keeps each epoch's held-out check, so keep_best can be studied from its results."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inspection.py"
+    spec = importlib.util.spec_from_file_location("_inspection_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = module.convae_run(parts, tmp_path / "run", 1, None, task="inspect", epochs=3, batch_size=8,
+                            model_args={"width": 4, "disc_width": 4})
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["epochs_done"] == 3 and row["checks"] == [r["val_pixel_auroc"] for r in rows]
+    assert row["val_pixel_auroc_simulated"] == rows[-1]["val_pixel_auroc"] and None not in row["checks"]
