@@ -88,9 +88,9 @@ def train(
         out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
                   markup=False, highlight=False)
     if last.get("kept_epoch"):
-        out.print(f"kept epoch {last['kept_epoch']}: its held-out check (pixel AUROC {last['kept_check']:.3f}) beat the "
-                  f"last evaluation's ({last['last_check']:.3f}); model.safetensors holds it, state.pt the last "
-                  "weights for --resume", markup=False, highlight=False)
+        out.print(f"kept epoch {last['kept_epoch']}: its held-out check (pixel AUROC {last['kept_check']:.3f}, mean of "
+                  f"up to {last['kept_window']} epochs) beat the last evaluation's ({last['last_check']:.3f}); "
+                  "model.safetensors holds it, state.pt the last weights for --resume", markup=False, highlight=False)
     if then_report:
         _report_after_training(out_path, trainer.config.device)
 
