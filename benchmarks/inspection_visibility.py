@@ -8,7 +8,7 @@ prints, per set and kind, over the pixels inside each mask: the mean absolute ch
 levels (0–255, averaged over channels) and the share of them changed by more than
 ``VISIBLE`` levels. It trains nothing and takes seconds.
 
-Run: ``python benchmarks/inspection_visibility.py [--sets tissue,moon]``; the figures go to
+Run: ``python benchmarks/inspection_visibility.py [--sets tissue,moon]``; a run of all sets writes
 benchmarks/results/inspection-visibility.json with the commit.
 """
 
@@ -50,24 +50,30 @@ def changes(name: str, size: int = 128) -> dict[str, dict[str, list[float]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(SETS), help="comma list of " + ", ".join(SETS))
+    parser.add_argument("--sets", default=",".join(SETS), help="comma list of " + ", ".join(SETS) + " (the results "
+                        "file is written only when all are measured, so a partial run never replaces it)")
     args = parser.parse_args()
-    unknown = [s for s in args.sets.split(",") if s not in SETS]
+    names = args.sets.split(",")
+    unknown = [s for s in names if s not in SETS]
     if unknown:
         parser.error(f"unknown set: {', '.join(unknown)} (choose from {', '.join(SETS)})")
-    every = {}
-    for name in args.sets.split(","):
-        every[name] = changes(name)
-        for kind, row in every[name].items():
+    every = {name: changes(name) for name in names}
+    written = None
+    if set(names) == set(SETS):  # written before the lines, so a reader that stops early (| head) loses nothing
+        written = write_results("inspection-visibility.json", {
+            "benchmark": "inspection-visibility", "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "visible_levels": VISIBLE, "sets": every})
+    for name, kinds in every.items():
+        for kind, row in kinds.items():
             means, shares = np.array(row["mean_change"]), np.array(row["share_visible"])
             print(f"{name:7s} {kind:8s} mean |change| in mask {np.median(means):6.1f} levels (parts: "
                   f"{means.min():.1f}–{means.max():.1f}); share changed by more than {VISIBLE}: "
                   f"{np.median(shares):.2f} ({shares.min():.2f}–{shares.max():.2f})", flush=True)
-    path = write_results("inspection-visibility.json", {
-        "benchmark": "inspection-visibility", "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "visible_levels": VISIBLE, "sets": every})
-    print(f"wrote {path}")
+    print(f"wrote {written}" if written else "not written: only some sets were measured")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
+        sys.stderr.close()
