@@ -316,6 +316,15 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
     assert code == 0, err
     assert ("the weights are epoch 1's, whose held-out check (pixel AUROC 0.900, mean of up to 7 epochs) beat the "
             "last epoch's (0.750)") in (run / "report.html").read_text(), "the report says which epoch the weights are"
+    from convae.run.files import save_weights, weights_metadata
+    from convae.training.keep_best import KEPT_WINDOW
+
+    marked = weights_metadata(run / "model.safetensors")
+    older = {k: v for k, v in marked.items() if k != KEPT_WINDOW}  # kept before checks were averaged: one epoch each
+    save_weights(run / "model.safetensors", final, older)
+    code, out, err = cli("report", str(run))
+    assert code == 0 and "(pixel AUROC 0.900) beat the last epoch's (0.750)" in (run / "report.html").read_text(), err
+    save_weights(run / "model.safetensors", final, marked)  # as the run wrote it, for what follows
     from convae.bench.inspection import last_epoch_figures
 
     last_figures = last_epoch_figures(run, ("auroc", "pixel_auroc"))  # the benchmark's measure of the last weights

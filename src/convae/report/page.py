@@ -24,7 +24,7 @@ from convae.applications.restore import report as restore_report
 from convae.core.atomic import atomic_write_text
 from convae.core.html import STYLE, escape, figure, rows_table
 from convae.run import CONFIG, REPORT, Run
-from convae.training.keep_best import WINDOW, ends_on_kept_epoch
+from convae.training.keep_best import ends_on_kept_epoch
 
 #: The settings a reader wants first; the rest stay in the folded config.json.
 SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
@@ -74,8 +74,9 @@ def summary(run: Run) -> str:
     ]
     kept = ends_on_kept_epoch(run.path)
     if kept:
-        lines.append(f"the weights are epoch {kept[0]}'s, whose held-out check (pixel AUROC {kept[1]:.3f}, mean of up to "
-                     f"{WINDOW} epochs) beat the last epoch's ({kept[2]:.3f})")
+        window = f", mean of up to {kept[3]} epochs" if kept[3] > 1 else ""  # runs kept before means: 1
+        lines.append(f"the weights are epoch {kept[0]}'s, whose held-out check (pixel AUROC {kept[1]:.3f}{window}) "
+                     f"beat the last epoch's ({kept[2]:.3f})")
     return "<div class='summary'>" + "<br>".join(lines) + "</div>"
 
 

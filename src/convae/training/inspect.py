@@ -154,8 +154,9 @@ class InspectTask(ReconstructTask):
         remember_if_best(run_dir, model, rows)
 
     def finish(self, model, run_dir, last):
-        """A run whose held-out check (a mean over up to 7 epochs) fell more than 0.05 below its best ends on
-        that best epoch (convae.training.keep_best: a long run on a few dozen parts can memorise them)."""
+        """A run whose held-out check (a mean over up to keep_best.WINDOW epochs) fell more than keep_best.MARGIN
+        below its best ends on that best epoch (convae.training.keep_best: a long run on a few dozen parts can
+        memorise them)."""
         kept = settle_on_best(run_dir, model, last)
         return {**last, **kept} if kept else last
 

@@ -47,6 +47,9 @@ WINDOW = 7
 #: model.safetensors' metadata key saying it holds a kept epoch, whose value is the mean ending with the
 #: last evaluation's check that it was kept over (a later checkpoint writes the file without it).
 KEPT = "kept_over"
+#: ...and the key of the window those means were taken over, so a report describes the rule the run used
+#: (runs kept before the window existed compared single epochs: no key, a window of 1).
+KEPT_WINDOW = "kept_window"
 
 
 def _value(row: dict[str, Any]) -> float | None:
@@ -60,7 +63,8 @@ def _checks(rows: list[dict[str, Any]]) -> list[float]:
 
 def running_means(checks: list[float]) -> list[float]:
     """Each check's mean with the ones before it, over up to ``WINDOW`` of them."""
-    return [sum(checks[max(0, i + 1 - WINDOW):i + 1]) / (i + 1 - max(0, i + 1 - WINDOW)) for i in range(len(checks))]
+    windows = (checks[max(0, end - WINDOW):end] for end in range(1, len(checks) + 1))
+    return [sum(window) / len(window) for window in windows]
 
 
 def remember_if_best(run_dir: Path, model: torch.nn.Module, rows: list[dict[str, Any]]) -> bool:
@@ -87,14 +91,15 @@ def kept(run_dir: Path) -> tuple[int, float] | None:
                        "delete it, and the run keeps its last weights") from None
 
 
-def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float] | None:
-    """(epoch, its check, the last evaluation's check) when model.safetensors holds a kept epoch, else None."""
+def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float, int] | None:
+    """(epoch, its check, the last evaluation's check, the window of both) when model.safetensors holds a
+    kept epoch, else None."""
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         return None
-    over = weights_metadata(path).get(KEPT)
-    best = kept(run_dir) if over is not None else None
-    return (*best, float(over)) if best else None
+    meta = weights_metadata(path)
+    best = kept(run_dir) if meta.get(KEPT) is not None else None
+    return (*best, float(meta[KEPT]), int(meta.get(KEPT_WINDOW, 1))) if best else None
 
 
 def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,5 +120,6 @@ def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any]) 
         return None
     weights = load_weights(Path(run_dir) / BEST)
     model.load_state_dict(weights)
-    save_weights(Path(run_dir) / WEIGHTS, weights, {"epoch": str(best[0]), "step": "0", KEPT: repr(final)})
-    return {"kept_epoch": best[0], "kept_check": best[1], "last_check": final, "kept_window": WINDOW}
+    save_weights(Path(run_dir) / WEIGHTS, weights,
+                 {"epoch": str(best[0]), "step": "0", KEPT: repr(final), KEPT_WINDOW: str(WINDOW)})
+    return {"kept_epoch": best[0], "kept_check": best[1], "last_check": final, KEPT_WINDOW: WINDOW}
