@@ -77,6 +77,7 @@ CALIBRATION_EPOCHS = 3
 PEER_VENV = Path(os.environ.get("CONVAE_ANOMALIB_VENV", REPO / "benchmarks" / ".venv-anomalib"))
 PEER_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "anomalib==2.7.0")
 KEYS = ("auroc", "pixel_auroc", "aupro")
+PARTS = {"train": 80, "test_good": 20, "test_defect": 10, "seed": 0}  #: each set's parts (write_inspection_dataset)
 METHODS = ("pca", "patch_ae", "no_simulation", "anomalib", "inspect")
 #: Methods whose figures depend on --budget (the others fit or train a fixed number of epochs).
 BUDGET_BOUND = ("no_simulation", "anomalib", "inspect")
@@ -130,6 +131,7 @@ def convae_run(root: Path, out: Path, threads: int, score: str | None, **setting
     """Train a convae run on the set and measure it with detect --eval's own function."""
     from convae.applications.anomaly import evaluate_detection
     from convae.bench.inspection import last_epoch_figures  # what the run's last weights score, if not kept
+    from convae.run import read_metrics
     from convae.training import TrainConfig, Trainer
 
     started = time.perf_counter()
@@ -138,13 +140,12 @@ def convae_run(root: Path, out: Path, threads: int, score: str | None, **setting
     trainer.fit()
     trained = time.perf_counter() - started
     result = evaluate_detection(out, score=score, figures=False, device="cpu")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    checks = [row.get("val_pixel_auroc") for row in read_metrics(out)]  # each epoch's held-out check (keep_best)
     return {**{k: result[k] for k in (*KEYS, "auroc_per_anomalous_class", "pixel_auroc_per_anomalous_class",
                                       "aupro_per_anomalous_class")},
-            "train_seconds": round(trained, 1), "epochs_done": len(rows), "score": result["score"],
+            "train_seconds": round(trained, 1), "epochs_done": len(checks), "score": result["score"],
             "stopped_on_time": trainer.stopped_on_time is not None, "last_epoch": last_epoch_figures(out, KEYS, score),
-            **({"val_pixel_auroc_simulated": rows[-1]["val_pixel_auroc"],  # and every epoch's, to study keep_best
-                "checks": [row.get("val_pixel_auroc") for row in rows]} if rows and "val_pixel_auroc" in rows[-1] else {})}
+            **({"val_pixel_auroc_simulated": checks[-1], "checks": checks} if any(checks) else {})}
 
 
 def anomalib_run(root: Path, size: int, budget: float, work: Path, test: Any) -> dict[str, Any]:
@@ -268,8 +269,7 @@ def one_set(name: str, args: argparse.Namespace, tmp: Path, here: dict[str, Any]
     from convae.data import load_dataset
 
     source, defects = SETS[name]
-    root = write_inspection_dataset(tmp / name, picture(source, args.size), size=args.size, train=80, test_good=20,
-                                    test_defect=10, seed=0, defects=defects)
+    root = write_inspection_dataset(tmp / name, picture(source, args.size), size=args.size, defects=defects, **PARTS)
     train, test = load_dataset(f"mvtec:{root}", "train"), load_dataset(f"mvtec:{root}", "test")
     row: dict[str, Any] = {"set": name, "picture": source, "defects": list(defects),
                            "images": {"train_good": len(train), "test": len(test),
@@ -326,11 +326,10 @@ def table(rows: list[dict[str, Any]], means: dict[str, dict[str, float | None]],
         seconds.append(f"| {r['set']} | " + " | ".join(str(r[m].get("train_seconds", "–")) + (
             f" ({r[m]['epochs_done']} epochs)" if m in ("inspect", "no_simulation") and "epochs_done" in r[m] else "")
             for m in METHODS) + " |")
-    missing = ["", "Image AUROC per defect type (inspect / PCA):", "", "| set | " + " | ".join(
-        sorted({d for r in rows for d in r["defects"]})) + " |", "|---|" + "---|" * len({d for r in rows
-                                                                                          for d in r["defects"]})]
+    kinds = sorted({d for r in rows for d in r["defects"]})
+    missing = ["", "Image AUROC per defect type (inspect / PCA):", "", "| set | " + " | ".join(kinds) + " |",
+               "|---|" + "---|" * len(kinds)]
     for r in rows:
-        kinds = sorted({d for x in rows for d in x["defects"]})
         ours, pca = r["inspect"].get("auroc_per_anomalous_class", {}), r["pca"].get("auroc_per_anomalous_class", {})
         missing.append(f"| {r['set']} | " + " | ".join(
             f"{ours[k]:.3f} / {pca[k]:.3f}" if k in ours and k in pca else "" for k in kinds) + " |")
@@ -385,8 +384,9 @@ def main() -> None:
             means = {method: mean_of(every, method) for method in METHODS}
             payload = {"benchmark": "inspection", "commit": here["commit"], "machine": machine(),
                        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                    "pca_variance": PCA_VARIANCE, "train_good": 80, "test_good": 20,
-                                    "test_defective_per_type": 10, "calibration_epochs": CALIBRATION_EPOCHS,
+                                    "pca_variance": PCA_VARIANCE, "train_good": PARTS["train"], "test_good":
+                                    PARTS["test_good"], "test_defective_per_type": PARTS["test_defect"],
+                                    "calibration_epochs": CALIBRATION_EPOCHS,
                                     "anomalib_packages": list(PEER_PACKAGES),
                                     "sets_done": len(rows), "sets_planned": len(args.sets.split(",")),
                                     "sets_carried": [r["set"] for r in carried]},

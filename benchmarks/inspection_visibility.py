@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import commit, write_results
-from inspection import SETS, picture
+from inspection import PARTS, SETS, picture
 
 from convae.bench.inspection import inspection_parts
 
@@ -35,8 +35,7 @@ def changes(name: str, size: int = 128) -> dict[str, dict[str, list[float]]]:
     """Per kind: each part's mean |change| inside its mask, and the share of the mask changed by > VISIBLE."""
     source, defects = SETS[name]
     found: dict[str, dict[str, list[float]]] = {}
-    for _, kind, _, clean, image, mask in inspection_parts(picture(source, size), size=size, train=80,
-                                                           test_good=20, test_defect=10, seed=0, defects=defects):
+    for _, kind, _, clean, image, mask in inspection_parts(picture(source, size), size=size, defects=defects, **PARTS):
         if mask is None:
             continue
         change = np.abs(image.astype(np.float64) - clean.astype(np.float64))
