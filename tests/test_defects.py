@@ -156,3 +156,31 @@ def test_draems_networks_take_any_size_and_return_it() -> None:
     with torch.no_grad():
         code = recon.encode(x)
         assert code.shape[-2:] == (3, 4) and torch.equal(recon.decode(code)[..., :37, :53], rebuilt)
+
+
+def test_each_simulated_kind_can_be_painted_alone_and_draws_keep_their_shares() -> None:
+    """benchmarks/inspect_simulated_kinds.py asks a run about one kind at a time; training draws them by share."""
+    from convae.data.defects import BLUR_SHARE, CUT_PASTE_SHARE, KINDS, PERLIN_SHARE
+
+    image = torch.rand(3, 48, 48)
+    simulator = DefectSimulator(pool=(torch.rand(4, 3, 48, 48) * 255).to(torch.uint8))
+    for kind in KINDS:
+        painted = 0
+        for i in range(12):
+            out, mask = simulator.paint(image, batch_generator(0, 0, i), kind)
+            again, _ = simulator.paint(image, batch_generator(0, 0, i), kind)
+            changed = (out - image).abs().amax(0) > 0
+            assert torch.equal(out, again) and not (changed & (mask == 0)).any(), kind
+            painted += bool(mask.any())
+        assert painted >= 6, kind  # a Perlin shape may fall below its threshold now and then, not mostly
+    _, mask = simulator.paint(image, batch_generator(0, 0, 1), "blur")
+    inside = mask > 0
+    out, _ = simulator.paint(image, batch_generator(0, 0, 1), "blur")
+    assert (out - out.mean((1, 2), keepdim=True))[:, inside].std() < image[:, inside].std()  # detail lost
+    with pytest.raises(ValueError, match="unknown simulated defect 'rust'"):
+        simulator.paint(image, batch_generator(0, 0, 0), "rust")
+    drawn = [simulator.draw_kind(batch_generator(5, 0, i)) for i in range(2000)]
+    shares = {kind: drawn.count(kind) / len(drawn) for kind in (None, *KINDS)}
+    expected = {None: 0.5, "perlin": PERLIN_SHARE / 2, "blur": BLUR_SHARE / 2, "cut_paste": CUT_PASTE_SHARE / 2,
+                "scar": (1 - PERLIN_SHARE - BLUR_SHARE - CUT_PASTE_SHARE) / 2}
+    assert all(abs(shares[k] - expected[k]) < 0.04 for k in expected), shares

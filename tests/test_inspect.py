@@ -133,6 +133,39 @@ def test_the_validation_map_check_ranks_the_default_window_as_detect_does(traine
     assert check["median_pooled_peak"]["defect"] > check["median_pooled_peak"]["good"]
 
 
+def test_the_simulated_kinds_check_reports_each_kind_and_the_test_defects(trained: Path, parts: Path, cli,
+                                                                          tmp_path: Path) -> None:
+    """benchmarks/inspect_simulated_kinds.py: one kind at a time, and the real kinds scored as detect --eval does."""
+    import subprocess
+    import sys
+
+    from convae.data.defects import KINDS
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "inspect_simulated_kinds.py"
+    out = tmp_path / "kinds.json"
+    done = subprocess.run([sys.executable, str(script), str(trained), "--copies", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    assert list(found["simulated"]) == list(KINDS) and list(found["test"]) == ["square"]
+    assert found["epochs_done"] == 25 and found["dataset"] == f"mvtec:{parts}" and found["commit"]
+    assert all(line.split()[0] in ("kind", "simulated", "test") for line in done.stdout.splitlines())
+    square = found["test"]["square"]
+    assert square["map_inside"] > square["map_outside"]  # the run learnt the squares (its pixel AUROC > 0.8)
+    assert square["error_inside"] > square["error_outside"]  # a bright square is what a reconstruction misses
+    code, _, err = cli("detect", str(trained), "--eval", "--device", "cpu")
+    assert code == 0, err
+    result = json.loads((trained / "detect-eval.json").read_text())
+    assert square["image_auroc"] == pytest.approx(result["auroc_per_anomalous_class"]["square"], abs=1e-9)
+    assert all(0 < f["parts"] <= 16 and 0 <= f["pixel_auroc"] <= 1 for f in found["simulated"].values())
+    last = subprocess.run([sys.executable, str(script), str(trained), "--copies", "1", "--last", "--json",
+                           str(tmp_path / "last.json")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert last.returncode == 0 and json.loads((tmp_path / "last.json").read_text())["weights"] == "last", last.stderr
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "no-run")], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no-run" in missing.stderr, missing.stderr
+
+
 def test_simulated_defects_paint_training_batches_only(parts: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from convae.data import load_dataset
@@ -254,17 +287,25 @@ def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, 
 def test_the_run_keeps_the_epoch_its_held_out_check_liked_best(trained: Path) -> None:
     from safetensors.torch import load_file
 
+    from convae.run import Run
     from convae.run.files import load_state
-    from convae.training.keep_best import MARGIN, WINDOW, kept
+    from convae.training.inspect import InspectTask
+    from convae.training.keep_best import MARGIN, MEMORISED, WINDOW, kept
 
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     checks = [r["val_pixel_auroc"] for r in rows]
     means = [float(np.mean(checks[max(0, i + 1 - WINDOW):i + 1])) for i in range(len(checks))]
     best = max(range(len(rows)), key=lambda i: (means[i], -i))  # the first epoch reaching the highest mean
     assert kept(trained)[0] == rows[best]["epoch"] and kept(trained)[1] == pytest.approx(means[best], abs=1e-12)
-    final = load_file(trained / "model.safetensors")
-    expected = load_file(trained / "best.safetensors") if means[-1] <= means[best] - MARGIN else \
-        load_state(trained / "state.pt")["model"]
+    final, last = load_file(trained / "model.safetensors"), load_state(trained / "state.pt")["model"]
+    ends_on_best = means[-1] <= means[best] - MARGIN
+    if ends_on_best:  # ...and only if the last weights memorised the training parts
+        run = Run.open(trained)
+        model = run.model("cpu")
+        model.load_state_dict(last)
+        task = InspectTask(run.config.training, run.splits(), torch.device("cpu"))
+        ends_on_best = task.memorisation(model) >= MEMORISED
+    expected = load_file(trained / "best.safetensors") if ends_on_best else last
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
 
 
@@ -302,6 +343,7 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
     falling = iter([0.9, 0.6, 0.5, 0.4, 0.3])  # compared as means of up to 7 epochs: 0.9, then 0.75
     monkeypatch.setattr(InspectTask, "simulated_validation",
                         lambda self, model: {"val_pixel_auroc": next(falling), "val_image_auroc": None})
+    monkeypatch.setattr(InspectTask, "memorisation", lambda self, model: 3.5)  # as gravel's bf16 run had
     args = ("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--batch-size", "8", "--deterministic",
             "--out", str(tmp_path / "run"), *TINY)
     code, out, err = cli(*args, "--epochs", "2", "--lr-schedule", "none")
@@ -338,6 +380,35 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
     (run / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes()[:500])  # a damaged copy
     code, out, err = cli(*args, "--epochs", "3", "--resume")
     assert code == 2 and "Traceback" not in err and "best.safetensors: not a readable safetensors file" in err, err
+
+
+def test_a_check_that_falls_without_memorisation_keeps_the_last_weights(parts: Path, cli, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On grass the check fell 0.057 with no memorisation (1.2×); its kept epoch scored 0.61, the last 0.855."""
+    from safetensors.torch import load_file
+
+    from convae.run.files import load_state
+    from convae.training.inspect import InspectTask
+
+    falling, real, asked = iter([0.9, 0.6, 0.5]), InspectTask.memorisation, []
+
+    def measured(self, model):  # the real measure runs on the last weights; the decision gets grass's 1.2
+        asked.append(real(self, model))
+        return 1.2
+
+    monkeypatch.setattr(InspectTask, "simulated_validation",
+                        lambda self, model: {"val_pixel_auroc": next(falling), "val_image_auroc": None})
+    monkeypatch.setattr(InspectTask, "memorisation", measured)
+    code, out, err = cli("train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--batch-size", "8",
+                         "--epochs", "3", "--out", str(tmp_path / "run"), *TINY)
+    assert code == 0 and "kept epoch" not in out, (out, err)
+    assert ("the held-out check fell below epoch 1's (pixel AUROC 0.667 against 0.900), but the last weights "
+            "redraw held-out good parts 1.20× as badly as training parts, under the 2× of a memorised run"
+            ) in out, out
+    assert len(asked) == 1 and 0.2 < asked[0] < 5  # held-out over training error of a network that learned the texture
+    run = tmp_path / "run"
+    final, last = load_file(run / "model.safetensors"), load_state(run / "state.pt")["model"]
+    assert all(torch.equal(final[k], last[k]) for k in final)
 
 
 def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,

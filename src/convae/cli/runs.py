@@ -87,12 +87,27 @@ def train(
     elif not trainer.already_complete:
         out.print(f"done: {out_path}  (final test {last.get('loss')} {last.get('test_loss', float('nan')):.5f})",
                   markup=False, highlight=False)
-    if last.get("kept_epoch"):
-        out.print(f"kept epoch {last['kept_epoch']}: its held-out check (pixel AUROC {last['kept_check']:.3f}, mean of "
-                  f"up to {last['kept_window']} epochs) beat the last evaluation's ({last['last_check']:.3f}); "
-                  "model.safetensors holds it, state.pt the last weights for --resume", markup=False, highlight=False)
+    if (line := _keep_best_line(last)) is not None:
+        out.print(line, markup=False, highlight=False)
     if then_report:
         _report_after_training(out_path, trainer.config.device)
+
+
+def _keep_best_line(last: dict) -> str | None:
+    """What an inspect run's end did about its best epoch (convae.training.keep_best), when its check fell."""
+    if last.get("kept_epoch"):
+        return (f"kept epoch {last['kept_epoch']}: its held-out check (pixel AUROC {last['kept_check']:.3f}, mean of "
+                f"up to {last['kept_window']} epochs) beat the last evaluation's ({last['last_check']:.3f}); "
+                "model.safetensors holds it, state.pt the last weights for --resume")
+    if last.get("not_kept"):
+        from convae.training.keep_best import MEMORISED
+
+        fell = last["not_kept"]
+        return (f"the held-out check fell below epoch {fell['epoch']}'s (pixel AUROC {fell['last_check']:.3f} against "
+                f"{fell['check']:.3f}), but the last weights redraw held-out good parts {fell['memorisation']:.2f}× "
+                f"as badly as training parts, under the {MEMORISED:g}× of a memorised run: they stay in "
+                "model.safetensors")
+    return None
 
 
 def _report_after_training(run_dir: Path, device: str) -> None:

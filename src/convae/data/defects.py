@@ -39,6 +39,8 @@ THRESHOLD = 0.5
 #: How a defective sample's kind is drawn: cumulative shares of Perlin texture fills, blurred
 #: Perlin regions, CutPaste patches and (the rest) scars.
 PERLIN_SHARE, BLUR_SHARE, CUT_PASTE_SHARE = 0.5, 0.15, 0.2
+#: The simulated kinds, in the order of those shares.
+KINDS = ("perlin", "blur", "cut_paste", "scar")
 #: The blur's Gaussian σ is log-uniform in this range, in pixels.
 BLUR_SIGMA = (1.0, 6.0)
 
@@ -140,20 +142,35 @@ class DefectSimulator:
             raise ValueError(f"{x.shape[0]} images but {len(generators)} generators")
         out, masks = x.clone(), torch.zeros(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
         for i, generator in enumerate(generators):
-            kind = _uniform(generator)
-            if kind < self.clean_fraction:
-                continue
-            share = (kind - self.clean_fraction) / max(1 - self.clean_fraction, 1e-9)
-            if share < PERLIN_SHARE:
-                painted, mask = self._perlin(x[i], generator)
-            elif share < PERLIN_SHARE + BLUR_SHARE:
-                painted, mask = self._blur(x[i], generator)
-            elif share < PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE:
-                painted, mask = self._cut_paste(x[i], generator)
-            else:
-                painted, mask = scar(x[i], generator)
-            out[i], masks[i, 0] = painted, mask
+            kind = self.draw_kind(generator)
+            if kind is not None:
+                out[i], masks[i, 0] = self.paint(x[i], generator, kind)
         return out, masks
+
+    def draw_kind(self, generator: torch.Generator) -> str | None:
+        """Which of ``KINDS`` one sample gets, or None for a clean one (one draw from ``generator``)."""
+        draw = _uniform(generator)
+        if draw < self.clean_fraction:
+            return None
+        share = (draw - self.clean_fraction) / max(1 - self.clean_fraction, 1e-9)
+        bounds = (PERLIN_SHARE, PERLIN_SHARE + BLUR_SHARE, PERLIN_SHARE + BLUR_SHARE + CUT_PASTE_SHARE)
+        return next((kind for kind, bound in zip(KINDS, bounds) if share < bound), KINDS[-1])
+
+    def paint(self, image: torch.Tensor, generator: torch.Generator, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One defect of ``kind`` on one C×H×W image: (painted image, H×W mask of the painted pixels).
+
+        Public so that a trained run can be asked how well it finds each kind on its own
+        (benchmarks/inspect_simulated_kinds.py): the per-epoch check mixes them all.
+        """
+        if kind == "perlin":
+            return self._perlin(image, generator)
+        if kind == "blur":
+            return self._blur(image, generator)
+        if kind == "cut_paste":
+            return self._cut_paste(image, generator)
+        if kind == "scar":
+            return scar(image, generator)
+        raise ValueError(f"unknown simulated defect {kind!r}; choose one of {', '.join(KINDS)}")
 
     def texture(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A foreign texture the size of ``image`` (C×H×W in [0, 1])."""
