@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,11 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def quiet_on_closed_pipe(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; piped into ``head``, the reader has what it wanted, so no traceback."""
+    try:
+        main()
+    except BrokenPipeError:
+        sys.stderr.close()

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet_on_closed_pipe
 
 
 def measure(model: torch.nn.Module, images: torch.Tensor, batch: int = 16) -> dict[str, float]:
@@ -67,7 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
-        sys.stderr.close()
+    quiet_on_closed_pipe(main)

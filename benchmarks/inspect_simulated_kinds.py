@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit
+from _common import commit, quiet_on_closed_pipe
 
 
 def good_parts(splits, run_dir: str) -> torch.Tensor:
@@ -159,7 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
-        sys.stderr.close()
+    quiet_on_closed_pipe(main)

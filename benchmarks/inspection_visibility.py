@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, write_results
+from _common import commit, quiet_on_closed_pipe, write_results
 from inspection import PARTS, SETS, picture
 
 from convae.bench.inspection import inspection_parts
@@ -72,7 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
-        sys.stderr.close()
+    quiet_on_closed_pipe(main)
