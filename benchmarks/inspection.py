@@ -134,18 +134,18 @@ def convae_run(root: Path, out: Path, threads: int, score: str | None, **setting
     from convae.run import read_metrics
     from convae.training import TrainConfig, Trainer
 
+    config = TrainConfig(dataset=f"mvtec:{root}", threads=threads, logger="none", **settings)
     started = time.perf_counter()
-    trainer = Trainer(TrainConfig(dataset=f"mvtec:{root}", threads=threads, logger="none", **settings), out,
-                      progress=False, log=lambda line: None)
-    trainer.fit()
+    ended = Trainer(config, out, progress=False, log=lambda line: None).fit()  # not_kept: a fall, no memorisation
     trained = time.perf_counter() - started
     result = evaluate_detection(out, score=score, figures=False, device="cpu")
     checks = [row.get("val_pixel_auroc") for row in read_metrics(out)]  # each epoch's held-out check (keep_best)
     return {**{k: result[k] for k in (*KEYS, "auroc_per_anomalous_class", "pixel_auroc_per_anomalous_class",
                                       "aupro_per_anomalous_class")},
             "train_seconds": round(trained, 1), "epochs_done": len(checks), "score": result["score"],
-            "stopped_on_time": trainer.stopped_on_time is not None, "last_epoch": last_epoch_figures(out, KEYS, score),
-            **({"val_pixel_auroc_simulated": checks[-1], "checks": checks} if any(checks) else {})}
+            "stopped_on_time": bool(ended.get("stopped_on_time")), "last_epoch": last_epoch_figures(out, KEYS, score),
+            **({"val_pixel_auroc_simulated": checks[-1], "checks": checks} if any(checks) else {}),
+            **{k: ended[k] for k in ("not_kept",) if ended.get(k)}}
 
 
 def anomalib_run(root: Path, size: int, budget: float, work: Path, test: Any) -> dict[str, Any]:

@@ -59,6 +59,18 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _benchmark_script(name: str):
+    """A script of benchmarks/ as a module, for the functions its tests call."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_parts(tmp_path_factory.mktemp("inspect") / "parts")
@@ -112,15 +124,9 @@ def test_an_inspect_run_trains_in_fp32_unless_asked(trained: Path, parts: Path) 
 
 def test_the_validation_map_check_ranks_the_default_window_as_detect_does(trained: Path, cli) -> None:
     """benchmarks/inspection_validation.py's map check: its default-window figure is detect's own."""
-    import importlib.util
-
     from convae.models.draem import pool_size
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inspection_validation.py"
-    spec = importlib.util.spec_from_file_location("_inspection_validation", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("inspection_validation")
     check = module.map_check(trained)
     code, _, err = cli("detect", str(trained), "--eval", "--device", "cpu")
     assert code == 0, err
@@ -506,15 +512,24 @@ def test_bad_inspect_input_is_one_line_and_leaves_nothing(parts: Path, cli, tmp_
 
 def test_the_benchmark_records_every_epochs_check(parts: Path, tmp_path: Path) -> None:
     """benchmarks/inspection.py keeps each epoch's held-out check, so keep_best can be studied from its results."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inspection.py"
-    spec = importlib.util.spec_from_file_location("_inspection_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("inspection")
     row = module.convae_run(parts, tmp_path / "run", 1, None, task="inspect", epochs=3, batch_size=8,
                             model_args={"width": 4, "disc_width": 4})
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert row["epochs_done"] == 3 and row["checks"] == [r["val_pixel_auroc"] for r in rows]
     assert row["val_pixel_auroc_simulated"] == rows[-1]["val_pixel_auroc"] and None not in row["checks"]
+
+
+def test_the_benchmark_records_a_fall_that_kept_the_last_weights(parts: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from convae.training.inspect import InspectTask
+
+    module = _benchmark_script("inspection")
+    falling = iter([0.9, 0.6, 0.5])
+    monkeypatch.setattr(InspectTask, "simulated_validation",
+                        lambda self, model: {"val_pixel_auroc": next(falling), "val_image_auroc": None})
+    monkeypatch.setattr(InspectTask, "memorisation", lambda self, model: 1.2)
+    row = module.convae_run(parts, tmp_path / "run", 1, None, task="inspect", epochs=3, batch_size=8,
+                            model_args={"width": 4, "disc_width": 4})
+    assert row["not_kept"]["epoch"] == 1 and row["not_kept"]["memorisation"] == 1.2 and row["last_epoch"] is None
+    assert row["stopped_on_time"] is False and row["checks"] == [0.9, 0.6, 0.5]
