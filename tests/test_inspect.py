@@ -354,7 +354,8 @@ def test_a_run_whose_check_falls_ends_on_its_best_epoch_and_resumes_from_its_las
             "--out", str(tmp_path / "run"), *TINY)
     code, out, err = cli(*args, "--epochs", "2", "--lr-schedule", "none")
     assert code == 0 and ("kept epoch 1: its held-out check (pixel AUROC 0.900, mean of up to 7 epochs) beat the last "
-                          "evaluation's (0.750)") in out, (out, err)
+                          "evaluation's (0.750), and the last weights redraw held-out good parts 3.50× as badly as "
+                          "training parts; model.safetensors holds it") in out, (out, err)
     run = tmp_path / "run"
     final, best = load_file(run / "model.safetensors"), load_file(run / "best.safetensors")
     last = load_state(run / "state.pt")["model"]

@@ -96,9 +96,11 @@ def train(
 def _keep_best_line(last: dict) -> str | None:
     """What an inspect run's end did about its best epoch (convae.training.keep_best), when its check fell."""
     if last.get("kept_epoch"):
+        memorised = (f", and the last weights redraw held-out good parts {last['memorisation']:.2f}× as badly as "
+                     "training parts" if last.get("memorisation") else "")
         return (f"kept epoch {last['kept_epoch']}: its held-out check (pixel AUROC {last['kept_check']:.3f}, mean of "
-                f"up to {last['kept_window']} epochs) beat the last evaluation's ({last['last_check']:.3f}); "
-                "model.safetensors holds it, state.pt the last weights for --resume")
+                f"up to {last['kept_window']} epochs) beat the last evaluation's ({last['last_check']:.3f})"
+                f"{memorised}; model.safetensors holds it, state.pt the last weights for --resume")
     if last.get("not_kept"):
         from convae.training.keep_best import MEMORISED
 

@@ -113,7 +113,7 @@ def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float, int] | None:
 
 
 def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any],
-                   memorisation: Callable[[torch.nn.Module], float] | None = None) -> dict[str, Any] | None:
+                   memorisation: Callable[[torch.nn.Module], float | None] | None = None) -> dict[str, Any] | None:
     """Make model.safetensors (and ``model``) the kept epoch's weights when the mean ending with ``last``'s
     check fell ``MARGIN`` below the kept one's and ``memorisation(model)`` (the held-out good parts'
     reconstruction error over the training parts', on the last weights) is ``MEMORISED`` or more.
