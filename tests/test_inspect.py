@@ -416,6 +416,10 @@ def test_a_check_that_falls_without_memorisation_keeps_the_last_weights(parts: P
     run = tmp_path / "run"
     final, last = load_file(run / "model.safetensors"), load_state(run / "state.pt")["model"]
     assert all(torch.equal(final[k], last[k]) for k in final)
+    code, _, err = cli("report", str(run))
+    assert code == 0 and ("the held-out check fell below epoch 1's (0.667 against 0.900), but the last weights were "
+                          "not memorised (held-out good parts redrawn 1.20× as badly as training parts), so they "
+                          "stayed") in (run / "report.html").read_text(), err
 
 
 def test_a_stop_on_time_in_an_epoch_without_a_test_loss_still_reports_one(parts: Path, cli, tmp_path: Path,

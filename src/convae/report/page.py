@@ -24,7 +24,7 @@ from convae.applications.restore import report as restore_report
 from convae.core.atomic import atomic_write_text
 from convae.core.html import STYLE, escape, figure, rows_table
 from convae.run import CONFIG, REPORT, Run
-from convae.training.keep_best import ends_on_kept_epoch
+from convae.training.keep_best import ends_on_kept_epoch, fell_without_memorisation
 
 #: The settings a reader wants first; the rest stay in the folded config.json.
 SETTINGS = ("task", "model", "model_args", "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "loss", "seed",
@@ -77,6 +77,10 @@ def summary(run: Run) -> str:
         window = f", mean of up to {kept[3]} epochs" if kept[3] > 1 else ""  # runs kept before means: 1
         lines.append(f"the weights are epoch {kept[0]}'s, whose held-out check (pixel AUROC {kept[1]:.3f}{window}) "
                      f"beat the last epoch's ({kept[2]:.3f})")
+    elif fell := fell_without_memorisation(run.path):
+        lines.append(f"the held-out check fell below epoch {fell['epoch']}'s ({fell['last_check']:.3f} against "
+                     f"{fell['check']:.3f}), but the last weights were not memorised (held-out good parts redrawn "
+                     f"{fell['memorisation']:.2f}× as badly as training parts), so they stayed")
     return "<div class='summary'>" + "<br>".join(lines) + "</div>"
 
 

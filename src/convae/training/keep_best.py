@@ -26,6 +26,7 @@ defects where its last weights scored 0.855. ``state.pt`` keeps the last weights
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ MEMORISED = 2.0
 #: model.safetensors' metadata key saying it holds a kept epoch, whose value is the mean ending with the
 #: last evaluation's check that it was kept over (a later checkpoint writes the file without it).
 KEPT = "kept_over"
+#: model.safetensors' metadata key saying the check fell but the last weights stayed, not memorised (JSON:
+#: the best epoch, its check, the last check and the memorisation ratio), so the report can say so.
+NOT_KEPT = "not_kept"
 #: ...and the key of the window those means were taken over, so a report describes the rule the run used
 #: (runs kept before the window existed compared single epochs: no key, a window of 1).
 KEPT_WINDOW = "kept_window"
@@ -112,6 +116,13 @@ def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float, int] | None:
     return (*best, float(meta[KEPT]), int(meta.get(KEPT_WINDOW, 1))) if best else None
 
 
+def fell_without_memorisation(run_dir: Path) -> dict[str, Any] | None:
+    """What model.safetensors records when the check fell but its (last) weights stayed, else None."""
+    path = Path(run_dir) / WEIGHTS
+    marker = weights_metadata(path).get(NOT_KEPT) if path.is_file() else None
+    return json.loads(marker) if marker else None
+
+
 def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any],
                    memorisation: Callable[[torch.nn.Module], float | None] | None = None) -> dict[str, Any] | None:
     """Make model.safetensors (and ``model``) the kept epoch's weights when the mean ending with ``last``'s
@@ -133,7 +144,10 @@ def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any],
         return None
     ratio = memorisation(model) if memorisation is not None else None
     if ratio is not None and ratio < MEMORISED:
-        return {"not_kept": {"epoch": best[0], "check": best[1], "last_check": final, "memorisation": ratio}}
+        fell = {"epoch": best[0], "check": best[1], "last_check": final, "memorisation": ratio}
+        path = Path(run_dir) / WEIGHTS
+        save_weights(path, load_weights(path), {**weights_metadata(path), NOT_KEPT: json.dumps(fell)})
+        return {NOT_KEPT: fell}
     weights = load_weights(Path(run_dir) / BEST)
     model.load_state_dict(weights)
     save_weights(Path(run_dir) / WEIGHTS, weights,
