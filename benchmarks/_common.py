@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -73,3 +74,36 @@ def quiet_on_closed_pipe(main: Callable[[], None]) -> None:
         main()
     except BrokenPipeError:
         sys.stderr.close()
+
+
+def inspect_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN_DIR, --last, --data-dir and --dataset: how the inspection diagnostics name a trained run."""
+    parser.add_argument("run_dir")
+    parser.add_argument("--last", action="store_true", help="measure state.pt's last weights, not model.safetensors")
+    parser.add_argument("--data-dir", default=None, help="where the run's data is now")
+    parser.add_argument("--dataset", default=None, help="the run's dataset where it is now, e.g. mvtec:PATH")
+
+
+def fail(error: Exception) -> NoReturn:
+    """One error line and exit 2, as convae's own commands end on bad input."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def open_inspect_run(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
+    """The inspect run ``args`` name (see inspect_run_arguments) and its model on the CPU in eval mode:
+    model.safetensors, or state.pt's last weights with --last (where the run ended on a kept epoch)."""
+    from convae.core.errors import ConvaeError
+    from convae.run import Run
+    from convae.run.files import STATE, load_state
+
+    try:
+        run = Run.open(args.run_dir, data_dir=args.data_dir, dataset=args.dataset)
+        if run.config.task != "inspect":
+            raise ConvaeError(f"{args.run_dir}: a --task {run.config.task} run, not an inspect run")
+        model = run.model("cpu")
+        if args.last:
+            model.load_state_dict(load_state(run.path / STATE)["model"])
+    except ConvaeError as error:
+        fail(error)
+    return run, model

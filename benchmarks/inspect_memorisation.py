@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import quiet_on_closed_pipe
+from _common import fail, inspect_run_arguments, open_inspect_run, quiet_on_closed_pipe
 
 
 def measure(model: torch.nn.Module, images: torch.Tensor, batch: int = 16) -> dict[str, float]:
@@ -40,26 +40,15 @@ def measure(model: torch.nn.Module, images: torch.Tensor, batch: int = 16) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--last", action="store_true", help="measure state.pt's last weights, not model.safetensors")
-    parser.add_argument("--data-dir", default=None, help="where the run's data is now")
-    parser.add_argument("--dataset", default=None, help="the run's dataset where it is now, e.g. mvtec:PATH")
+    inspect_run_arguments(parser)
     args = parser.parse_args()
     from convae.core.errors import ConvaeError
-    from convae.run import Run
-    from convae.run.files import STATE, load_state
 
+    run, model = open_inspect_run(args)
     try:
-        run = Run.open(args.run_dir, data_dir=args.data_dir, dataset=args.dataset)
-        if run.config.task != "inspect":
-            raise ConvaeError(f"{args.run_dir}: a --task {run.config.task} run, not an inspect run")
-        model = run.model("cpu")
-        if args.last:
-            model.load_state_dict(load_state(run.path / STATE)["model"])
         splits = run.splits()
     except ConvaeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     torch.set_num_threads(2)
     for name, part in (("training parts", splits.train), ("held-out good parts", splits.val),
                        ("test parts", splits.measured(splits.test))):

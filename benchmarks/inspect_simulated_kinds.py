@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import commit, quiet_on_closed_pipe
+from _common import commit, fail, inspect_run_arguments, open_inspect_run, quiet_on_closed_pipe
 
 
 def good_parts(splits, run_dir: str) -> torch.Tensor:
@@ -113,33 +113,22 @@ def measure_real(run, model: torch.nn.Module) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    inspect_run_arguments(parser)
     parser.add_argument("--copies", type=int, default=2, help="seeded paintings of each good part per kind")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--last", action="store_true", help="measure state.pt's last weights, not model.safetensors")
-    parser.add_argument("--data-dir", default=None, help="where the run's data is now")
-    parser.add_argument("--dataset", default=None, help="the run's dataset where it is now, e.g. mvtec:PATH")
     args = parser.parse_args()
     if args.copies < 1:
         parser.error(f"--copies must be 1 or more, not {args.copies}")
     if args.json is not None and not args.json.parent.is_dir():
         parser.error(f"--json: no folder {args.json.parent}")
     from convae.core.errors import ConvaeError
-    from convae.run import Run
-    from convae.run.files import STATE, load_state
 
     torch.set_num_threads(2)
+    run, model = open_inspect_run(args)
     try:
-        run = Run.open(args.run_dir, data_dir=args.data_dir, dataset=args.dataset)
-        if run.config.task != "inspect":
-            raise ConvaeError(f"{args.run_dir}: a --task {run.config.task} run, not an inspect run")
-        model = run.model("cpu").eval()
-        if args.last:
-            model.load_state_dict(load_state(run.path / STATE)["model"])
         found = {"simulated": measure(run, model, args.copies), "test": measure_real(run, model)}
     except ConvaeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     if args.json is not None:  # before printing: a closed pipe must not lose the figures
         from convae.run import read_metrics
 

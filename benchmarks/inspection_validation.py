@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import commit, machine
-from inspection import KEYS, SECONDS_PER_EPOCH, convae_run
+from inspection import KEYS, PARTS, SECONDS_PER_EPOCH, convae_run
 
 from convae.bench.inspection import DEFECTS, NEW_DEFECTS
 
@@ -119,8 +119,8 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets.split(","):
-            root = write_inspection_dataset(Path(tmp) / name, validation_picture(name), size=128, train=80,
-                                            test_good=20, test_defect=10, seed=1, defects=KINDS)
+            root = write_inspection_dataset(Path(tmp) / name, validation_picture(name), size=128, defects=KINDS,
+                                            **{**PARTS, "seed": 1})  # the benchmark's counts, other draws
             chosen = {"seed": args.train_seed, **({"crop": args.crop} if args.crop is not None else {}),
                       **({"precision": args.precision} if args.precision else {})}
             epochs = (calibrated_epochs(root, Path(tmp) / f"{name}-calibration", args.threads, args.budget, chosen)

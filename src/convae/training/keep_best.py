@@ -105,26 +105,28 @@ def kept(run_dir: Path) -> tuple[int, float] | None:
                        "delete it, and the run keeps its last weights") from None
 
 
+def _marks(run_dir: Path) -> dict[str, str]:
+    """model.safetensors' metadata, where the run's end marks what it did; {} without the file."""
+    path = Path(run_dir) / WEIGHTS
+    return weights_metadata(path) if path.is_file() else {}
+
+
 def ends_on_kept_epoch(run_dir: Path) -> tuple[int, float, float, int] | None:
     """(epoch, its check, the last evaluation's check, the window of both) when model.safetensors holds a
     kept epoch, else None."""
-    path = Path(run_dir) / WEIGHTS
-    if not path.is_file():
-        return None
-    meta = weights_metadata(path)
+    meta = _marks(run_dir)
     best = kept(run_dir) if meta.get(KEPT) is not None else None
     return (*best, float(meta[KEPT]), int(meta.get(KEPT_WINDOW, 1))) if best else None
 
 
 def fell_without_memorisation(run_dir: Path) -> dict[str, Any] | None:
     """What model.safetensors records when the check fell but its (last) weights stayed, else None."""
-    path = Path(run_dir) / WEIGHTS
-    marker = weights_metadata(path).get(NOT_KEPT) if path.is_file() else None
+    marker = _marks(run_dir).get(NOT_KEPT)
     return json.loads(marker) if marker else None
 
 
 def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any],
-                   memorisation: Callable[[torch.nn.Module], float | None] | None = None) -> dict[str, Any] | None:
+                   memorisation: Callable[[torch.nn.Module], float | None]) -> dict[str, Any] | None:
     """Make model.safetensors (and ``model``) the kept epoch's weights when the mean ending with ``last``'s
     check fell ``MARGIN`` below the kept one's and ``memorisation(model)`` (the held-out good parts'
     reconstruction error over the training parts', on the last weights) is ``MEMORISED`` or more.
@@ -142,7 +144,7 @@ def settle_on_best(run_dir: Path, model: torch.nn.Module, last: dict[str, Any],
     final = running_means(_checks([*rows, last]))[-1]
     if final > best[1] - MARGIN:
         return None
-    ratio = memorisation(model) if memorisation is not None else None
+    ratio = memorisation(model)  # None only without held-out parts, and then no check could have fallen
     if ratio is not None and ratio < MEMORISED:
         fell = {"epoch": best[0], "check": best[1], "last_check": final, "memorisation": ratio}
         path = Path(run_dir) / WEIGHTS
