@@ -91,8 +91,10 @@ def trained(parts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from convae.cli import main
 
     out = tmp_path_factory.mktemp("inspect-run") / "run"
+    # lr 3e-3, the inspect default: at 1e-3 the pixel AUROC below depended on the machine's float path
+    # (seed 0 gave 0.737 on one machine and passed on another; seeds 0-5 gave 0.59-0.91 there)
     argv = ["train", "--dataset", f"mvtec:{parts}", "--task", "inspect", "--epochs", "25", "--batch-size", "8",
-            "--lr", "1e-3", "--deterministic", "--out", str(out), *TINY]
+            "--lr", "3e-3", "--deterministic", "--out", str(out), *TINY]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.argv", ["convae", *argv])
         try:
@@ -114,7 +116,7 @@ def test_an_inspect_run_learns_to_segment_a_painted_square(trained: Path, cli) -
     assert code == 0, err
     result = json.loads((trained / "detect-eval.json").read_text())
     assert result["score"] == "segment" and set(result["pixel_auroc_per_anomalous_class"]) == {"square"}
-    # chance is 0.5; over training seeds 0-7 this run gives 0.68-0.985 (median 0.9, 2026-12-07), so the bar
+    # chance is 0.5; over training seeds 0-5 this run gives 0.899-0.983 (2026-12-07, night), so the bar
     # says "it learned to segment", not "it reached a figure one seed happens to reach"
     assert result["pixel_auroc"] > 0.8, result["pixel_auroc"]
     assert result["auroc"] > 0.8, result["auroc"]
