@@ -168,3 +168,20 @@ def test_conv_scales_its_depth_and_code_with_the_input() -> None:
     cifar = build_model("conv", (3, 32, 32))
     assert cifar.encoder[-1].out_features == 32 and isinstance(cifar.encoder[-2], torch.nn.Flatten)
     assert tuple(cifar.encoder[-1].weight.shape) == (32, 64 * 8 * 8)
+
+
+def test_the_discriminator_sees_a_reconstruction_out_of_the_pixel_range_clamped_to_it() -> None:
+    """An inspect run's reconstruction can overshoot on an unseen defect (no output activation); the
+    defect map must then be that of the reconstruction clamped to [0, 1], not of the overshoot."""
+    model = build_model("draem", (3, 32, 32), {"width": 4, "disc_width": 4}).eval()
+    last = model.decoder[-1]
+    x = torch.rand(2, 3, 32, 32)
+    maps = {}
+    with torch.no_grad():
+        for level in (1.0, 5.0, -4.0, 0.0):  # each makes the whole reconstruction that value
+            last.weight.zero_()
+            last.bias.fill_(level)
+            maps[level], reconstruction = model.defect_map(x)
+            assert torch.allclose(reconstruction, torch.full_like(x, level))  # what the network drew, unclamped
+    assert torch.equal(maps[5.0], maps[1.0]) and torch.equal(maps[-4.0], maps[0.0])
+    assert not torch.allclose(maps[1.0], maps[0.0])  # the discriminator does see the reconstruction
