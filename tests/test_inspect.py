@@ -274,6 +274,27 @@ def test_the_exported_detector_matches_detect(trained: Path, parts: Path, cli, t
     assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
 
 
+def test_a_detector_exported_before_the_clamp_is_refused_in_one_line(trained: Path, parts: Path, cli,
+                                                                     tmp_path: Path) -> None:
+    """A file whose discriminator saw the unclamped reconstruction can disagree with detect; --onnx says so."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from convae import runtime
+
+    code, _, err = cli("export", str(trained), "--what", "detect", "--out", str(tmp_path / "d.onnx"))
+    assert code == 0, err
+    model = onnx.load(str(tmp_path / "d.onnx"))
+    assert {p.key: p.value for p in model.metadata_props}[runtime.CLAMPED] == "1"
+    kept = [p for p in model.metadata_props if p.key != runtime.CLAMPED]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    code, out, err = cli("detect", str(trained), str(parts / "test" / "good"), "--onnx", str(tmp_path / "old.onnx"),
+                         "--csv", str(tmp_path / "s.csv"))
+    assert code == 2 and out == "" and not (tmp_path / "s.csv").exists()
+    assert err.strip().count("\n") == 0 and "old.onnx" in err and "export it again" in err
+
+
 @pytest.mark.parametrize("crop, precision", [("0", "fp32"), ("16", "fp32"), ("0", "bf16"), ("0", "auto")])
 def test_an_inspect_run_stopped_on_time_resumes_bit_identical(parts: Path, cli, tmp_path: Path, crop: str,
                                                               precision: str) -> None:

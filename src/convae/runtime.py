@@ -41,6 +41,10 @@ SCORE, THRESHOLD, HEATMAP_SCALE, CLASSES, OUTPUTS = (
 )
 #: A detect graph's pixel threshold: a pixel of the map above it is drawn as predicted defect.
 PIXEL_THRESHOLD = "convae.pixel_threshold"
+#: An inspect run's detect graph whose discriminator sees the reconstruction clamped to [0, 1], as
+#: ``convae detect`` has since 2026-12-07 (convae.models.draem.DraemModel.defect_map); files exported
+#: before lack it, and their maps can differ from detect's.
+CLAMPED = "convae.clamped_reconstruction"
 KINDS = ("reconstruct", "encode", "decode", "detect", "classify")
 INPUT = "images"
 

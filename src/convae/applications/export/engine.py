@@ -3,7 +3,8 @@
 The verbs keep reading files, converting and resizing them, naming outputs and reporting
 bad files exactly as with torch; only the model call goes to onnxruntime (through
 convae.runtime). The file must have been exported from this very run (its digest is the
-run's) and as the kind the verb needs.
+run's) and as the kind the verb needs; an inspect run's detector, by a convae that clamps the
+reconstruction its discriminator sees, as detect does (runtime.CLAMPED).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def open_exported(run: Run, path: str | Path, what: str, verb: str) -> OnnxModel
         raise ConvaeError(f"{path}: exported from another run's weights ({exported.digest[:12]}), not {run.path}'s "
                           f"({run.digest[:12]}); export this run with `convae export {run.path} --what {what} "
                           f"--out FILE.onnx`")
+    if what == "detect" and exported.task == "inspect" and exported.metadata.get(runtime.CLAMPED) != "1":
+        raise ConvaeError(f"{path}: exported before convae clamped the reconstruction an inspect run's discriminator "
+                          f"sees, so its maps and scores can differ from `convae detect`'s; export it again with "
+                          f"`convae export {run.path} --what detect --out FILE.onnx`")
     return OnnxModel(exported)
 
 

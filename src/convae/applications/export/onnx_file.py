@@ -124,6 +124,8 @@ def _metadata(run: Run, what: str) -> dict[str, str]:
     if config.kind == CLASSIFIER:
         classes = config.get("classes") or [str(i) for i in range(config["model"]["n_classes"])]
         data[runtime.CLASSES] = json.dumps([str(c) for c in classes])
+    if what == "detect" and config.task == "inspect":
+        data[runtime.CLAMPED] = "1"
     return data
 
 
